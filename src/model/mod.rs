@@ -1,0 +1,91 @@
+//! Model architectures, the input contract they share, and the Keras-style summary table.
+//!
+//! Every architecture takes `[batch, 3, 32, 32]` images scaled to `[0, 1]` (see
+//! [`images_to_tensor`]) and returns unnormalised class scores (logits); softmax and the
+//! loss live with the training loop and the classifier, not in the model.
+
+mod seed;
+mod summary;
+
+pub use seed::{Seed, SeedConfig};
+pub use summary::{LayerRow, Summary};
+
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::data::{CHANNELS, IMAGE_BYTES, IMAGE_SIZE};
+
+/// The architectures `classify` can train, by their command-line name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    /// The original Keras system's CNN: Conv(32) -> MaxPool -> Dense(512) -> Dropout -> Dense.
+    Seed,
+}
+
+impl ModelKind {
+    /// The name used on the command line and in run folders.
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelKind::Seed => "seed",
+        }
+    }
+}
+
+impl std::fmt::Display for ModelKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A network of any supported architecture.
+#[derive(Module, Debug)]
+pub enum Network {
+    /// See [`Seed`].
+    Seed(Seed),
+}
+
+impl Network {
+    /// Builds a freshly initialised network for `num_classes` classes on `device`.
+    pub fn init(kind: ModelKind, num_classes: usize, device: &Device) -> Self {
+        match kind {
+            ModelKind::Seed => Network::Seed(SeedConfig::new(num_classes).init(device)),
+        }
+    }
+
+    /// Class scores for a batch of images.
+    ///
+    /// # Shapes
+    /// - images: `[batch, 3, 32, 32]`, values in `[0, 1]`
+    /// - output: `[batch, num_classes]` logits
+    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        match self {
+            Network::Seed(net) => net.forward(images),
+        }
+    }
+
+    /// The Keras-style layer table for this network.
+    pub fn summary(&self) -> Summary {
+        match self {
+            Network::Seed(net) => net.summary(),
+        }
+    }
+}
+
+/// Converts `n` CHW uint8 images into the model's input: `[n, 3, 32, 32]` floats in `[0, 1]`,
+/// the scaling of the original system (`x / 255`).
+pub fn images_to_tensor(images: &[u8], device: &Device) -> Tensor<4> {
+    let n = images.len() / IMAGE_BYTES;
+    let floats: Vec<f32> = images.iter().map(|&v| f32::from(v) * (1.0 / 255.0)).collect();
+    Tensor::from_data(
+        TensorData::new(floats, [n, CHANNELS, IMAGE_SIZE, IMAGE_SIZE]),
+        device,
+    )
+}
+
+/// Converts class labels into the loss's target tensor.
+pub fn labels_to_tensor(labels: &[u8], device: &Device) -> Tensor<1, Int> {
+    let ints: Vec<i64> = labels.iter().map(|&l| i64::from(l)).collect();
+    let n = ints.len();
+    Tensor::from_data(TensorData::new(ints, [n]), device)
+}

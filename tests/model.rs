@@ -1,0 +1,95 @@
+//! The seed model against Keras: parameter count, summary table, and outputs for fixed
+//! weights and inputs matching `tests/reference/seed_keras.json`, which
+//! `tests/reference/seed_keras_reference.py` computed with Keras 3.15 / TensorFlow 2.21.
+
+use burn::module::{Module, Param};
+use burn::prelude::*;
+use classify::model::{ModelKind, Network, SeedConfig};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct Reference {
+    logits: Vec<Vec<f32>>,
+    probs: Vec<Vec<f32>>,
+}
+
+/// Builds a tensor of `shape` whose element at logical index `idx` is `f(idx)`, evaluated in
+/// f64 and cast to f32 as the Python script does.
+fn from_fn<const D: usize>(shape: [usize; D], f: impl Fn(&[usize]) -> f64, device: &Device) -> Tensor<D> {
+    let n: usize = shape.iter().product();
+    let mut values = Vec::with_capacity(n);
+    let mut idx = [0usize; D];
+    for _ in 0..n {
+        values.push(f(&idx) as f32);
+        for d in (0..D).rev() {
+            idx[d] += 1;
+            if idx[d] < shape[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+    Tensor::from_data(TensorData::new(values, shape), device)
+}
+
+#[test]
+fn seed_model_has_the_original_parameter_count_and_summary() {
+    let device = Device::flex();
+    let net = Network::init(ModelKind::Seed, 10, &device);
+    assert_eq!(net.num_params(), 4_200_842);
+    let summary = net.summary();
+    assert_eq!(summary.total_params(), 4_200_842);
+    let params: Vec<usize> = summary.rows.iter().map(|r| r.params).collect();
+    assert_eq!(params, vec![896, 0, 0, 4_194_816, 0, 5_130]);
+    let text = summary.to_string();
+    assert!(text.contains("Total params: 4,200,842"), "{text}");
+    assert!(text.contains("(None, 32, 16, 16)"), "{text}");
+}
+
+#[test]
+fn seed_model_output_shape_follows_the_class_count() {
+    let device = Device::flex();
+    let net = Network::init(ModelKind::Seed, 7, &device);
+    let logits = net.forward(Tensor::zeros([3, 3, 32, 32], &device));
+    assert_eq!(logits.dims(), [3, 7]);
+}
+
+#[test]
+fn seed_model_matches_keras_reference_values() {
+    let reference: Reference =
+        serde_json::from_str(include_str!("reference/seed_keras.json")).expect("reference JSON");
+    let device = Device::flex();
+    let mut net = SeedConfig::new(10).init(&device);
+    // The formulas of seed_keras_reference.py, over burn's logical indices.
+    net.conv.weight = Param::from_tensor(from_fn(
+        [32, 3, 3, 3],
+        |i| (1.0 + i[0] as f64 * 0.7 + i[1] as f64 * 1.3 + i[2] as f64 * 0.5 + i[3] as f64 * 0.3).sin() * 0.2,
+        &device,
+    ));
+    net.conv.bias = Some(Param::from_tensor(from_fn([32], |i| 0.01 * (i[0] % 5) as f64 - 0.02, &device)));
+    net.hidden.weight =
+        Param::from_tensor(from_fn([8192, 512], |i| (i[0] as f64 * 0.013 + i[1] as f64 * 0.17).sin() * 0.02, &device));
+    net.hidden.bias = Some(Param::from_tensor(from_fn([512], |i| (i[0] as f64 * 0.1).cos() * 0.01, &device)));
+    net.output.weight =
+        Param::from_tensor(from_fn([512, 10], |i| (i[0] as f64 * 0.07 + i[1] as f64 * 1.1).sin() * 0.1, &device));
+    net.output.bias = Some(Param::from_tensor(from_fn([10], |i| 0.01 * i[0] as f64 - 0.05, &device)));
+    let net = Network::Seed(net).valid();
+
+    let images = from_fn(
+        [2, 3, 32, 32],
+        |i| ((i[0] * 7 + i[1] * 31 + i[2] * 5 + i[3] * 3) % 17) as f64 / 16.0,
+        &device,
+    );
+    let logits = net.forward(images);
+    let probs = burn::tensor::activation::softmax(logits.clone(), 1);
+    let logits = logits.into_data().try_to_vec::<f32>().unwrap();
+    let probs = probs.into_data().try_to_vec::<f32>().unwrap();
+    for n in 0..2 {
+        for k in 0..10 {
+            let (got, want) = (logits[n * 10 + k], reference.logits[n][k]);
+            assert!((got - want).abs() < 1e-4, "logit [{n}][{k}]: burn {got}, keras {want}");
+            let (got, want) = (probs[n * 10 + k], reference.probs[n][k]);
+            assert!((got - want).abs() < 1e-5, "prob [{n}][{k}]: burn {got}, keras {want}");
+        }
+    }
+}
