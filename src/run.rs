@@ -1,0 +1,375 @@
+//! The run folder: everything a training run leaves behind, and how it is read back.
+//!
+//! ```text
+//! runs/NAME/
+//!   config.json        resolved settings (RunConfig), with a format version
+//!   classes.txt        class names, one per line, in label order
+//!   model.bpk          weights after the last completed epoch (burnpack)
+//!   metrics.jsonl      one JSON object per completed epoch (EpochMetrics)
+//!   checkpoint.json    the last complete checkpoint: epoch, files, metrics history
+//!   checkpoint/        model and optimiser state of that epoch
+//! ```
+//!
+//! Every file is written under a temporary name and renamed into place, and
+//! `checkpoint.json` is renamed last, so a run killed at any moment resumes from the last
+//! checkpoint that was completely written.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::ModelKind;
+
+/// Version of the run-folder layout this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+pub const CONFIG_FILE: &str = "config.json";
+pub const CLASSES_FILE: &str = "classes.txt";
+pub const WEIGHTS_FILE: &str = "model.bpk";
+pub const METRICS_FILE: &str = "metrics.jsonl";
+pub const CHECKPOINT_FILE: &str = "checkpoint.json";
+pub const CHECKPOINT_DIR: &str = "checkpoint";
+
+/// Errors reading or writing a run folder.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: not valid JSON ({source}); the run folder is damaged")]
+    Json { path: PathBuf, source: serde_json::Error },
+    #[error("{0} is not a run folder (no config.json): run `classify train --out {0}` first")]
+    NotARun(PathBuf),
+    #[error("{path} was written by a newer classify (run format {found}, this build reads {FORMAT_VERSION}): upgrade classify")]
+    NewerFormat { path: PathBuf, found: u32 },
+    #[error("no weights in {0}: the run has not completed an epoch yet; run `classify train --resume --out {0}`")]
+    NoWeights(PathBuf),
+    #[error("{path}: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+}
+
+/// Adam's settings; the defaults are Keras's, which the original system used.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct AdamSettings {
+    pub beta_1: f64,
+    pub beta_2: f64,
+    /// Keras's 1e-7, not burn's default of 1e-5.
+    pub epsilon: f64,
+}
+
+impl Default for AdamSettings {
+    fn default() -> Self {
+        AdamSettings { beta_1: 0.9, beta_2: 0.999, epsilon: 1e-7 }
+    }
+}
+
+/// The resolved settings of a training run, saved as `config.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunConfig {
+    /// Run-folder format; see [`FORMAT_VERSION`].
+    pub format_version: u32,
+    /// Version of classify that started the run.
+    pub classify_version: String,
+    pub model: ModelKind,
+    /// The `--data` value the run was started with.
+    pub data: String,
+    /// Fraction of each class held out for validation.
+    pub val_split: f64,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub learning_rate: f64,
+    pub seed: u64,
+    pub optimizer: AdamSettings,
+    /// Device the run trained on (`cpu`, `wgpu`, `cuda`).
+    pub device: String,
+    /// Class names in label order.
+    pub classes: Vec<String>,
+    pub train_images: usize,
+    pub val_images: usize,
+}
+
+/// Metrics of one completed epoch: one line of `metrics.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    pub epoch: usize,
+    /// Wall-clock seconds of the epoch's training and validation.
+    pub seconds: f64,
+    pub train_loss: f64,
+    pub train_acc: f64,
+    pub val_loss: f64,
+    pub val_acc: f64,
+}
+
+/// The last complete checkpoint, saved as `checkpoint.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Epochs completed.
+    pub epoch: usize,
+    /// Model weights, relative to the run folder.
+    pub model: String,
+    /// Optimiser state, relative to the run folder.
+    pub optimizer: String,
+    /// Metrics of every completed epoch, so `metrics.jsonl` can be rebuilt on resume.
+    pub history: Vec<EpochMetrics>,
+}
+
+/// A run folder on disk.
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    root: PathBuf,
+}
+
+impl RunDir {
+    /// A handle on `root`; nothing is read or created.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        RunDir { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    /// Whether the folder holds a run (a `config.json`).
+    pub fn exists(&self) -> bool {
+        self.path(CONFIG_FILE).is_file()
+    }
+
+    /// Creates the folder (and `checkpoint/`) if needed.
+    pub fn create(&self) -> Result<(), RunError> {
+        let dir = self.path(CHECKPOINT_DIR);
+        fs::create_dir_all(&dir).map_err(|source| RunError::Io { path: dir, source })
+    }
+
+    /// Writes `config.json` and `classes.txt`.
+    pub fn save_config(&self, config: &RunConfig) -> Result<(), RunError> {
+        write_json(&self.path(CONFIG_FILE), config)?;
+        let mut names = config.classes.join("\n");
+        names.push('\n');
+        write_atomic(&self.path(CLASSES_FILE), names.as_bytes())
+    }
+
+    /// Reads and checks `config.json`.
+    pub fn load_config(&self) -> Result<RunConfig, RunError> {
+        let path = self.path(CONFIG_FILE);
+        if !path.is_file() {
+            return Err(RunError::NotARun(self.root.clone()));
+        }
+        let text = read_string(&path)?;
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|source| RunError::Json { path: path.clone(), source })?;
+        let found = value.get("format_version").and_then(|v| v.as_u64()).unwrap_or(0);
+        if found > u64::from(FORMAT_VERSION) {
+            return Err(RunError::NewerFormat { path, found: found as u32 });
+        }
+        if found != u64::from(FORMAT_VERSION) {
+            return Err(RunError::Invalid {
+                path,
+                reason: format!("unknown run format version {found}; expected {FORMAT_VERSION}"),
+            });
+        }
+        let config: RunConfig =
+            serde_json::from_value(value).map_err(|source| RunError::Json { path: path.clone(), source })?;
+        if config.classes.is_empty() {
+            return Err(RunError::Invalid { path, reason: "no class names".into() });
+        }
+        Ok(config)
+    }
+
+    /// Writes the final or latest weights, atomically.
+    pub fn save_weights(&self, bytes: &[u8]) -> Result<(), RunError> {
+        write_atomic(&self.path(WEIGHTS_FILE), bytes)
+    }
+
+    /// Reads the weights file.
+    pub fn load_weights(&self) -> Result<Vec<u8>, RunError> {
+        let path = self.path(WEIGHTS_FILE);
+        if !path.is_file() {
+            return Err(RunError::NoWeights(self.root.clone()));
+        }
+        fs::read(&path).map_err(|source| RunError::Io { path, source })
+    }
+
+    /// Reads `checkpoint.json`, or `None` when no epoch has completed.
+    pub fn load_checkpoint(&self) -> Result<Option<Checkpoint>, RunError> {
+        let path = self.path(CHECKPOINT_FILE);
+        if !path.is_file() {
+            return Ok(None);
+        }
+        let text = read_string(&path)?;
+        serde_json::from_str(&text).map(Some).map_err(|source| RunError::Json { path, source })
+    }
+
+    /// Saves a complete checkpoint for `history.last()`'s epoch: the model and optimiser
+    /// files first, then `checkpoint.json`, then `metrics.jsonl` and `model.bpk`; last, the
+    /// previous checkpoint's files are removed.
+    pub fn save_checkpoint(
+        &self,
+        model: &[u8],
+        optimizer: &[u8],
+        history: &[EpochMetrics],
+    ) -> Result<(), RunError> {
+        let epoch = history.last().map_or(0, |m| m.epoch);
+        let previous = self.load_checkpoint()?;
+        let checkpoint = Checkpoint {
+            epoch,
+            model: format!("{CHECKPOINT_DIR}/model-{epoch:04}.bpk"),
+            optimizer: format!("{CHECKPOINT_DIR}/optimizer-{epoch:04}.bpk"),
+            history: history.to_vec(),
+        };
+        write_atomic(&self.path(&checkpoint.model), model)?;
+        write_atomic(&self.path(&checkpoint.optimizer), optimizer)?;
+        write_json(&self.path(CHECKPOINT_FILE), &checkpoint)?;
+        self.save_metrics(history)?;
+        self.save_weights(model)?;
+        if let Some(old) = previous.filter(|old| old.epoch != epoch) {
+            // Best effort: a stale file costs disk space, not correctness.
+            let _ = fs::remove_file(self.path(&old.model));
+            let _ = fs::remove_file(self.path(&old.optimizer));
+        }
+        Ok(())
+    }
+
+    /// Rewrites `metrics.jsonl` from `history`.
+    pub fn save_metrics(&self, history: &[EpochMetrics]) -> Result<(), RunError> {
+        let mut text = String::new();
+        for m in history {
+            // EpochMetrics holds only numbers: serialising it cannot fail.
+            text.push_str(&serde_json::to_string(m).unwrap_or_default());
+            text.push('\n');
+        }
+        write_atomic(&self.path(METRICS_FILE), text.as_bytes())
+    }
+
+    /// Reads `metrics.jsonl`; a missing file is an empty history.
+    pub fn load_metrics(&self) -> Result<Vec<EpochMetrics>, RunError> {
+        let path = self.path(METRICS_FILE);
+        if !path.is_file() {
+            return Ok(Vec::new());
+        }
+        read_string(&path)?
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).map_err(|source| RunError::Json { path: path.clone(), source }))
+            .collect()
+    }
+
+    /// Reads a file of the run, named relative to its root.
+    pub fn read(&self, name: &str) -> Result<Vec<u8>, RunError> {
+        let path = self.path(name);
+        fs::read(&path).map_err(|source| RunError::Io { path, source })
+    }
+}
+
+fn read_string(path: &Path) -> Result<String, RunError> {
+    fs::read_to_string(path).map_err(|source| RunError::Io { path: path.to_path_buf(), source })
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), RunError> {
+    let mut text = serde_json::to_string_pretty(value)
+        .map_err(|source| RunError::Json { path: path.to_path_buf(), source })?;
+    text.push('\n');
+    write_atomic(path, text.as_bytes())
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same folder, synced and renamed
+/// into place, so `path` is either its old content or the complete new one.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RunError> {
+    let io = |source| RunError::Io { path: path.to_path_buf(), source };
+    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{file_name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut file = fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(classes: &[&str]) -> RunConfig {
+        RunConfig {
+            format_version: FORMAT_VERSION,
+            classify_version: "test".into(),
+            model: ModelKind::Seed,
+            data: "x".into(),
+            val_split: 0.1,
+            epochs: 2,
+            batch_size: 4,
+            learning_rate: 0.001,
+            seed: 1,
+            optimizer: AdamSettings::default(),
+            device: "cpu".into(),
+            classes: classes.iter().map(|s| s.to_string()).collect(),
+            train_images: 10,
+            val_images: 2,
+        }
+    }
+
+    fn metrics(epoch: usize) -> EpochMetrics {
+        EpochMetrics { epoch, seconds: 1.0, train_loss: 1.0, train_acc: 0.5, val_loss: 1.0, val_acc: 0.5 }
+    }
+
+    #[test]
+    fn config_round_trips_and_writes_class_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::new(dir.path());
+        run.create().unwrap();
+        let cfg = config(&["cat", "dog"]);
+        run.save_config(&cfg).unwrap();
+        assert_eq!(run.load_config().unwrap(), cfg);
+        assert_eq!(fs::read_to_string(run.path(CLASSES_FILE)).unwrap(), "cat\ndog\n");
+    }
+
+    #[test]
+    fn newer_format_is_refused_with_a_hint() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::new(dir.path());
+        let mut value = serde_json::to_value(config(&["a"])).unwrap();
+        value["format_version"] = (FORMAT_VERSION + 1).into();
+        fs::write(run.path(CONFIG_FILE), value.to_string()).unwrap();
+        let err = run.load_config().unwrap_err();
+        assert!(matches!(err, RunError::NewerFormat { .. }), "{err}");
+        assert!(err.to_string().contains("upgrade classify"));
+    }
+
+    #[test]
+    fn missing_config_says_to_train_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = RunDir::new(dir.path().join("nope")).load_config().unwrap_err();
+        assert!(err.to_string().contains("classify train"), "{err}");
+    }
+
+    #[test]
+    fn checkpoint_replaces_the_previous_one_and_rewrites_metrics() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::new(dir.path());
+        run.create().unwrap();
+        run.save_checkpoint(b"m1", b"o1", &[metrics(1)]).unwrap();
+        run.save_checkpoint(b"m2", b"o2", &[metrics(1), metrics(2)]).unwrap();
+        let ckpt = run.load_checkpoint().unwrap().unwrap();
+        assert_eq!(ckpt.epoch, 2);
+        assert_eq!(run.read(&ckpt.model).unwrap(), b"m2");
+        assert_eq!(run.read(&ckpt.optimizer).unwrap(), b"o2");
+        assert!(!run.path("checkpoint/model-0001.bpk").exists());
+        assert_eq!(run.load_weights().unwrap(), b"m2");
+        assert_eq!(run.load_metrics().unwrap(), vec![metrics(1), metrics(2)]);
+        let leftovers: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+            .collect();
+        assert!(leftovers.is_empty());
+    }
+}
