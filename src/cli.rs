@@ -1,0 +1,163 @@
+//! The command line: subcommands and flags (clap derive). Parsing only; `commands` acts.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use classify::device::DeviceKind;
+use classify::model::ModelKind;
+
+/// Train, evaluate and predict with small-image classifiers (CIFAR-10 or any image folder).
+#[derive(Debug, Parser)]
+#[command(name = "classify", version, about, long_about = None)]
+pub struct Cli {
+    /// Where tensors live. `wgpu` and `cuda` need a build with that cargo feature.
+    #[arg(long, global = true, value_enum, default_value = "cpu")]
+    pub device: DeviceKind,
+
+    /// Worker threads for the CPU backend and image decoding (default: all cores).
+    #[arg(long, global = true, env = "CLASSIFY_THREADS")]
+    pub threads: Option<usize>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Download and manage datasets.
+    #[command(subcommand)]
+    Data(DataCommand),
+    /// Inspect model architectures.
+    #[command(subcommand)]
+    Model(ModelCommand),
+    /// Train a model and write a run folder.
+    Train(TrainArgs),
+    /// Accuracy, per-class accuracy and confusion matrix of a trained run.
+    Eval(EvalArgs),
+    /// Classify image files with a trained run.
+    Predict(PredictArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DataCommand {
+    /// Download a dataset into the cache folder, verify it and extract it.
+    Fetch(FetchArgs),
+}
+
+/// Datasets `classify data fetch` knows.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum KnownDataset {
+    /// The official CIFAR-10 binary archive (170 MB).
+    Cifar10,
+}
+
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    /// The dataset.
+    #[arg(value_enum)]
+    pub dataset: KnownDataset,
+    /// Cache folder [default: $CLASSIFY_HOME, else $XDG_CACHE_HOME/classify, else ~/.cache/classify].
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Download from this address instead of the official one (a mirror).
+    #[arg(long, env = "CLASSIFY_CIFAR10_URL")]
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// Print a Keras-style table of layers, output shapes and parameters.
+    Summary {
+        /// The architecture.
+        #[arg(long, value_enum, default_value = "seed")]
+        model: ModelKind,
+        /// Number of classes.
+        #[arg(long, default_value_t = 10)]
+        classes: usize,
+    },
+}
+
+/// Where the data comes from, shared by `train` and `eval`.
+#[derive(Debug, Args)]
+pub struct DataArgs {
+    /// `cifar10` (the official set, fetched on first use), a CIFAR-10 binary folder, or an
+    /// image-folder root with train/<class>/*.{png,jpg,jpeg} and optionally test/<class>/...
+    #[arg(long)]
+    pub data: Option<String>,
+    /// Cache folder for downloaded datasets (see `classify data fetch --help`).
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// The architecture.
+    #[arg(long, value_enum)]
+    pub model: Option<ModelKind>,
+    /// Passes over the training set [default: 30].
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Images per optimiser step [default: 32].
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Adam learning rate [default: 0.001].
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Seed for initialisation, shuffling and dropout [default: 42].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Fraction of each class held out for validation: the last F of its items in file-name
+    /// (or record) order [default: 0.1].
+    #[arg(long)]
+    pub val_split: Option<f64>,
+    /// The run folder [default: runs/<model>-NNN, the first free number].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Continue the run in --out from its last complete checkpoint, with its saved settings
+    /// (--epochs may raise the epoch count).
+    #[arg(long, requires = "out")]
+    pub resume: bool,
+}
+
+/// Which images `eval` measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SplitName {
+    /// The data's test split (CIFAR-10's test_batch.bin, or an image folder's test/).
+    Test,
+    /// The validation split held out during training.
+    Val,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// The run folder.
+    #[arg(long)]
+    pub run: PathBuf,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// The split [default: test when the data has one, else val].
+    #[arg(long, value_enum)]
+    pub split: Option<SplitName>,
+    /// Print one JSON object instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// The run folder.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Image files (PNG or JPEG, any size; resized to 32x32).
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+    /// Classes shown per image.
+    #[arg(long, default_value_t = 3)]
+    pub top_k: usize,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}

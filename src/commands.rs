@@ -1,0 +1,248 @@
+//! What each subcommand does: resolve flags into settings, call the library, print results.
+//! Results go to stdout; progress and logs to stderr.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use burn::tensor::Device;
+use serde_json::json;
+
+use classify::classifier::Classifier;
+use classify::data::{self, IMAGE_BYTES, LoadOptions, Splits};
+use classify::eval::{self, Evaluation};
+use classify::model::{ModelKind, Network};
+use classify::run::{AdamSettings, FORMAT_VERSION, RunConfig, RunDir};
+use classify::train::{self, Progress};
+
+use crate::cli::{Command, DataArgs, DataCommand, EvalArgs, FetchArgs, ModelCommand, PredictArgs, SplitName, TrainArgs};
+
+/// Runs one parsed command on `device`.
+pub fn run(command: Command, device: &Device, device_name: &str) -> Result<()> {
+    match command {
+        Command::Data(DataCommand::Fetch(args)) => fetch(args),
+        Command::Model(ModelCommand::Summary { model, classes }) => {
+            let net = Network::init(model, classes, device);
+            println!("{}", net.summary());
+            Ok(())
+        }
+        Command::Train(args) => train(args, device, device_name),
+        Command::Eval(args) => evaluate(args, device),
+        Command::Predict(args) => predict(args, device),
+    }
+}
+
+fn terminal() -> bool {
+    std::io::stderr().is_terminal()
+}
+
+fn fetch(args: FetchArgs) -> Result<()> {
+    let opts = LoadOptions { cache_dir: args.dir, url: args.url, progress: terminal() };
+    let dir = data::download::ensure_cifar10(&opts)?;
+    println!("{}", dir.display());
+    Ok(())
+}
+
+fn load_splits(spec: &str, args: &DataArgs, val_split: f64) -> Result<Splits> {
+    let opts = LoadOptions { cache_dir: args.cache_dir.clone(), url: None, progress: terminal() };
+    let started = std::time::Instant::now();
+    let dataset = data::load(spec, &opts).with_context(|| format!("cannot load --data {spec}"))?;
+    let splits = data::split(dataset, val_split)?;
+    tracing::info!(
+        "loaded {spec}: {} train, {} val, {} test images, {} classes in {:.1}s",
+        splits.train.len(),
+        splits.val.len(),
+        splits.test.as_ref().map_or(0, |t| t.len()),
+        splits.classes.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(splits)
+}
+
+/// `runs/<model>-NNN` with the first number not yet taken.
+fn default_out(model: ModelKind) -> PathBuf {
+    (1..)
+        .map(|i| PathBuf::from(format!("runs/{model}-{i:03}")))
+        .find(|p| !p.exists())
+        .unwrap_or_else(|| PathBuf::from(format!("runs/{model}")))
+}
+
+fn train(args: TrainArgs, device: &Device, device_name: &str) -> Result<()> {
+    let out = args.out.clone().unwrap_or_else(|| default_out(args.model.unwrap_or(ModelKind::Seed)));
+    let run = RunDir::new(&out);
+    let (config, splits) = if args.resume {
+        let mut config = run.load_config().context("--resume needs a run folder")?;
+        warn_ignored(&args, &config);
+        if let Some(epochs) = args.epochs {
+            config.epochs = epochs;
+            run.save_config(&config)?;
+        }
+        let splits = load_splits(&config.data, &args.data, config.val_split)?;
+        (config, splits)
+    } else {
+        if run.exists() || run.path(classify::run::CHECKPOINT_FILE).exists() {
+            bail!(
+                "{} already holds a run: pass --resume to continue it, or choose another --out",
+                out.display()
+            );
+        }
+        let spec = args.data.data.clone().unwrap_or_else(|| data::CIFAR10_SPEC.to_string());
+        let val_split = args.val_split.unwrap_or(0.1);
+        let splits = load_splits(&spec, &args.data, val_split)?;
+        let config = RunConfig {
+            format_version: FORMAT_VERSION,
+            classify_version: env!("CARGO_PKG_VERSION").to_string(),
+            model: args.model.unwrap_or(ModelKind::Seed),
+            data: spec,
+            val_split,
+            epochs: args.epochs.unwrap_or(30),
+            batch_size: args.batch_size.unwrap_or(32),
+            learning_rate: args.lr.unwrap_or(0.001),
+            seed: args.seed.unwrap_or(42),
+            optimizer: AdamSettings::default(),
+            device: device_name.to_string(),
+            classes: splits.classes.clone(),
+            train_images: splits.train.len(),
+            val_images: splits.val.len(),
+        };
+        (config, splits)
+    };
+    if config.batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+    if !(config.learning_rate > 0.0 && config.learning_rate.is_finite()) {
+        bail!("--lr must be a positive number, got {}", config.learning_rate);
+    }
+    tracing::info!("training {} for {} epochs into {}", config.model, config.epochs, out.display());
+    let history = train::train(&splits, &config, &run, device, args.resume, &Progress::new(terminal()))?;
+    match history.last() {
+        Some(last) => println!(
+            "{}: {} epochs, val accuracy {:.4}, train accuracy {:.4}",
+            out.display(),
+            last.epoch,
+            last.val_acc,
+            last.train_acc
+        ),
+        None => println!("{}: no epochs to run", out.display()),
+    }
+    Ok(())
+}
+
+/// Says which flags a resumed run does not take from the command line.
+fn warn_ignored(args: &TrainArgs, config: &RunConfig) {
+    let given = [
+        ("--data", args.data.data.is_some()),
+        ("--model", args.model.is_some()),
+        ("--batch-size", args.batch_size.is_some()),
+        ("--lr", args.lr.is_some()),
+        ("--seed", args.seed.is_some()),
+        ("--val-split", args.val_split.is_some()),
+    ];
+    for (flag, _) in given.iter().filter(|(_, set)| *set) {
+        tracing::warn!("{flag} is ignored with --resume: the run keeps its saved settings ({})", config.data);
+    }
+}
+
+fn evaluate(args: EvalArgs, device: &Device) -> Result<()> {
+    let classifier = Classifier::load(&args.run, device)?;
+    let config = classifier.config().clone();
+    let spec = args.data.data.clone().unwrap_or_else(|| config.data.clone());
+    let splits = load_splits(&spec, &args.data, config.val_split)?;
+    if splits.classes != config.classes {
+        bail!(
+            "--data {spec} has classes [{}] but the run was trained on [{}]",
+            splits.classes.join(", "),
+            config.classes.join(", ")
+        );
+    }
+    let split = args.split.unwrap_or(if splits.test.is_some() { SplitName::Test } else { SplitName::Val });
+    let (name, set) = match split {
+        SplitName::Val => ("val", &splits.val),
+        SplitName::Test => match &splits.test {
+            Some(test) => ("test", test),
+            None => bail!(
+                "--data {spec} has no test split (no test_batch.bin or test/ folder): use --split val"
+            ),
+        },
+    };
+    if set.is_empty() {
+        bail!("the {name} split of --data {spec} is empty");
+    }
+    let predictions = classifier.predict(&set.images);
+    let evaluation = eval::evaluate(&config.classes, &set.labels, &predictions);
+    if args.json {
+        let mut value = serde_json::to_value(&evaluation)?;
+        value["split"] = json!(name);
+        value["run"] = json!(args.run.display().to_string());
+        value["classes"] = json!(config.classes);
+        println!("{value}");
+    } else {
+        print_evaluation(&args.run, name, &evaluation, &config.classes);
+    }
+    Ok(())
+}
+
+fn print_evaluation(run: &Path, split: &str, e: &Evaluation, classes: &[String]) {
+    println!("run {}, {split} split: {} images", run.display(), e.n);
+    println!("accuracy {:.4}", e.accuracy);
+    println!("\nper-class accuracy:");
+    for c in &e.per_class {
+        println!("  {:<12} {:.4}  ({}/{})", c.class, c.accuracy, c.correct, c.n);
+    }
+    let short: Vec<String> = classes.iter().map(|c| c.chars().take(6).collect()).collect();
+    println!("\nconfusion matrix (rows: true class, columns: predicted):");
+    print!("{:>12}", "");
+    for s in &short {
+        print!(" {s:>6}");
+    }
+    println!();
+    for (name, row) in classes.iter().zip(&e.confusion) {
+        print!("{:>12}", name.chars().take(12).collect::<String>());
+        for count in row {
+            print!(" {count:>6}");
+        }
+        println!();
+    }
+    println!("\nmost confused pairs (true -> predicted):");
+    for p in e.most_confused.iter().take(5) {
+        println!("  {:<12} -> {:<12} {}", p.truth, p.predicted, p.count);
+    }
+}
+
+fn predict(args: PredictArgs, device: &Device) -> Result<()> {
+    let classifier = Classifier::load(&args.run, device)?;
+    let mut images = vec![0u8; args.images.len() * IMAGE_BYTES];
+    for (path, slot) in args.images.iter().zip(images.chunks_mut(IMAGE_BYTES)) {
+        let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        data::folder::decode_into(&bytes, slot)
+            .map_err(|reason| anyhow::anyhow!("{}: {reason}", path.display()))?;
+    }
+    let classes = classifier.classes();
+    let k = args.top_k.clamp(1, classes.len());
+    let results: Vec<_> = args
+        .images
+        .iter()
+        .zip(classifier.probabilities(&images))
+        .map(|(path, probs)| (path, eval::top_k(&probs, k)))
+        .collect();
+    if args.json {
+        let value: Vec<_> = results
+            .iter()
+            .map(|(path, top)| {
+                json!({
+                    "image": path.display().to_string(),
+                    "predictions": top.iter().map(|&(i, p)| json!({"class": classes[i], "probability": p})).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(value));
+    } else {
+        for (path, top) in results {
+            println!("{}", path.display());
+            for (i, p) in top {
+                println!("  {:<12} {:.4}", classes[i], p);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,144 @@
+//! The real binary, in a temp folder: train -> eval -> predict on a tiny image folder, resume,
+//! and the errors a newcomer is likely to meet.
+
+mod util;
+
+use std::fs;
+
+use serde_json::Value;
+use util::{classify, ok, stderr, stdout};
+
+const CLASSES: [&str; 3] = ["blue", "green", "red"];
+
+#[test]
+fn train_eval_predict_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    util::write_image_folder(&root.join("shapes"), &CLASSES, 12, 4);
+
+    let out = ok(classify(root, &[
+        "train", "--data", "shapes", "--epochs", "2", "--batch-size", "8", "--val-split", "0.25", "--out", "runs/a",
+    ]));
+    assert!(stdout(&out).contains("runs/a: 2 epochs"), "{}", stdout(&out));
+    // Not a terminal: one plain line per epoch.
+    assert!(stderr(&out).contains("epoch 2/2  train loss"), "{}", stderr(&out));
+    let run = root.join("runs/a");
+    for f in ["config.json", "classes.txt", "model.bpk", "metrics.jsonl", "checkpoint.json"] {
+        assert!(run.join(f).is_file(), "missing {f}");
+    }
+    assert_eq!(fs::read_to_string(run.join("classes.txt")).unwrap(), "blue\ngreen\nred\n");
+    let config: Value = serde_json::from_str(&fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["train_images"], 27); // 12 per class, the last round(3) held out
+    assert_eq!(config["val_images"], 9);
+    assert_eq!(config["optimizer"]["epsilon"], 1e-7);
+    let metrics = fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let lines: Vec<Value> = metrics.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2);
+    for (i, m) in lines.iter().enumerate() {
+        assert_eq!(m["epoch"], i + 1);
+        for key in ["seconds", "train_loss", "train_acc", "val_loss", "val_acc"] {
+            assert!(m[key].is_number(), "{key} in {m}");
+        }
+    }
+
+    // eval on the data's test split by default.
+    let out = ok(classify(root, &["eval", "--run", "runs/a", "--json"]));
+    let e: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(e["split"], "test");
+    assert_eq!(e["n"], 12);
+    let acc = e["accuracy"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&acc));
+    assert_eq!(e["per_class"].as_array().unwrap().len(), 3);
+    let confusion = e["confusion"].as_array().unwrap();
+    let total: u64 = confusion.iter().flat_map(|r| r.as_array().unwrap()).map(|v| v.as_u64().unwrap()).sum();
+    assert_eq!(total, 12);
+    let out = ok(classify(root, &["eval", "--run", "runs/a", "--split", "val"]));
+    assert!(stdout(&out).contains("val split: 9 images"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("confusion matrix"));
+
+    // predict, text and JSON.
+    let img = root.join("shapes/test/red/000.png");
+    let img = img.to_str().unwrap();
+    let out = ok(classify(root, &["predict", "--run", "runs/a", img, "--top-k", "2", "--json"]));
+    let p: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let preds = p[0]["predictions"].as_array().unwrap();
+    assert_eq!(preds.len(), 2);
+    let p0 = preds[0]["probability"].as_f64().unwrap();
+    let p1 = preds[1]["probability"].as_f64().unwrap();
+    assert!(p0 >= p1 && p0 + p1 <= 1.0 + 1e-6);
+    assert!(CLASSES.contains(&preds[0]["class"].as_str().unwrap()));
+    let out = ok(classify(root, &["predict", "--run", "runs/a", img]));
+    assert_eq!(stdout(&out).lines().count(), 4, "{}", stdout(&out)); // path + 3 classes
+
+    // A second train into the same folder refuses to overwrite it.
+    let out = classify(root, &["train", "--data", "shapes", "--epochs", "1", "--out", "runs/a"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("already holds a run"), "{}", stderr(&out));
+
+    // --resume continues to a raised epoch count and keeps the history.
+    ok(classify(root, &["train", "--out", "runs/a", "--resume", "--epochs", "3"]));
+    let metrics = fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let epochs: Vec<u64> = metrics
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["epoch"].as_u64().unwrap())
+        .collect();
+    assert_eq!(epochs, vec![1, 2, 3]);
+    assert_eq!(lines[0], serde_json::from_str::<Value>(metrics.lines().next().unwrap()).unwrap());
+    let ckpt: Value = serde_json::from_str(&fs::read_to_string(run.join("checkpoint.json")).unwrap()).unwrap();
+    assert_eq!(ckpt["epoch"], 3);
+}
+
+#[test]
+fn split_test_without_test_data_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    util::write_image_folder(&root.join("only-train"), &CLASSES[..2], 6, 0);
+    ok(classify(root, &["train", "--data", "only-train", "--epochs", "1", "--val-split", "0.5", "--out", "r"]));
+    let out = classify(root, &["eval", "--run", "r", "--split", "test"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("no test split"), "{}", stderr(&out));
+    // Without --split, a folder with no test/ is evaluated on val.
+    let out = ok(classify(root, &["eval", "--run", "r", "--json"]));
+    let e: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(e["split"], "val");
+    assert_eq!(e["n"], 6);
+}
+
+#[test]
+fn model_summary_prints_the_keras_total() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = ok(classify(dir.path(), &["model", "summary", "--model", "seed"]));
+    let text = stdout(&out);
+    assert!(text.contains("Total params: 4,200,842"), "{text}");
+    assert!(text.contains("(None, 8192)"), "{text}");
+}
+
+#[test]
+fn bad_input_fails_with_a_message_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let out = classify(root, &["train", "--data", "no/such/folder", "--epochs", "1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("no/such/folder"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+
+    let out = classify(root, &["eval", "--run", "runs/none"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("classify train"), "{}", stderr(&out));
+
+    let out = classify(root, &["train", "--epochs", "many"]);
+    assert_eq!(out.status.code(), Some(2), "usage errors exit 2");
+
+    let out = classify(root, &["train", "--device", "cuda", "--epochs", "1"]);
+    if !cfg!(feature = "cuda") {
+        assert_eq!(out.status.code(), Some(2));
+        assert!(stderr(&out).contains("--features cuda"), "{}", stderr(&out));
+    }
+
+    fs::write(root.join("not-an-image.png"), b"hello").unwrap();
+    util::write_image_folder(&root.join("d"), &CLASSES[..2], 4, 0);
+    ok(classify(root, &["train", "--data", "d", "--epochs", "1", "--val-split", "0.5", "--out", "r"]));
+    let out = classify(root, &["predict", "--run", "r", "not-an-image.png"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("not-an-image.png"), "{}", stderr(&out));
+}

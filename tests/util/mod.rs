@@ -1,0 +1,111 @@
+//! Shared test harness: synthetic images and a temp-folder runner for the real binary.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use classify::data::{IMAGE_BYTES, IMAGE_SIZE, ImageSet};
+
+/// A tiny deterministic generator, so fixtures need no RNG crate and never change.
+pub struct Lcg(u64);
+
+impl Lcg {
+    pub fn new(seed: u64) -> Self {
+        Lcg(seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407))
+    }
+    pub fn next_u8(&mut self) -> u8 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (self.0 >> 56) as u8
+    }
+}
+
+/// An image of class `class` (< 4): a bright 16x16 square in quadrant `class`, in a colour
+/// that also depends on the class, over noise. Learnable in a few epochs, not by chance.
+pub fn quadrant_image(class: usize, rng: &mut Lcg) -> Vec<u8> {
+    let mut img = vec![0u8; IMAGE_BYTES];
+    let (qy, qx) = (class / 2 * 16, class % 2 * 16);
+    for c in 0..3 {
+        for y in 0..IMAGE_SIZE {
+            for x in 0..IMAGE_SIZE {
+                let inside = (qy..qy + 16).contains(&y) && (qx..qx + 16).contains(&x);
+                let noise = rng.next_u8() / 3;
+                let base = if inside && (c == class % 3 || class == 3) { 170 } else { 20 };
+                img[c * IMAGE_SIZE * IMAGE_SIZE + y * IMAGE_SIZE + x] = base + noise;
+            }
+        }
+    }
+    img
+}
+
+/// `per_class` quadrant images for each of `classes` classes, interleaved by class.
+pub fn quadrant_set(classes: usize, per_class: usize, seed: u64) -> ImageSet {
+    let mut rng = Lcg::new(seed);
+    let mut set = ImageSet::default();
+    for i in 0..per_class * classes {
+        let class = i % classes;
+        set.push(&quadrant_image(class, &mut rng), class as u8);
+    }
+    set
+}
+
+/// Writes a CHW image as an RGB PNG of `size` x `size` (nearest-neighbour scaled).
+pub fn write_png(path: &Path, chw: &[u8], size: u32) {
+    let plane = IMAGE_SIZE * IMAGE_SIZE;
+    let img = image::RgbImage::from_fn(size, size, |x, y| {
+        let sx = x as usize * IMAGE_SIZE / size as usize;
+        let sy = y as usize * IMAGE_SIZE / size as usize;
+        let i = sy * IMAGE_SIZE + sx;
+        image::Rgb([chw[i], chw[plane + i], chw[2 * plane + i]])
+    });
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    img.save(path).unwrap();
+}
+
+/// An image-folder dataset of quadrant images: `train/<class>/NNN.png` and, when `test > 0`,
+/// `test/<class>/NNN.png`. Some images are 48x48 so the reader's resize is exercised.
+pub fn write_image_folder(root: &Path, classes: &[&str], train: usize, test: usize) {
+    let mut rng = Lcg::new(7);
+    for (split, count) in [("train", train), ("test", test)] {
+        for (c, name) in classes.iter().enumerate() {
+            for i in 0..count {
+                let size = if i % 3 == 0 { 48 } else { 32 };
+                let img = quadrant_image(c, &mut rng);
+                write_png(&root.join(split).join(name).join(format!("{i:03}.png")), &img, size);
+            }
+        }
+    }
+}
+
+/// Runs the real `classify` binary in `dir` with a private cache folder.
+pub fn classify(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_classify"))
+        .args(args)
+        .current_dir(dir)
+        .env("CLASSIFY_HOME", dir.join(".cache"))
+        .env_remove("CLASSIFY_CIFAR10_URL")
+        .output()
+        .expect("run classify")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts the command succeeded, showing its output otherwise.
+pub fn ok(o: Output) -> Output {
+    assert!(o.status.success(), "exit {:?}\nstdout:\n{}\nstderr:\n{}", o.status.code(), stdout(&o), stderr(&o));
+    o
+}
+
+pub fn path_str(p: &Path) -> String {
+    p.display().to_string()
+}
+
+pub fn join(dir: &Path, name: &str) -> PathBuf {
+    dir.join(name)
+}
