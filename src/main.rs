@@ -10,6 +10,7 @@ use clap::Parser;
 
 /// burn allocates fresh buffers for most ops; glibc's malloc hands large ones back to the OS
 /// and faults them in again on every step. mimalloc keeps them.
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

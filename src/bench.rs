@@ -1,0 +1,249 @@
+//! `classify bench`: training and inference throughput, single-image latency and peak
+//! memory, measured the way `../shared/peers/keras_seed.py --bench-steps` measures Keras
+//! (20 warm-up steps, then timed steps; inference at batch 256), so the two sit side by side.
+
+use std::fmt;
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::GradientsParams;
+use burn::tensor::Device;
+use serde::Serialize;
+
+use crate::data::{IMAGE_BYTES, ImageSet};
+use crate::model::{ModelKind, Network, images_to_tensor, labels_to_tensor};
+use crate::run::AdamSettings;
+use crate::train::predict_logits;
+
+/// Untimed training steps before measuring, as in the Keras script.
+pub const WARMUP_STEPS: usize = 20;
+/// Batch size of the inference measurement, as in the Keras script.
+pub const INFER_BATCH: usize = 256;
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct BenchSettings {
+    pub model: ModelKind,
+    pub batch_size: usize,
+    /// Timed training steps.
+    pub steps: usize,
+    /// Images classified for the throughput figure.
+    pub infer_images: usize,
+    /// Single-image calls for the latency figures.
+    pub latency_calls: usize,
+}
+
+/// The measurements; times in milliseconds unless named otherwise.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchResult {
+    pub model: String,
+    pub classify_version: String,
+    /// CPU worker threads (rayon) the backend used.
+    pub threads: usize,
+    /// `synthetic` or the number of real images cycled through.
+    pub data: String,
+    pub batch_size: usize,
+    pub steps: usize,
+    pub train_images_per_s: f64,
+    pub train_ms_per_step: f64,
+    /// Gathering the batch and building its tensors.
+    pub data_ms: f64,
+    /// Forward pass and loss, up to reading the loss value.
+    pub forward_ms: f64,
+    pub backward_ms: f64,
+    pub optimizer_ms: f64,
+    pub infer_images_per_s_batch256: f64,
+    pub latency_ms_p50: f64,
+    pub latency_ms_p99: f64,
+    /// Peak resident memory of the process (VmHWM), where the OS reports it.
+    pub peak_rss_mb: Option<f64>,
+}
+
+/// Runs the measurements on `images` (cycled) or on synthetic images.
+pub fn run(settings: &BenchSettings, images: Option<&ImageSet>, device: &Device) -> BenchResult {
+    let data = match images {
+        Some(set) if !set.is_empty() => set.clone(),
+        _ => synthetic(4096.max(settings.batch_size)),
+    };
+    let data_name = match images {
+        Some(set) if !set.is_empty() => format!("{} images", set.len()),
+        _ => "synthetic".to_string(),
+    };
+    let train_device = device.clone().autodiff();
+    train_device.seed(0);
+    let mut model = Network::init(settings.model, 10, &train_device);
+    let mut optimizer = crate::train::adam::optimizer(&AdamSettings::default(), device);
+    let loss_fn = CrossEntropyLossConfig::new().init(&train_device);
+    let bs = settings.batch_size;
+    let mut phases = [0.0f64; 4];
+    let mut timed_s = 0.0;
+    for step in 0..WARMUP_STEPS + settings.steps {
+        let indices: Vec<usize> = (step * bs..(step + 1) * bs).map(|i| i % data.len()).collect();
+        let t0 = Instant::now();
+        let batch = data.select(&indices);
+        let x = images_to_tensor(&batch.images, &train_device);
+        let y = labels_to_tensor(&batch.labels, &train_device);
+        let t1 = Instant::now();
+        let loss = loss_fn.forward(model.forward(x), y);
+        let _ = loss.clone().into_scalar::<f32>();
+        let t2 = Instant::now();
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let _ = train_device.sync();
+        let t3 = Instant::now();
+        model = optimizer.step(0.001, model, grads);
+        let _ = train_device.sync();
+        let t4 = Instant::now();
+        if step >= WARMUP_STEPS {
+            for (acc, (a, b)) in phases.iter_mut().zip([(t0, t1), (t1, t2), (t2, t3), (t3, t4)]) {
+                *acc += (b - a).as_secs_f64();
+            }
+            timed_s += (t4 - t0).as_secs_f64();
+        }
+    }
+    let steps = settings.steps as f64;
+    let per_step_ms = |s: f64| round2(1000.0 * s / steps);
+
+    let model = model.valid();
+    let infer: Vec<u8> = (0..settings.infer_images)
+        .flat_map(|i| data.image(i % data.len()).iter().copied())
+        .collect();
+    predict_logits(&model, &infer[..IMAGE_BYTES * INFER_BATCH.min(settings.infer_images)], device);
+    let t = Instant::now();
+    for chunk in infer.chunks(INFER_BATCH * IMAGE_BYTES) {
+        predict_logits(&model, chunk, device);
+    }
+    let infer_s = t.elapsed().as_secs_f64();
+
+    let mut latencies: Vec<f64> = Vec::with_capacity(settings.latency_calls);
+    for i in 0..settings.latency_calls + WARMUP_STEPS {
+        let t = Instant::now();
+        predict_logits(&model, data.image(i % data.len()), device);
+        if i >= WARMUP_STEPS {
+            latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    latencies.sort_by(f64::total_cmp);
+
+    BenchResult {
+        model: settings.model.to_string(),
+        classify_version: env!("CARGO_PKG_VERSION").to_string(),
+        threads: rayon::current_num_threads(),
+        data: data_name,
+        batch_size: bs,
+        steps: settings.steps,
+        train_images_per_s: round1(steps * bs as f64 / timed_s),
+        train_ms_per_step: per_step_ms(timed_s),
+        data_ms: per_step_ms(phases[0]),
+        forward_ms: per_step_ms(phases[1]),
+        backward_ms: per_step_ms(phases[2]),
+        optimizer_ms: per_step_ms(phases[3]),
+        infer_images_per_s_batch256: round1(settings.infer_images as f64 / infer_s),
+        latency_ms_p50: round2(percentile(&latencies, 0.50)),
+        latency_ms_p99: round2(percentile(&latencies, 0.99)),
+        peak_rss_mb: peak_rss_mb(),
+    }
+}
+
+/// `n` deterministic pseudo-random images with labels `i % 10`.
+pub fn synthetic(n: usize) -> ImageSet {
+    let mut state: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut set = ImageSet::default();
+    let mut img = vec![0u8; IMAGE_BYTES];
+    for i in 0..n {
+        for v in img.iter_mut() {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            *v = (state >> 56) as u8;
+        }
+        set.push(&img, (i % 10) as u8);
+    }
+    set
+}
+
+/// The `q` quantile of sorted `values` (nearest rank); 0 when empty.
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+/// Peak resident set size in MiB, from `/proc/self/status` (Linux only).
+pub fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(round1(kb / 1024.0))
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+impl fmt::Display for BenchResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "classify {} bench, model {}, {} threads, {} data", self.classify_version, self.model, self.threads, self.data)?;
+        writeln!(f, "training, batch {} over {} steps:", self.batch_size, self.steps)?;
+        writeln!(f, "  {:>10.1} images/s   {:.2} ms/step", self.train_images_per_s, self.train_ms_per_step)?;
+        writeln!(
+            f,
+            "  data {:.2} ms, forward {:.2} ms, backward {:.2} ms, optimizer {:.2} ms",
+            self.data_ms, self.forward_ms, self.backward_ms, self.optimizer_ms
+        )?;
+        writeln!(f, "inference, batch {INFER_BATCH}: {:.1} images/s", self.infer_images_per_s_batch256)?;
+        writeln!(f, "single-image latency: p50 {:.2} ms, p99 {:.2} ms", self.latency_ms_p50, self.latency_ms_p99)?;
+        match self.peak_rss_mb {
+            Some(mb) => write!(f, "peak resident memory: {mb:.1} MiB"),
+            None => write!(f, "peak resident memory: not reported on this OS"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentile_uses_nearest_rank() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 0.5), 50.0);
+        assert_eq!(percentile(&v, 0.99), 99.0);
+        assert_eq!(percentile(&v, 1.0), 100.0);
+        assert_eq!(percentile(&[3.0], 0.99), 3.0);
+        assert_eq!(percentile(&[], 0.5), 0.0);
+    }
+
+    #[test]
+    fn synthetic_images_are_deterministic_and_labelled_round_robin() {
+        let a = synthetic(12);
+        assert_eq!(a, synthetic(12));
+        assert_eq!(a.len(), 12);
+        assert_eq!(a.labels[11], 1);
+        assert_ne!(a.image(0), a.image(1));
+    }
+
+    #[test]
+    fn bench_reports_every_figure_on_a_tiny_run() {
+        let settings = BenchSettings { model: ModelKind::Seed, batch_size: 4, steps: 2, infer_images: 8, latency_calls: 3 };
+        let r = run(&settings, Some(&synthetic(16)), &Device::flex());
+        assert_eq!(r.steps, 2);
+        assert_eq!(r.data, "16 images");
+        for v in [r.train_images_per_s, r.train_ms_per_step, r.forward_ms, r.backward_ms, r.optimizer_ms,
+                  r.infer_images_per_s_batch256, r.latency_ms_p50] {
+            assert!(v > 0.0 && v.is_finite(), "{r:?}");
+        }
+        assert!(r.latency_ms_p99 >= r.latency_ms_p50);
+        let phases = r.data_ms + r.forward_ms + r.backward_ms + r.optimizer_ms;
+        assert!((phases - r.train_ms_per_step).abs() <= 0.05 + 0.01 * r.train_ms_per_step, "{r:?}");
+        if cfg!(target_os = "linux") {
+            assert!(r.peak_rss_mb.unwrap() > 1.0);
+        }
+    }
+}
