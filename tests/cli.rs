@@ -23,7 +23,7 @@ fn train_eval_predict_resume() {
     // Not a terminal: one plain line per epoch.
     assert!(stderr(&out).contains("epoch 2/2  train loss"), "{}", stderr(&out));
     let run = root.join("runs/a");
-    for f in ["config.json", "classes.txt", "model.bpk", "metrics.jsonl", "checkpoint.json"] {
+    for f in ["config.json", "classes.txt", "model.bpk", "metrics.jsonl", "checkpoint.json", "accuracy.png", "loss.png"] {
         assert!(run.join(f).is_file(), "missing {f}");
     }
     assert_eq!(fs::read_to_string(run.join("classes.txt")).unwrap(), "blue\ngreen\nred\n");

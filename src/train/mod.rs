@@ -4,6 +4,7 @@
 //! The recipe is the original system's: inputs scaled to [0, 1], Adam with Keras's defaults
 //! (lr 1e-3, betas 0.9/0.999, epsilon 1e-7), batch 32, reshuffled each epoch.
 
+pub mod adam;
 mod progress;
 
 pub use progress::Progress;
@@ -12,7 +13,7 @@ use std::time::Instant;
 
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::{AdamConfig, GradientsParams};
+use burn::optim::GradientsParams;
 use burn::store::ModuleRecord;
 use burn::tensor::{Bytes, Device};
 use rand::SeedableRng;
@@ -69,11 +70,7 @@ pub fn train(
     let train_device = device.clone().autodiff();
     train_device.seed(config.seed);
     let mut model = Network::init(config.model, config.classes.len(), &train_device);
-    let adam = AdamConfig::new()
-        .with_beta_1(config.optimizer.beta_1 as f32)
-        .with_beta_2(config.optimizer.beta_2 as f32)
-        .with_epsilon(config.optimizer.epsilon as f32);
-    let mut optimizer = adam.init();
+    let mut optimizer = adam::optimizer(&config.optimizer, device);
     let mut history = Vec::new();
 
     if !resume || !run.exists() {
@@ -135,6 +132,10 @@ pub fn train(
         let weights = model.clone().into_record().into_bytes().map_err(record_err("cannot serialise weights"))?;
         let state = optimizer.into_bytes().map_err(record_err("cannot serialise optimiser state"))?;
         run.save_checkpoint(&weights, &state, &history)?;
+        // The curves are for people watching; failing to draw them must not stop training.
+        if let Err(e) = crate::report::write_curves_from(run.root(), &history) {
+            tracing::warn!("cannot update the training curves: {e}");
+        }
         bar.finish(&metrics);
     }
     Ok(history)
