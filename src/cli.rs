@@ -37,6 +37,12 @@ pub enum Command {
     Eval(EvalArgs),
     /// Classify image files with a trained run.
     Predict(PredictArgs),
+    /// Write plots and an HTML report of a trained run.
+    Report(ReportArgs),
+    /// Serve a trained run over HTTP (SageMaker and KServe v2 contracts, a web page).
+    Serve(ServeArgs),
+    /// Measure training and inference speed and peak memory.
+    Bench(BenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -158,6 +164,67 @@ pub struct PredictArgs {
     #[arg(long, default_value_t = 3)]
     pub top_k: usize,
     /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The run folder.
+    #[arg(long)]
+    pub run: PathBuf,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// The split evaluated for the confusion matrix and mistakes [default: test when the data
+    /// has one, else val].
+    #[arg(long, value_enum)]
+    pub split: Option<SplitName>,
+    /// Output folder [default: <run>/report].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The run folder [default: /opt/ml/model, where SageMaker puts the model].
+    #[arg(long, default_value = "/opt/ml/model")]
+    pub run: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on (SageMaker uses 8080).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Most images the model evaluates in one batch.
+    #[arg(long, default_value_t = 64)]
+    pub max_batch: usize,
+    /// Longest a request waits for others to fill a batch, in milliseconds.
+    #[arg(long, default_value_t = 2)]
+    pub max_wait_ms: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// The architecture.
+    #[arg(long, value_enum, default_value = "seed")]
+    pub model: ModelKind,
+    /// Images per training step.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Timed training steps, after 20 warm-up steps.
+    #[arg(long, default_value_t = 200)]
+    pub steps: usize,
+    /// Images for the inference measurement (batch 256).
+    #[arg(long, default_value_t = 10_000)]
+    pub infer_images: usize,
+    /// Single-image calls for the latency measurement.
+    #[arg(long, default_value_t = 1_000)]
+    pub latency_calls: usize,
+    /// Use these images instead of synthetic ones (any --data value; nothing is downloaded
+    /// unless you name `cifar10`).
+    #[arg(long)]
+    pub data: Option<String>,
+    /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
 }

@@ -9,13 +9,16 @@ use burn::tensor::Device;
 use serde_json::json;
 
 use classify::classifier::Classifier;
-use classify::data::{self, IMAGE_BYTES, LoadOptions, Splits};
+use classify::data::{self, IMAGE_BYTES, ImageSet, LoadOptions, Splits};
 use classify::eval::{self, Evaluation};
 use classify::model::{ModelKind, Network};
 use classify::run::{AdamSettings, FORMAT_VERSION, RunConfig, RunDir};
 use classify::train::{self, Progress};
 
-use crate::cli::{Command, DataArgs, DataCommand, EvalArgs, FetchArgs, ModelCommand, PredictArgs, SplitName, TrainArgs};
+use crate::cli::{
+    BenchArgs, Command, DataArgs, DataCommand, EvalArgs, FetchArgs, ModelCommand, PredictArgs, ReportArgs, ServeArgs,
+    SplitName, TrainArgs,
+};
 
 /// Runs one parsed command on `device`.
 pub fn run(command: Command, device: &Device, device_name: &str) -> Result<()> {
@@ -29,6 +32,9 @@ pub fn run(command: Command, device: &Device, device_name: &str) -> Result<()> {
         Command::Train(args) => train(args, device, device_name),
         Command::Eval(args) => evaluate(args, device),
         Command::Predict(args) => predict(args, device),
+        Command::Report(args) => report(args, device),
+        Command::Serve(args) => serve(args, device),
+        Command::Bench(args) => bench(args, device),
     }
 }
 
@@ -143,11 +149,17 @@ fn warn_ignored(args: &TrainArgs, config: &RunConfig) {
     }
 }
 
-fn evaluate(args: EvalArgs, device: &Device) -> Result<()> {
-    let classifier = Classifier::load(&args.run, device)?;
-    let config = classifier.config().clone();
-    let spec = args.data.data.clone().unwrap_or_else(|| config.data.clone());
-    let splits = load_splits(&spec, &args.data, config.val_split)?;
+/// Loads the run and the images of the split that `eval` and `report` measure.
+fn load_eval_set(
+    run: &Path,
+    data: &DataArgs,
+    split: Option<SplitName>,
+    device: &Device,
+) -> Result<(Classifier, &'static str, ImageSet)> {
+    let classifier = Classifier::load(run, device)?;
+    let config = classifier.config();
+    let spec = data.data.clone().unwrap_or_else(|| config.data.clone());
+    let splits = load_splits(&spec, data, config.val_split)?;
     if splits.classes != config.classes {
         bail!(
             "--data {spec} has classes [{}] but the run was trained on [{}]",
@@ -155,10 +167,10 @@ fn evaluate(args: EvalArgs, device: &Device) -> Result<()> {
             config.classes.join(", ")
         );
     }
-    let split = args.split.unwrap_or(if splits.test.is_some() { SplitName::Test } else { SplitName::Val });
+    let split = split.unwrap_or(if splits.test.is_some() { SplitName::Test } else { SplitName::Val });
     let (name, set) = match split {
-        SplitName::Val => ("val", &splits.val),
-        SplitName::Test => match &splits.test {
+        SplitName::Val => ("val", splits.val),
+        SplitName::Test => match splits.test {
             Some(test) => ("test", test),
             None => bail!(
                 "--data {spec} has no test split (no test_batch.bin or test/ folder): use --split val"
@@ -168,6 +180,12 @@ fn evaluate(args: EvalArgs, device: &Device) -> Result<()> {
     if set.is_empty() {
         bail!("the {name} split of --data {spec} is empty");
     }
+    Ok((classifier, name, set))
+}
+
+fn evaluate(args: EvalArgs, device: &Device) -> Result<()> {
+    let (classifier, name, set) = load_eval_set(&args.run, &args.data, args.split, device)?;
+    let config = classifier.config();
     let predictions = classifier.predict(&set.images);
     let evaluation = eval::evaluate(&config.classes, &set.labels, &predictions);
     if args.json {
@@ -243,6 +261,52 @@ fn predict(args: PredictArgs, device: &Device) -> Result<()> {
                 println!("  {:<12} {:.4}", classes[i], p);
             }
         }
+    }
+    Ok(())
+}
+
+fn report(args: ReportArgs, device: &Device) -> Result<()> {
+    let (classifier, name, set) = load_eval_set(&args.run, &args.data, args.split, device)?;
+    let out = args.out.unwrap_or_else(|| args.run.join("report"));
+    let files = classify::report::write_report(&classifier, &RunDir::new(&args.run), &set, name, &out)?;
+    for file in files {
+        println!("{}", file.display());
+    }
+    Ok(())
+}
+
+fn serve(args: ServeArgs, device: &Device) -> Result<()> {
+    let classifier = Classifier::load(&args.run, device)?;
+    let options = classify::serve::ServeOptions {
+        host: args.host,
+        port: args.port,
+        max_batch: args.max_batch.max(1),
+        max_wait: std::time::Duration::from_millis(args.max_wait_ms),
+    };
+    classify::serve::serve(classifier, options)?;
+    Ok(())
+}
+
+fn bench(args: BenchArgs, device: &Device) -> Result<()> {
+    let images = match &args.data {
+        Some(spec) => {
+            let opts = LoadOptions { progress: terminal(), ..LoadOptions::default() };
+            Some(data::load(spec, &opts).with_context(|| format!("cannot load --data {spec}"))?.train)
+        }
+        None => None,
+    };
+    let settings = classify::bench::BenchSettings {
+        model: args.model,
+        batch_size: args.batch_size.max(1),
+        steps: args.steps.max(1),
+        infer_images: args.infer_images.max(1),
+        latency_calls: args.latency_calls.max(1),
+    };
+    let result = classify::bench::run(&settings, images.as_ref(), device);
+    if args.json {
+        println!("{}", serde_json::to_string(&result)?);
+    } else {
+        println!("{result}");
     }
     Ok(())
 }

@@ -11,3 +11,6 @@ pub mod eval;
 pub mod model;
 pub mod run;
 pub mod train;
+pub mod bench;
+pub mod report;
+pub mod serve;

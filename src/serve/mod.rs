@@ -1,0 +1,288 @@
+//! The model server behind `classify serve`: HTTP routes for two inference protocols, a web
+//! page and metrics, over one model thread that batches concurrent requests.
+//!
+//! | route | what |
+//! | --- | --- |
+//! | `GET /` | a web page: drop or pick an image, see the top-5 classes ([`page`]) |
+//! | `GET /ping`, `POST /invocations` | the SageMaker inference contract ([`sagemaker`]) |
+//! | `GET /v2/health/live`, `/v2/health/ready`, `/v2`, `/v2/models/classify`, `/v2/models/classify/ready`, `POST /v2/models/classify/infer` | KServe's Open Inference Protocol v2 ([`kserve`]) |
+//! | `GET /metrics` | Prometheus text format ([`metrics`]) |
+//!
+//! Requests flow one way: admission (a ticket, else 429) -> body (at most [`BODY_LIMIT`]
+//! bytes, else 413) -> decoding on the blocking pool ([`input`]) -> the model thread's queue
+//! ([`batcher`]) -> JSON. Every failure is an [`ApiError`], answered as `{"error": "..."}`
+//! with its status code. Build the router with [`app`] (tests call it directly); [`serve`]
+//! binds a socket and runs it until SIGTERM or Ctrl-C, letting requests in flight finish
+//! (for up to [`SHUTDOWN_GRACE`]).
+
+pub mod batcher;
+pub mod error;
+pub mod input;
+pub mod kserve;
+pub mod metrics;
+pub mod page;
+pub mod sagemaker;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{Method, Uri, header};
+use axum::middleware;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+pub use batcher::{BatchOptions, Batcher, Model, Probabilities};
+pub use error::ApiError;
+pub use metrics::Metrics;
+
+use crate::classifier::Classifier;
+
+/// Largest request body accepted, in bytes (5 MiB); larger bodies get 413.
+pub const BODY_LIMIT: usize = 5 * 1024 * 1024;
+
+/// Most prediction requests admitted at once (decoding, queued or being evaluated); more get
+/// 429. Far above what the model clears in a second on a small CPU, so only a flood hits it,
+/// and small enough that the bodies it holds (at most [`BODY_LIMIT`] each) fit in memory.
+pub const QUEUE_CAPACITY: usize = 1024;
+
+/// How long requests in flight may take to finish after SIGTERM or Ctrl-C. Within Docker's
+/// default 10 s before it kills the container, long enough for any batch.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
+
+/// Errors starting or running the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The async runtime could not be built.
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+    /// The address could not be bound.
+    #[error(
+        "cannot listen on {address} (is another server using the port? choose another with --port; is the host an address of this machine?)"
+    )]
+    Bind {
+        /// `host:port` as given.
+        address: String,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// Accepting connections failed.
+    #[error("server failed: {0}")]
+    Io(std::io::Error),
+}
+
+/// How `classify serve` listens and batches.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Address to listen on (`127.0.0.1`, `0.0.0.0`, `::`).
+    pub host: String,
+    /// Port to listen on; 0 picks a free one.
+    pub port: u16,
+    /// Most images the model evaluates in one forward pass.
+    pub max_batch: usize,
+    /// Longest a request waits for others to fill a batch.
+    pub max_wait: Duration,
+}
+
+/// What every route shares: the model's queue, class names and metrics. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Shared>);
+
+struct Shared {
+    batcher: Batcher,
+    classes: Vec<String>,
+    metrics: Arc<Metrics>,
+    /// Bounds how many requests decode at once, so large images cannot exhaust memory.
+    decode_slots: Semaphore,
+    next_id: AtomicU64,
+}
+
+impl AppState {
+    /// Starts the model thread for `classifier`.
+    pub fn new(classifier: Classifier, options: BatchOptions) -> AppState {
+        let classes = classifier.classes().to_vec();
+        AppState::with_model(Box::new(move |images: &[u8]| classifier.probabilities(images)), classes, options)
+    }
+
+    /// Starts the model thread for any `model` that maps CHW uint8 images to one probability
+    /// row per image over `classes`.
+    pub fn with_model(model: Model, classes: Vec<String>, options: BatchOptions) -> AppState {
+        let metrics = Arc::new(Metrics::default());
+        let batcher = Batcher::start(model, options, Arc::clone(&metrics));
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        AppState(Arc::new(Shared {
+            batcher,
+            classes,
+            metrics,
+            decode_slots: Semaphore::new(2 * cores),
+            next_id: AtomicU64::new(1),
+        }))
+    }
+
+    /// Class names in label order.
+    pub fn classes(&self) -> &[String] {
+        &self.0.classes
+    }
+
+    /// The queue in front of the model.
+    pub fn batcher(&self) -> &Batcher {
+        &self.0.batcher
+    }
+
+    /// The server's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.0.metrics
+    }
+
+    /// A fresh id for a response whose request named none.
+    fn next_id(&self) -> u64 {
+        self.0.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Admits a request, runs `parse` (which turns the body into images plus whatever else
+    /// the route needs) on the blocking pool, and classifies the images.
+    async fn predict<T, F>(&self, parse: F) -> Result<(T, Probabilities), ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> Result<(T, Vec<u8>), ApiError> + Send + 'static,
+    {
+        let ticket = self.batcher().admit()?;
+        let (extra, images) = {
+            let _slot = self.0.decode_slots.acquire().await.map_err(|_| ApiError::Unavailable)?;
+            tokio::task::spawn_blocking(parse)
+                .await
+                .map_err(|e| ApiError::Internal(format!("decoding failed: {e}")))??
+        };
+        let probs = self.batcher().classify(ticket, images).await?;
+        Ok((extra, probs))
+    }
+}
+
+/// The router: every route, the body limit, metrics and JSON 404/405 answers.
+pub fn app(state: AppState) -> Router {
+    let metrics = Arc::clone(&state.0.metrics);
+    Router::new()
+        .route("/", get(page::index))
+        .route("/ping", get(sagemaker::ping))
+        .route("/invocations", post(sagemaker::invocations))
+        .route("/v2", get(kserve::server_metadata))
+        .route("/v2/health/live", get(kserve::live))
+        .route("/v2/health/ready", get(kserve::ready))
+        .route("/v2/models/{name}", get(kserve::model_metadata))
+        .route("/v2/models/{name}/ready", get(kserve::model_ready))
+        .route("/v2/models/{name}/infer", post(kserve::infer))
+        .route("/metrics", get(metrics_text))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn_with_state(metrics, metrics::track))
+        .with_state(state)
+}
+
+async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
+    let batcher = state.batcher();
+    let gauges =
+        metrics::Gauges { in_flight: batcher.in_flight(), capacity: batcher.capacity(), ready: batcher.is_ready() };
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics().render(gauges))
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::NotFound(uri.path().to_string())
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::MethodNotAllowed { method: method.to_string(), path: uri.path().to_string() }
+}
+
+/// Serves [`app`] on `listener` until `shutdown` completes, then waits for the requests in
+/// flight to finish.
+pub async fn run(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await
+}
+
+/// Serves `classifier` until SIGTERM or Ctrl-C; requests in flight then finish.
+pub fn serve(classifier: Classifier, options: ServeOptions) -> Result<(), ServeError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("classify-http")
+        .build()
+        .map_err(ServeError::Runtime)?;
+    runtime.block_on(async move {
+        let address = format!("{}:{}", options.host, options.port);
+        let listener = TcpListener::bind((options.host.as_str(), options.port))
+            .await
+            .map_err(|source| ServeError::Bind { address: address.clone(), source })?;
+        let batching = BatchOptions {
+            max_batch: options.max_batch.max(1),
+            max_wait: options.max_wait,
+            queue_capacity: QUEUE_CAPACITY,
+        };
+        let classes = classifier.classes().len();
+        let state = AppState::new(classifier, batching);
+        let local = listener.local_addr().map_or(address, |a| a.to_string());
+        tracing::info!(
+            "serving {classes} classes on http://{local} (max batch {}, max wait {:?}); SIGTERM or Ctrl-C stops",
+            batching.max_batch,
+            batching.max_wait
+        );
+        let (signalled, on_signal) = tokio::sync::oneshot::channel::<()>();
+        let server = run(listener, state, async move {
+            shutdown_signal().await;
+            let _ = signalled.send(());
+        });
+        // Requests in flight get SHUTDOWN_GRACE to finish; a client that never finishes
+        // sending its body cannot hold the process up beyond that.
+        let grace = async {
+            match on_signal.await {
+                Ok(()) => tokio::time::sleep(SHUTDOWN_GRACE).await,
+                Err(_) => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            result = server => {
+                result.map_err(ServeError::Io)?;
+                tracing::info!("stopped: requests in flight answered");
+            }
+            () = grace => tracing::warn!("stopped: connections still open after {SHUTDOWN_GRACE:?} were dropped"),
+        }
+        Ok(())
+    })
+}
+
+/// Completes on Ctrl-C or SIGTERM (what `docker stop` and SageMaker send).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!("cannot listen for Ctrl-C: {e}");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}

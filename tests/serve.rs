@@ -1,0 +1,558 @@
+//! The HTTP server: every route called through the router with `oneshot`, on a real model
+//! (a freshly initialised seed network saved into a run folder and loaded back), plus one
+//! end-to-end test over a socket on 127.0.0.1 that checks graceful shutdown.
+
+mod util;
+
+use std::io::{Cursor, Read, Write};
+use std::net::TcpStream;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, Request, StatusCode, header};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use burn::module::Module;
+use burn::tensor::Device;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use classify::classifier::Classifier;
+use classify::data::{IMAGE_BYTES, IMAGE_SIZE, PLANE_BYTES};
+use classify::model::{ModelKind, Network};
+use classify::run::{AdamSettings, FORMAT_VERSION, RunConfig, RunDir};
+use classify::serve::{AppState, BODY_LIMIT, BatchOptions, app};
+
+const CLASSES: [&str; 4] = ["tl", "tr", "bl", "br"];
+
+/// Writes a run folder holding a freshly initialised seed model over [`CLASSES`].
+fn write_run(root: &std::path::Path) {
+    let run = RunDir::new(root);
+    run.create().unwrap();
+    run.save_config(&RunConfig {
+        format_version: FORMAT_VERSION,
+        classify_version: "test".into(),
+        model: ModelKind::Seed,
+        data: "synthetic".into(),
+        val_split: 0.0,
+        epochs: 0,
+        batch_size: 16,
+        learning_rate: 0.001,
+        seed: 1,
+        optimizer: AdamSettings::default(),
+        device: "cpu".into(),
+        classes: CLASSES.iter().map(|s| s.to_string()).collect(),
+        train_images: 0,
+        val_images: 0,
+    })
+    .unwrap();
+    let weights = Network::init(ModelKind::Seed, CLASSES.len(), &Device::flex()).into_record().into_bytes().unwrap();
+    run.save_weights(&weights).unwrap();
+}
+
+/// Two classifiers with the same weights: one to serve, one to compare against.
+fn classifiers() -> (Classifier, Classifier) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("run");
+    write_run(&root);
+    let load = || Classifier::load(&root, &Device::flex()).unwrap();
+    (load(), load())
+}
+
+fn options(max_batch: usize, max_wait_ms: u64, queue_capacity: usize) -> BatchOptions {
+    BatchOptions { max_batch, max_wait: Duration::from_millis(max_wait_ms), queue_capacity }
+}
+
+struct Fixture {
+    state: AppState,
+    reference: Mutex<Classifier>,
+}
+
+/// One served model shared by the tests that only read from it.
+fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let (served, reference) = classifiers();
+        Fixture { state: AppState::new(served, options(8, 1, 64)), reference: Mutex::new(reference) }
+    })
+}
+
+fn shared_app() -> Router {
+    app(fixture().state.clone())
+}
+
+/// The reference classifier's probabilities for CHW images.
+fn reference(images: &[u8]) -> Vec<Vec<f32>> {
+    fixture().reference.lock().unwrap().probabilities(images)
+}
+
+fn quadrant(class: usize, seed: u64) -> Vec<u8> {
+    util::quadrant_image(class, &mut util::Lcg::new(seed))
+}
+
+fn rgb_image(chw: &[u8]) -> image::RgbImage {
+    image::RgbImage::from_fn(IMAGE_SIZE as u32, IMAGE_SIZE as u32, |x, y| {
+        let i = y as usize * IMAGE_SIZE + x as usize;
+        image::Rgb([chw[i], chw[PLANE_BYTES + i], chw[2 * PLANE_BYTES + i]])
+    })
+}
+
+fn encode(chw: &[u8], format: image::ImageFormat) -> Vec<u8> {
+    let mut out = Vec::new();
+    rgb_image(chw).write_to(&mut Cursor::new(&mut out), format).unwrap();
+    out
+}
+
+fn png(chw: &[u8]) -> Vec<u8> {
+    encode(chw, image::ImageFormat::Png)
+}
+
+fn jpeg(chw: &[u8]) -> Vec<u8> {
+    encode(chw, image::ImageFormat::Jpeg)
+}
+
+/// `chw` as the HWC nested array `/invocations` reads.
+fn hwc_array(chw: &[u8]) -> Value {
+    let rows: Vec<Value> = (0..IMAGE_SIZE)
+        .map(|y| {
+            let pixels: Vec<Value> = (0..IMAGE_SIZE)
+                .map(|x| {
+                    let i = y * IMAGE_SIZE + x;
+                    json!([chw[i], chw[PLANE_BYTES + i], chw[2 * PLANE_BYTES + i]])
+                })
+                .collect();
+            Value::Array(pixels)
+        })
+        .collect();
+    Value::Array(rows)
+}
+
+fn post(uri: &str, content_type: &str, body: impl Into<Body>) -> Request<Body> {
+    Request::post(uri).header(header::CONTENT_TYPE, content_type).body(body.into()).unwrap()
+}
+
+fn get(uri: &str) -> Request<Body> {
+    Request::get(uri).body(Body::empty()).unwrap()
+}
+
+async fn send(app: Router, request: Request<Body>) -> (StatusCode, HeaderMap, Bytes) {
+    let response = app.oneshot(request).await.unwrap();
+    let (parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+    (parts.status, parts.headers, bytes)
+}
+
+/// Sends `request`, expects `status` and a JSON body, and returns the body.
+async fn send_json(app: Router, request: Request<Body>, status: StatusCode) -> Value {
+    let (got, headers, body) = send(app, request).await;
+    let text = String::from_utf8_lossy(&body).into_owned();
+    assert_eq!(got, status, "body: {text}");
+    assert!(headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("application/json"), "{headers:?}");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// Asserts an error answer: `status` and `{"error": "..."}` mentioning `needle`.
+async fn expect_error(app: Router, request: Request<Body>, status: StatusCode, needle: &str) {
+    let body = send_json(app, request, status).await;
+    let message = body["error"].as_str().unwrap_or_else(|| panic!("no error field: {body}"));
+    assert!(message.contains(needle), "{message:?} does not mention {needle:?}");
+}
+
+fn probabilities(prediction: &Value) -> Vec<f32> {
+    prediction["probabilities"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect()
+}
+
+fn assert_close(got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(want) {
+        assert!((g - w).abs() < 1e-5, "{got:?} vs {want:?}");
+    }
+}
+
+fn kserve_request(datatype: &str, shape: &[usize], data: Value) -> Request<Body> {
+    let body =
+        json!({"id": "req-1", "inputs": [{"name": "images", "shape": shape, "datatype": datatype, "data": data}]});
+    post("/v2/models/classify/infer", "application/json", body.to_string())
+}
+
+fn kserve_probabilities(body: &Value) -> Vec<f32> {
+    let output = body["outputs"].as_array().unwrap().iter().find(|o| o["name"] == "probabilities").unwrap();
+    output["data"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect()
+}
+
+#[tokio::test]
+async fn ping_answers_200_with_an_empty_body() {
+    let (status, _, body) = send(shared_app(), get("/ping")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.is_empty());
+}
+
+#[tokio::test]
+async fn a_jpeg_gets_class_names_and_the_classifiers_probabilities() {
+    let image = quadrant(1, 3);
+    let bytes = jpeg(&image);
+    let body = send_json(shared_app(), post("/invocations", "image/jpeg", bytes.clone()), StatusCode::OK).await;
+    assert_eq!(body["classes"], json!(CLASSES));
+    let predictions = body["predictions"].as_array().unwrap();
+    assert_eq!(predictions.len(), 1);
+    let p = &predictions[0];
+    let probs = probabilities(p);
+    assert!((probs.iter().sum::<f32>() - 1.0).abs() < 1e-4);
+    // The server decodes exactly as `classify predict` does, and batching changes nothing.
+    let mut decoded = vec![0; IMAGE_BYTES];
+    classify::data::folder::decode_into(&bytes, &mut decoded).unwrap();
+    assert_close(&probs, &reference(&decoded)[0]);
+    let top = p["top"].as_array().unwrap();
+    assert_eq!(top.len(), 4, "top-5 of 4 classes is all of them");
+    assert_eq!(top[0]["class"], p["class"]);
+    assert!(CLASSES.contains(&p["class"].as_str().unwrap()));
+    let ranked: Vec<f64> = top.iter().map(|t| t["probability"].as_f64().unwrap()).collect();
+    assert!(ranked.windows(2).all(|w| w[0] >= w[1]), "{ranked:?}");
+}
+
+#[tokio::test]
+async fn png_and_x_image_bodies_are_read_whatever_the_declared_format() {
+    let image = quadrant(2, 4);
+    let want = reference(&image);
+    for content_type in ["image/png", "application/x-image", "image/png; charset=binary"] {
+        let body = send_json(shared_app(), post("/invocations", content_type, png(&image)), StatusCode::OK).await;
+        assert_close(&probabilities(&body["predictions"][0]), &want[0]);
+    }
+}
+
+#[tokio::test]
+async fn json_instances_take_base64_b64_objects_and_pixel_arrays_in_order() {
+    let images = [quadrant(0, 5), quadrant(3, 6), quadrant(1, 7)];
+    let want = reference(&images.concat());
+    let body = json!({"instances": [
+        BASE64.encode(png(&images[0])),
+        {"b64": BASE64.encode(png(&images[1]))},
+        hwc_array(&images[2]),
+    ]});
+    let answer =
+        send_json(shared_app(), post("/invocations", "application/json", body.to_string()), StatusCode::OK).await;
+    let predictions = answer["predictions"].as_array().unwrap();
+    assert_eq!(predictions.len(), 3);
+    for (p, w) in predictions.iter().zip(&want) {
+        assert_close(&probabilities(p), w);
+    }
+}
+
+#[tokio::test]
+async fn pixel_arrays_refuse_fractions_and_point_at_fp32_tensors() {
+    let mut array = hwc_array(&quadrant(0, 8));
+    array[0][0][0] = json!(0.5);
+    let body = json!({"instances": [array]});
+    expect_error(
+        shared_app(),
+        post("/invocations", "application/json", body.to_string()),
+        StatusCode::BAD_REQUEST,
+        "FP32",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_accept_header_is_honoured() {
+    let image = png(&quadrant(0, 9));
+    for accept in ["application/json", "*/*", "text/html, application/json;q=0.9"] {
+        let request = Request::post("/invocations")
+            .header(header::CONTENT_TYPE, "image/png")
+            .header(header::ACCEPT, accept)
+            .body(Body::from(image.clone()))
+            .unwrap();
+        send_json(shared_app(), request, StatusCode::OK).await;
+    }
+    for accept in ["text/html", "text/csv", "application/json;q=0"] {
+        let request = Request::post("/invocations")
+            .header(header::CONTENT_TYPE, "image/png")
+            .header(header::ACCEPT, accept)
+            .body(Body::from(image.clone()))
+            .unwrap();
+        expect_error(shared_app(), request, StatusCode::NOT_ACCEPTABLE, "application/json").await;
+    }
+}
+
+#[tokio::test]
+async fn unsupported_or_missing_content_types_are_415() {
+    expect_error(
+        shared_app(),
+        post("/invocations", "text/plain", "hello"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "text/plain",
+    )
+    .await;
+    let bare = Request::post("/invocations").body(Body::from("x")).unwrap();
+    expect_error(shared_app(), bare, StatusCode::UNSUPPORTED_MEDIA_TYPE, "image/jpeg").await;
+    let octets = post("/v2/models/classify/infer", "application/octet-stream", "x");
+    expect_error(shared_app(), octets, StatusCode::UNSUPPORTED_MEDIA_TYPE, "application/json").await;
+}
+
+#[tokio::test]
+async fn undecodable_images_are_400_and_the_server_keeps_serving() {
+    let mut truncated = png(&quadrant(0, 10));
+    truncated.truncate(truncated.len() / 2);
+    for (content_type, body) in
+        [("image/jpeg", b"not an image".to_vec()), ("image/png", truncated), ("image/png", Vec::new())]
+    {
+        expect_error(shared_app(), post("/invocations", content_type, body), StatusCode::BAD_REQUEST, "cannot decode")
+            .await;
+    }
+    let gif_b64 = BASE64.encode(b"GIF89a\x01\x00\x01\x00\x00\x00\x00;");
+    let body = json!({"instances": [BASE64.encode(png(&quadrant(0, 1))), gif_b64]});
+    expect_error(
+        shared_app(),
+        post("/invocations", "application/json", body.to_string()),
+        StatusCode::BAD_REQUEST,
+        "instance 1",
+    )
+    .await;
+    let body = json!({"instances": ["%%%"]});
+    expect_error(
+        shared_app(),
+        post("/invocations", "application/json", body.to_string()),
+        StatusCode::BAD_REQUEST,
+        "base64",
+    )
+    .await;
+    send_json(shared_app(), post("/invocations", "image/png", png(&quadrant(0, 11))), StatusCode::OK).await;
+}
+
+#[tokio::test]
+async fn malformed_json_is_400() {
+    for uri in ["/invocations", "/v2/models/classify/infer"] {
+        expect_error(
+            shared_app(),
+            post(uri, "application/json", "{\"instances\": ["),
+            StatusCode::BAD_REQUEST,
+            "malformed",
+        )
+        .await;
+    }
+    let wrong = post("/invocations", "application/json", "{\"images\": []}");
+    expect_error(shared_app(), wrong, StatusCode::BAD_REQUEST, "instances").await;
+    let empty = post("/invocations", "application/json", "{\"instances\": []}");
+    expect_error(shared_app(), empty, StatusCode::BAD_REQUEST, "no images").await;
+    let missing = post("/v2/models/classify/infer", "application/json", "{\"id\": \"x\"}");
+    expect_error(shared_app(), missing, StatusCode::BAD_REQUEST, "inputs").await;
+}
+
+#[tokio::test]
+async fn bodies_over_the_limit_and_too_many_images_are_413() {
+    let big = vec![0u8; BODY_LIMIT + 1];
+    expect_error(shared_app(), post("/invocations", "image/png", big), StatusCode::PAYLOAD_TOO_LARGE, "limit").await;
+    let one = BASE64.encode(png(&quadrant(0, 12)));
+    let body = json!({"instances": vec![one; classify::serve::input::MAX_IMAGES + 1]});
+    expect_error(
+        shared_app(),
+        post("/invocations", "application/json", body.to_string()),
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "split",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn unknown_models_are_404_on_every_model_route() {
+    expect_error(shared_app(), get("/v2/models/resnet"), StatusCode::NOT_FOUND, "\"classify\"").await;
+    expect_error(shared_app(), get("/v2/models/resnet/ready"), StatusCode::NOT_FOUND, "resnet").await;
+    let request = kserve_request("FP32", &[1, 3, 32, 32], json!(vec![0.0; IMAGE_BYTES]));
+    let (parts, body) = request.into_parts();
+    let mut request = Request::from_parts(parts, body);
+    *request.uri_mut() = "/v2/models/resnet/infer".parse().unwrap();
+    expect_error(shared_app(), request, StatusCode::NOT_FOUND, "unknown model").await;
+}
+
+#[tokio::test]
+async fn fp32_tensors_in_chw_or_hwc_agree_with_the_classifier() {
+    let images = [quadrant(0, 13), quadrant(2, 14)];
+    let chw: Vec<f32> = images.concat().iter().map(|&v| f32::from(v) / 255.0).collect();
+    let hwc: Vec<f32> = images
+        .iter()
+        .flat_map(|img| {
+            (0..PLANE_BYTES).flat_map(move |p| (0..3).map(move |c| f32::from(img[c * PLANE_BYTES + p]) / 255.0))
+        })
+        .collect();
+    let want: Vec<f32> = reference(&images.concat()).concat();
+    let body = send_json(shared_app(), kserve_request("FP32", &[2, 3, 32, 32], json!(chw)), StatusCode::OK).await;
+    assert_eq!(body["model_name"], "classify");
+    assert_eq!(body["id"], "req-1");
+    let outputs = body["outputs"].as_array().unwrap();
+    assert_eq!(outputs[0]["name"], "probabilities");
+    assert_eq!(outputs[0]["datatype"], "FP32");
+    assert_eq!(outputs[0]["shape"], json!([2, 4]));
+    assert_eq!(outputs[1]["name"], "label");
+    assert_eq!(outputs[1]["shape"], json!([2]));
+    assert_close(&kserve_probabilities(&body), &want);
+    let body = send_json(shared_app(), kserve_request("FP32", &[2, 32, 32, 3], json!(hwc)), StatusCode::OK).await;
+    assert_close(&kserve_probabilities(&body), &want);
+    // Nested data is read row-major, like flat data.
+    let nested: Vec<Vec<f32>> = chw.chunks(IMAGE_BYTES).map(<[f32]>::to_vec).collect();
+    let body = send_json(shared_app(), kserve_request("FP32", &[2, 3, 32, 32], json!(nested)), StatusCode::OK).await;
+    assert_close(&kserve_probabilities(&body), &want);
+    // UINT8 carries the same pixels as 0-255.
+    let body =
+        send_json(shared_app(), kserve_request("UINT8", &[2, 3, 32, 32], json!(images.concat())), StatusCode::OK).await;
+    assert_close(&kserve_probabilities(&body), &want);
+}
+
+#[tokio::test]
+async fn bytes_tensors_hold_base64_images_and_outputs_can_be_chosen() {
+    let image = quadrant(3, 15);
+    let body = json!({
+        "inputs": [{"name": "images", "shape": [1], "datatype": "BYTES", "data": [BASE64.encode(png(&image))]}],
+        "outputs": [{"name": "label"}],
+    });
+    let answer = send_json(
+        shared_app(),
+        post("/v2/models/classify/infer", "application/json", body.to_string()),
+        StatusCode::OK,
+    )
+    .await;
+    let outputs = answer["outputs"].as_array().unwrap();
+    assert_eq!(outputs.len(), 1);
+    let probs = &reference(&image)[0];
+    let best = classify::eval::argmax(probs);
+    assert_eq!(outputs[0]["data"], json!([CLASSES[best]]));
+    assert!(answer["id"].as_str().is_some_and(|id| !id.is_empty()), "{answer}");
+}
+
+#[tokio::test]
+async fn bad_tensors_are_400_with_the_reason() {
+    let cases = [
+        (kserve_request("FP32", &[1, 1, 32, 32], json!(vec![0.0; 1024])), "shape"),
+        (kserve_request("FP32", &[1, 3, 32, 32], json!(vec![0.0; 100])), "elements"),
+        (kserve_request("FP32", &[1, 3, 32, 32], json!(vec![2.0; IMAGE_BYTES])), "[0, 1]"),
+        (kserve_request("INT64", &[1, 3, 32, 32], json!(vec![0; IMAGE_BYTES])), "INT64"),
+        (kserve_request("BYTES", &[1], json!([1])), "base64"),
+        (kserve_request("FP32", &[0, 3, 32, 32], json!([])), "no images"),
+    ];
+    for (request, needle) in cases {
+        expect_error(shared_app(), request, StatusCode::BAD_REQUEST, needle).await;
+    }
+}
+
+#[tokio::test]
+async fn kserve_health_and_metadata() {
+    for uri in ["/v2/health/live", "/v2/health/ready", "/v2/models/classify/ready"] {
+        let (status, _, body) = send(shared_app(), get(uri)).await;
+        assert_eq!(status, StatusCode::OK, "{uri}");
+        assert!(body.is_empty(), "{uri}");
+    }
+    let meta = send_json(shared_app(), get("/v2/models/classify"), StatusCode::OK).await;
+    assert_eq!(meta["name"], "classify");
+    assert_eq!(meta["inputs"][0]["shape"], json!([-1, 3, 32, 32]));
+    assert_eq!(meta["outputs"][0]["shape"], json!([-1, 4]));
+    assert_eq!(meta["parameters"]["classes"], json!(CLASSES));
+    let server = send_json(shared_app(), get("/v2"), StatusCode::OK).await;
+    assert_eq!(server["name"], "classify");
+}
+
+#[tokio::test]
+async fn a_full_queue_answers_429_and_health_stays_up() {
+    let (served, _) = classifiers();
+    let app = app(AppState::new(served, options(8, 1, 0)));
+    let (status, headers, body) = send(app.clone(), post("/invocations", "image/png", png(&quadrant(0, 16)))).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(headers[header::RETRY_AFTER], "1");
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert!(body["error"].as_str().unwrap().contains("busy"), "{body}");
+    let (status, _, _) = send(app, get("/ping")).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn metrics_count_requests_latency_and_batch_sizes() {
+    let (served, _) = classifiers();
+    let app = app(AppState::new(served, options(8, 1, 16)));
+    send(app.clone(), post("/invocations", "image/png", png(&quadrant(0, 17)))).await;
+    send(app.clone(), post("/invocations", "text/plain", "x")).await;
+    send(app.clone(), get("/v2/models/nope")).await;
+    let (status, headers, body) = send(app, get("/metrics")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/plain; version=0.0.4"));
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    for line in [
+        "classify_requests_total{route=\"/invocations\",method=\"POST\",status=\"200\"} 1",
+        "classify_requests_total{route=\"/invocations\",method=\"POST\",status=\"415\"} 1",
+        "classify_requests_total{route=\"/v2/models/{name}\",method=\"GET\",status=\"404\"} 1",
+        "classify_request_duration_seconds_count{route=\"/invocations\"} 2",
+        "classify_batch_size_images_bucket{le=\"1\"} 1",
+        "classify_batch_size_images_count 1",
+        "classify_requests_in_flight 0",
+        "classify_model_ready 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+    }
+    assert!(text.contains("# TYPE classify_request_duration_seconds histogram"));
+}
+
+#[tokio::test]
+async fn the_page_is_self_contained() {
+    let (status, headers, body) = send(shared_app(), get("/")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/html"));
+    assert!(headers.contains_key(header::CONTENT_SECURITY_POLICY));
+    let html = String::from_utf8(body.to_vec()).unwrap();
+    assert!(html.contains("invocations"), "the page posts to /invocations");
+    for external in ["http://", "https://", "//cdn", "<link", "src=\"http"] {
+        assert!(!html.contains(external), "the page loads {external}");
+    }
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_get_json_errors() {
+    expect_error(shared_app(), get("/predict"), StatusCode::NOT_FOUND, "/predict").await;
+    expect_error(shared_app(), get("/invocations"), StatusCode::METHOD_NOT_ALLOWED, "GET").await;
+}
+
+/// Sends a raw HTTP/1.1 request and returns the status code and body.
+fn http(addr: std::net::SocketAddr, head: &str, body: &[u8]) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let request = format!("{head}\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+    stream.write_all(request.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map_or(String::new(), |(_, b)| b.to_string());
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_socket_serves_and_shutdown_lets_requests_in_flight_finish() {
+    let (served, _) = classifiers();
+    let state = AppState::new(served, options(2, 400, 16));
+    // A ticket held here looks like a second request on its way, so the model thread keeps
+    // the real one waiting for it (up to the 400 ms window) while shutdown begins.
+    let _held = state.batcher().admit().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(classify::serve::run(listener, state.clone(), async {
+        let _ = stopped.await;
+    }));
+
+    let (status, _) = tokio::task::spawn_blocking(move || http(addr, "GET /ping HTTP/1.1", b"")).await.unwrap();
+    assert_eq!(status, 200);
+
+    let image = png(&quadrant(1, 18));
+    let in_flight = tokio::task::spawn_blocking(move || {
+        http(addr, "POST /invocations HTTP/1.1\r\nContent-Type: image/png", &image)
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while state.batcher().in_flight() < 2 {
+        assert!(Instant::now() < deadline, "the request never reached the server");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.send(()).unwrap();
+    let (status, body) = in_flight.await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"predictions\""), "{body}");
+    server.await.unwrap().unwrap();
+    assert!(TcpStream::connect(addr).is_err(), "the listener is closed after shutdown");
+}
