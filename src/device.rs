@@ -48,3 +48,22 @@ pub fn select(kind: DeviceKind) -> Result<Device, UnsupportedDevice> {
         DeviceKind::Cuda => Err(UnsupportedDevice { feature: "cuda" }),
     }
 }
+
+/// Whether `device` is burn's Flex CPU backend (with or without autodiff): where host-side
+/// kernels (fused Adam, the gathered max pool) beat burn's general ones, and where reading a
+/// tensor costs no transfer.
+pub fn is_cpu(device: &Device) -> bool {
+    device.clone().inner() == Device::flex()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cpu_is_recognised_with_and_without_autodiff() {
+        assert!(is_cpu(&Device::flex()));
+        assert!(is_cpu(&Device::flex().autodiff()));
+        assert!(is_cpu(&select(DeviceKind::Cpu).unwrap()));
+    }
+}

@@ -39,8 +39,8 @@ pub struct SeedConfig {
 pub struct Seed {
     /// 3x3 convolution, 3 -> 32 channels, zero "same" padding; ReLU follows.
     pub conv: Conv2d,
-    /// 2x2 max pooling, stride 2: 32x32 -> 16x16. Its settings; `forward` runs
-    /// [`max_pool_2x2`], which computes the same thing faster on the CPU.
+    /// 2x2 max pooling, stride 2: 32x32 -> 16x16. On the CPU `forward` runs
+    /// [`max_pool_2x2`] instead, which computes the same thing faster there.
     pub pool: MaxPool2d,
     /// Dense 8192 -> 512; ReLU follows. Its input is flattened in (channel, row, column) order.
     pub hidden: Linear,
@@ -120,7 +120,12 @@ impl Seed {
     /// - output: `[batch, num_classes]` logits
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
         let x = relu(self.conv_forward(images)); // [batch, 32, 32, 32]
-        let x = max_pool_2x2(x); // [batch, 32, 16, 16]
+        let x = if crate::device::is_cpu(&x.device()) {
+            max_pool_2x2(x) // [batch, 32, 16, 16]
+        } else {
+            // Finding the maxima on the host would mean a round trip from the GPU.
+            self.pool.forward(x)
+        };
         let x: Tensor<2> = x.flatten(1, 3); // [batch, 8192], (channel, row, column) order
         let x = relu(self.hidden.forward(x)); // [batch, 512]
         let x = self.dropout.forward(x);

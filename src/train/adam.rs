@@ -30,7 +30,7 @@ const CHUNK: usize = 1 << 16;
 
 /// The optimiser for a run on `device`: fused Adam on the CPU, burn's Adam elsewhere.
 pub fn optimizer(settings: &AdamSettings, device: &Device) -> ModuleOptimizer {
-    if is_cpu(device) {
+    if crate::device::is_cpu(device) {
         ModuleOptimizer::from(FusedAdam::new(settings))
     } else {
         AdamConfig::new()
@@ -39,11 +39,6 @@ pub fn optimizer(settings: &AdamSettings, device: &Device) -> ModuleOptimizer {
             .with_epsilon(settings.epsilon as f32)
             .init()
     }
-}
-
-/// Whether `device` is burn's Flex CPU backend (with or without autodiff).
-pub fn is_cpu(device: &Device) -> bool {
-    device.clone().inner() == Device::flex()
 }
 
 /// Adam whose update runs as one in-place loop per parameter.
