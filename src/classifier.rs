@@ -28,12 +28,19 @@ impl Classifier {
         let path = run.path(crate::run::WEIGHTS_FILE);
         let invalid = |reason: String| RunError::Invalid { path: path.clone(), reason };
         let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(weights))
-            .map_err(|e| invalid(format!("unreadable weights ({e}); retrain or restore the file")))?;
+            .map_err(|e| {
+                invalid(format!(
+                    "unreadable weights ({e}); the file is damaged or truncated: restore it from the \
+                     run's checkpoint/ folder or a backup, or retrain with `classify train`"
+                ))
+            })?;
         let model = Network::init(config.model, config.classes.len(), device)
             .try_load_record(record)
             .map_err(|e| {
                 invalid(format!(
-                    "weights do not match the {} model with {} classes in config.json ({e})",
+                    "weights do not match the {} model with {} classes in config.json ({e}); \
+                     config.json was edited or belongs to another run: restore the run's own \
+                     config.json, or retrain with `classify train`",
                     config.model,
                     config.classes.len()
                 ))

@@ -84,7 +84,7 @@ pub enum ModelCommand {
     },
 }
 
-/// Where the data comes from, shared by `train` and `eval`.
+/// Where the data comes from, shared by `train`, `eval` and `report`.
 #[derive(Debug, Args)]
 pub struct DataArgs {
     /// `cifar10` (the official set, fetched on first use), a CIFAR-10 binary folder, or an
@@ -94,6 +94,20 @@ pub struct DataArgs {
     /// Cache folder for downloaded datasets (see `classify data fetch --help`).
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
+    /// What to do with an image file that cannot be read or decoded, or is over 4096x4096
+    /// pixels: `fail` stops with its path and the reason; `skip` leaves it out and lists the
+    /// files skipped (image folders only).
+    #[arg(long, value_enum, default_value = "fail")]
+    pub on_bad_image: OnBadImage,
+}
+
+/// Values of `--on-bad-image`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnBadImage {
+    /// Stop with an error naming the file.
+    Fail,
+    /// Leave the file out and warn.
+    Skip,
 }
 
 #[derive(Debug, Args)]

@@ -9,15 +9,15 @@ use burn::tensor::Device;
 use serde_json::json;
 
 use classify::classifier::Classifier;
-use classify::data::{self, IMAGE_BYTES, ImageSet, LoadOptions, Splits};
+use classify::data::{self, BadImagePolicy, IMAGE_BYTES, ImageSet, LoadOptions, Splits};
 use classify::eval::{self, Evaluation};
 use classify::model::{ModelKind, Network};
 use classify::run::{AdamSettings, FORMAT_VERSION, RunConfig, RunDir};
 use classify::train::{self, Progress};
 
 use crate::cli::{
-    BenchArgs, Command, DataArgs, DataCommand, EvalArgs, FetchArgs, ModelCommand, PredictArgs, ReportArgs, ServeArgs,
-    SplitName, TrainArgs,
+    BenchArgs, Command, DataArgs, DataCommand, EvalArgs, FetchArgs, ModelCommand, OnBadImage, PredictArgs, ReportArgs,
+    ServeArgs, SplitName, TrainArgs,
 };
 
 /// Runs one parsed command on `device`.
@@ -43,14 +43,18 @@ fn terminal() -> bool {
 }
 
 fn fetch(args: FetchArgs) -> Result<()> {
-    let opts = LoadOptions { cache_dir: args.dir, url: args.url, progress: terminal() };
+    let opts = LoadOptions { cache_dir: args.dir, url: args.url, progress: terminal(), ..LoadOptions::default() };
     let dir = data::download::ensure_cifar10(&opts)?;
     println!("{}", dir.display());
     Ok(())
 }
 
 fn load_splits(spec: &str, args: &DataArgs, val_split: f64) -> Result<Splits> {
-    let opts = LoadOptions { cache_dir: args.cache_dir.clone(), url: None, progress: terminal() };
+    let on_bad_image = match args.on_bad_image {
+        OnBadImage::Fail => BadImagePolicy::Fail,
+        OnBadImage::Skip => BadImagePolicy::Skip,
+    };
+    let opts = LoadOptions { cache_dir: args.cache_dir.clone(), url: None, progress: terminal(), on_bad_image };
     let started = std::time::Instant::now();
     let dataset = data::load(spec, &opts).with_context(|| format!("cannot load --data {spec}"))?;
     let splits = data::split(dataset, val_split)?;
@@ -84,6 +88,20 @@ fn train(args: TrainArgs, device: &Device, device_name: &str) -> Result<()> {
             run.save_config(&config)?;
         }
         let splits = load_splits(&config.data, &args.data, config.val_split)?;
+        // Another image count would change every epoch's shuffle and the validation split.
+        if (splits.train.len(), splits.val.len()) != (config.train_images, config.val_images) {
+            bail!(
+                "--data {} now gives {} training and {} validation images, but the run in {} \
+                 started with {} and {}: resume with the same data (and the same --on-bad-image), \
+                 or start a new run",
+                config.data,
+                splits.train.len(),
+                splits.val.len(),
+                out.display(),
+                config.train_images,
+                config.val_images
+            );
+        }
         (config, splits)
     } else {
         if run.exists() || run.path(classify::run::CHECKPOINT_FILE).exists() {

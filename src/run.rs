@@ -37,6 +37,13 @@ pub const CHECKPOINT_DIR: &str = "checkpoint";
 pub enum RunError {
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    /// A file of the run could not be written (full disk, permissions, a folder in the way).
+    /// The file it would have replaced is untouched, so the last complete checkpoint is kept.
+    #[error(
+        "cannot write {path}: {source}; the last complete checkpoint is kept: free disk space or \
+         fix the folder's permissions, then continue with `classify train --resume --out <run>`"
+    )]
+    Write { path: PathBuf, source: std::io::Error },
     #[error("{path}: not valid JSON ({source}); the run folder is damaged")]
     Json { path: PathBuf, source: serde_json::Error },
     #[error("{0} is not a run folder (no config.json): run `classify train --out {0}` first")]
@@ -162,14 +169,26 @@ impl RunDir {
         let text = read_string(&path)?;
         let value: serde_json::Value =
             serde_json::from_str(&text).map_err(|source| RunError::Json { path: path.clone(), source })?;
-        let found = value.get("format_version").and_then(|v| v.as_u64()).unwrap_or(0);
+        let Some(found) = value.get("format_version").and_then(|v| v.as_u64()) else {
+            return Err(RunError::Invalid {
+                path,
+                reason: format!(
+                    "no format_version number (this build reads run format {FORMAT_VERSION}); the \
+                     file was not written by classify or was edited: restore it, or train a new \
+                     run with `classify train`"
+                ),
+            });
+        };
         if found > u64::from(FORMAT_VERSION) {
-            return Err(RunError::NewerFormat { path, found: found as u32 });
+            return Err(RunError::NewerFormat { path, found: u32::try_from(found).unwrap_or(u32::MAX) });
         }
         if found != u64::from(FORMAT_VERSION) {
             return Err(RunError::Invalid {
                 path,
-                reason: format!("unknown run format version {found}; expected {FORMAT_VERSION}"),
+                reason: format!(
+                    "unknown run format version {found}; this build reads version {FORMAT_VERSION}: \
+                     train a new run with `classify train`, or use the classify that wrote it"
+                ),
             });
         }
         let config: RunConfig =
@@ -234,6 +253,36 @@ impl RunDir {
         Ok(())
     }
 
+    /// Removes what an interrupted run can leave behind: temporary files (`*.tmp-*`) in the
+    /// run folder and `checkpoint/`, and checkpoint files that `keep` (the last complete
+    /// checkpoint) does not name, written by an epoch that did not finish checkpointing.
+    /// Returns the paths removed. Only files this module names are touched.
+    pub fn remove_stale_files(&self, keep: Option<&Checkpoint>) -> Result<Vec<PathBuf>, RunError> {
+        let mut removed = Vec::new();
+        for dir in [self.root.clone(), self.path(CHECKPOINT_DIR)] {
+            let entries = match fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(source) => return Err(RunError::Io { path: dir, source }),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|source| RunError::Io { path: dir.clone(), source })?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let temporary = name.starts_with('.') && name.contains(".tmp-");
+                let relative = format!("{CHECKPOINT_DIR}/{name}");
+                let checkpoint_file = dir != self.root
+                    && (name.starts_with("model-") || name.starts_with("optimizer-"))
+                    && name.ends_with(".bpk")
+                    && keep.is_none_or(|k| k.model != relative && k.optimizer != relative);
+                if (temporary || checkpoint_file) && entry.path().is_file() {
+                    fs::remove_file(entry.path()).map_err(|source| RunError::Write { path: entry.path(), source })?;
+                    removed.push(entry.path());
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     /// Rewrites `metrics.jsonl` from `history`.
     pub fn save_metrics(&self, history: &[EpochMetrics]) -> Result<(), RunError> {
         let mut text = String::new();
@@ -277,9 +326,10 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), RunError> {
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same folder, synced and renamed
-/// into place, so `path` is either its old content or the complete new one.
+/// into place, so `path` is either its old content or the complete new one. On failure the
+/// temporary file is removed and `path` is untouched.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RunError> {
-    let io = |source| RunError::Io { path: path.to_path_buf(), source };
+    let io = |source| RunError::Write { path: path.to_path_buf(), source };
     let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = path.with_file_name(format!(".{file_name}.tmp-{}", std::process::id()));
     let result = (|| {
@@ -342,6 +392,51 @@ mod tests {
         let err = run.load_config().unwrap_err();
         assert!(matches!(err, RunError::NewerFormat { .. }), "{err}");
         assert!(err.to_string().contains("upgrade classify"));
+    }
+
+    #[test]
+    fn unknown_or_missing_format_is_refused_with_a_hint() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::new(dir.path());
+        let mut value = serde_json::to_value(config(&["a"])).unwrap();
+        for version in [serde_json::json!(0), serde_json::json!("1"), serde_json::json!(-1), serde_json::Value::Null] {
+            value["format_version"] = version.clone();
+            fs::write(run.path(CONFIG_FILE), value.to_string()).unwrap();
+            let err = run.load_config().unwrap_err();
+            assert!(matches!(err, RunError::Invalid { .. }), "{version}: {err}");
+            assert!(err.to_string().contains("classify train"), "{version}: {err}");
+        }
+        value["format_version"] = u64::MAX.into();
+        fs::write(run.path(CONFIG_FILE), value.to_string()).unwrap();
+        let err = run.load_config().unwrap_err();
+        assert!(matches!(err, RunError::NewerFormat { .. }), "{err}");
+    }
+
+    #[test]
+    fn stale_files_of_an_interrupted_run_are_removed_and_others_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::new(dir.path());
+        run.create().unwrap();
+        run.save_checkpoint(b"m1", b"o1", &[metrics(1)]).unwrap();
+        let keep = run.load_checkpoint().unwrap();
+        for name in [".model.bpk.tmp-123", "checkpoint/.model-0002.bpk.tmp-9", "checkpoint/model-0002.bpk"] {
+            fs::write(run.path(name), b"x").unwrap();
+        }
+        fs::write(run.path("notes.txt"), b"mine").unwrap();
+        fs::write(run.path("checkpoint/notes.txt"), b"mine").unwrap();
+        let mut removed = run.remove_stale_files(keep.as_ref()).unwrap();
+        removed.sort();
+        assert_eq!(
+            removed,
+            vec![
+                run.path(".model.bpk.tmp-123"),
+                run.path("checkpoint/.model-0002.bpk.tmp-9"),
+                run.path("checkpoint/model-0002.bpk"),
+            ]
+        );
+        assert!(run.path("notes.txt").is_file() && run.path("checkpoint/notes.txt").is_file());
+        assert_eq!(run.read("checkpoint/model-0001.bpk").unwrap(), b"m1");
+        assert_eq!(run.read("checkpoint/optimizer-0001.bpk").unwrap(), b"o1");
     }
 
     #[test]

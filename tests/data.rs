@@ -501,6 +501,7 @@ fn load_cifar10_uses_the_complete_cache_without_network() {
         // Nothing listens here: any download attempt would fail the test.
         url: Some("http://127.0.0.1:1/cifar-10-binary.tar.gz".into()),
         progress: false,
+        ..LoadOptions::default()
     };
     let data = load("cifar10", &opts).unwrap();
     assert_eq!(data.classes, CIFAR10_CLASSES);

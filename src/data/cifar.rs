@@ -49,11 +49,35 @@ pub fn load_dir(dir: &Path) -> Result<Dataset, DataError> {
         test = test.len(),
         "loaded CIFAR binary folder"
     );
+    warn_unused_classes(dir, &classes, &train);
     Ok(Dataset {
         classes,
         train,
         test: Some(test),
+        skipped: Vec::new(),
     })
+}
+
+/// Warns when `batches.meta.txt` names classes that no training record uses: a model would
+/// get outputs it can never learn, usually because the names file belongs to other data.
+/// Not an error, since a small CIFAR-format set may legitimately lack some classes.
+fn warn_unused_classes(dir: &Path, classes: &[String], train: &ImageSet) {
+    let counts = train.class_counts(classes.len());
+    let unused: Vec<&str> = classes
+        .iter()
+        .zip(&counts)
+        .filter(|(_, n)| **n == 0)
+        .map(|(c, _)| c.as_str())
+        .collect();
+    if !unused.is_empty() {
+        tracing::warn!(
+            "{} names {} classes, but no training record has the label of {}: check that \
+             the names file belongs to these batches",
+            dir.join(META_FILE).display(),
+            classes.len(),
+            unused.join(", ")
+        );
+    }
 }
 
 /// Reads class names from a `batches.meta.txt`: one per line, surrounding whitespace trimmed,
@@ -78,6 +102,24 @@ pub fn read_meta(path: &Path) -> Result<Vec<String>, DataError> {
             "names no classes; expected one class name per line",
         ));
     }
+    if classes.len() > 256 {
+        return Err(DataError::format(
+            path,
+            format!(
+                "names {} classes, but a CIFAR label is one byte (at most 256 classes); \
+                 expected one class name per line, 10 for CIFAR-10",
+                classes.len()
+            ),
+        ));
+    }
+    for (i, name) in classes.iter().enumerate() {
+        if classes[..i].contains(name) {
+            return Err(DataError::format(
+                path,
+                format!("names class `{name}` twice; each line must name a different class"),
+            ));
+        }
+    }
     Ok(classes)
 }
 
@@ -87,11 +129,33 @@ pub fn read_meta(path: &Path) -> Result<Vec<String>, DataError> {
 /// If the file cannot be read, is empty, its size is not a multiple of [`RECORD_BYTES`], or a
 /// record's label is `>= n_classes` (the message names the record's index).
 pub fn read_records(path: &Path, n_classes: usize) -> Result<ImageSet, DataError> {
+    // The size is checked before reading, so a wrong multi-gigabyte file is refused at once.
+    let len = fs::metadata(path)
+        .map_err(|e| missing_or_io(path, e))?
+        .len();
+    if len > 0 && !len.is_multiple_of(RECORD_BYTES as u64) {
+        return Err(not_a_multiple(path, len));
+    }
     let bytes = fs::read(path).map_err(|e| missing_or_io(path, e))?;
     parse_records(path, &bytes, n_classes)
 }
 
-fn parse_records(path: &Path, bytes: &[u8], n_classes: usize) -> Result<ImageSet, DataError> {
+fn not_a_multiple(path: &Path, len: u64) -> DataError {
+    DataError::format(
+        path,
+        format!(
+            "size {len} bytes is not a multiple of the {RECORD_BYTES}-byte CIFAR record \
+             (truncated, or extra bytes, or not a CIFAR-10 binary batch); re-download the \
+             dataset (`classify data fetch cifar10`)"
+        ),
+    )
+}
+
+/// Parses the records of one batch file held in memory; `path` only names it in errors.
+///
+/// # Errors
+/// As [`read_records`].
+pub fn parse_records(path: &Path, bytes: &[u8], n_classes: usize) -> Result<ImageSet, DataError> {
     if bytes.is_empty() {
         return Err(DataError::format(
             path,
@@ -99,15 +163,7 @@ fn parse_records(path: &Path, bytes: &[u8], n_classes: usize) -> Result<ImageSet
         ));
     }
     if !bytes.len().is_multiple_of(RECORD_BYTES) {
-        return Err(DataError::format(
-            path,
-            format!(
-                "size {} bytes is not a multiple of the {RECORD_BYTES}-byte CIFAR record \
-                 (truncated or not a CIFAR-10 binary batch); re-download the dataset \
-                 (`classify data fetch cifar10`)",
-                bytes.len()
-            ),
-        ));
+        return Err(not_a_multiple(path, bytes.len() as u64));
     }
     let n = bytes.len() / RECORD_BYTES;
     let mut set = ImageSet::with_capacity(n);
@@ -119,7 +175,7 @@ fn parse_records(path: &Path, bytes: &[u8], n_classes: usize) -> Result<ImageSet
                 format!(
                     "record {i} has label {label}, but {META_FILE} names only {n_classes} \
                      classes (labels 0..{n_classes}); the file is corrupt or belongs to \
-                     another dataset"
+                     another dataset, or {META_FILE} lacks names"
                 ),
             ));
         }

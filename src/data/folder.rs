@@ -14,7 +14,10 @@ use std::path::{Path, PathBuf};
 use image::imageops::FilterType;
 use rayon::prelude::*;
 
-use super::{DataError, Dataset, IMAGE_BYTES, IMAGE_SIZE, ImageSet, PLANE_BYTES};
+use super::{
+    BadImagePolicy, DataError, Dataset, IMAGE_BYTES, IMAGE_SIZE, ImageSet, PLANE_BYTES,
+    SkippedImage,
+};
 
 /// Subfolder of the root holding the training classes.
 pub const TRAIN_DIR: &str = "train";
@@ -27,15 +30,41 @@ pub const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
 /// widens when shrinking) averages over the source pixels instead of skipping them.
 pub const RESIZE_FILTER: FilterType = FilterType::Triangle;
 
-/// Loads an image-folder root: `train/` (required) and `test/` (if present).
-///
-/// Class order is the sorted names of `train/`'s subfolders; a `test/` class must be one of
-/// them. `progress` shows a progress bar while decoding.
+/// Most pixels in one image file (4096 x 4096), checked from the header before decoding: a
+/// 16-bit RGBA image that size decodes to 128 MiB, and a few decode at once on rayon's pool.
+/// The model sees 32x32, so nothing useful is lost; the server uses the same limit.
+pub const MAX_PIXELS: u64 = 4096 * 4096;
+
+/// Loads an image-folder root with [`BadImagePolicy::Fail`]; see [`load_dir_with`].
 ///
 /// # Errors
-/// If `train/` has no class folders or no images, a `test/` class is unknown, a folder cannot
-/// be listed, or an image cannot be read or decoded (the error names the file).
+/// As [`load_dir_with`].
 pub fn load_dir(root: &Path, progress: bool) -> Result<Dataset, DataError> {
+    load_dir_with(root, progress, BadImagePolicy::Fail)
+}
+
+/// Loads an image-folder root: `train/` (required) and `test/` (if present).
+///
+/// Class order is the sorted names of `train/`'s subfolders. Every training class folder must
+/// hold at least one image: an empty one is an error rather than a skipped class, since
+/// dropping it would renumber the labels, and keeping it would give the model a class it can
+/// never learn. `test/` may lack classes (a warning names them) but every one of its class
+/// folders must be a training class. `progress` shows a progress bar while decoding.
+///
+/// Files that cannot be read or decoded, or exceed [`MAX_PIXELS`], stop loading under
+/// [`BadImagePolicy::Fail`]; under [`BadImagePolicy::Skip`] they are left out, listed in
+/// [`Dataset::skipped`], and a warning gives their count and the first few paths.
+///
+/// # Errors
+/// If `train/` has no class folders, an empty class folder (or one whose every image was
+/// skipped), `test/` class folders that are not training classes (all named), a folder that
+/// cannot be listed, or, under [`BadImagePolicy::Fail`], an image that cannot be read or
+/// decoded (the error names the file).
+pub fn load_dir_with(
+    root: &Path,
+    progress: bool,
+    policy: BadImagePolicy,
+) -> Result<Dataset, DataError> {
     let train_dir = root.join(TRAIN_DIR);
     let classes = list_classes(&train_dir)?;
     if classes.is_empty() {
@@ -72,21 +101,39 @@ pub fn load_dir(root: &Path, progress: bool) -> Result<Dataset, DataError> {
             "holds no .png/.jpg/.jpeg images in its class folders",
         ));
     }
+    check_no_empty_class(&train_dir, &names, &train_items, "")?;
 
     let test_dir = root.join(TEST_DIR);
     let test_items = if test_dir.is_dir() {
         let test_classes = list_classes(&test_dir)?;
-        for c in &test_classes {
-            if !classes.contains(c) {
-                return Err(DataError::format(
-                    &test_dir.join(c),
-                    format!(
-                        "test class folder is not among the training classes ({}); rename \
-                         it to one of them or remove it",
-                        names.join(", ")
-                    ),
-                ));
-            }
+        let unknown: Vec<String> = test_classes
+            .iter()
+            .filter(|c| !classes.contains(c))
+            .map(|c| c.to_string_lossy().into_owned())
+            .collect();
+        if !unknown.is_empty() {
+            return Err(DataError::format(
+                &test_dir,
+                format!(
+                    "has class folders that are not among the training classes: {} (the \
+                     training classes are {}); rename them to training classes or remove them",
+                    unknown.join(", "),
+                    names.join(", ")
+                ),
+            ));
+        }
+        let missing: Vec<&str> = classes
+            .iter()
+            .zip(&names)
+            .filter(|(c, _)| !test_classes.contains(c))
+            .map(|(_, n)| n.as_str())
+            .collect();
+        if !missing.is_empty() {
+            tracing::warn!(
+                "{} has no folder for the training classes {}: they are not tested",
+                test_dir.display(),
+                missing.join(", ")
+            );
         }
         Some(list_items(&test_dir, &classes)?)
     } else {
@@ -106,14 +153,44 @@ pub fn load_dir(root: &Path, progress: bool) -> Result<Dataset, DataError> {
         indicatif::ProgressBar::hidden()
     };
     let start = std::time::Instant::now();
-    let train = decode_items(&train_items, &bar)?;
+    let mut skipped = Vec::new();
+    let train = decode_items(&train_items, &bar, policy, &mut skipped)?;
+    if !skipped.is_empty() {
+        let kept: Vec<(PathBuf, u8)> = train.labels.iter().map(|&l| (PathBuf::new(), l)).collect();
+        check_no_empty_class(
+            &train_dir,
+            &names,
+            &kept,
+            " (all of its images were skipped as bad)",
+        )?;
+    }
     let test = test_items
-        .map(|items| decode_items(&items, &bar))
+        .map(|items| decode_items(&items, &bar, policy, &mut skipped))
         .transpose()?;
     bar.finish_and_clear();
+    if !skipped.is_empty() {
+        const SHOWN: usize = 5;
+        let first: Vec<String> = skipped
+            .iter()
+            .take(SHOWN)
+            .map(|s| format!("{} ({})", s.path.display(), s.reason))
+            .collect();
+        tracing::warn!(
+            "skipped {} bad image file(s) of {total} under {}{}: {}",
+            skipped.len(),
+            root.display(),
+            if skipped.len() > SHOWN {
+                format!(", the first {SHOWN}")
+            } else {
+                String::new()
+            },
+            first.join("; ")
+        );
+    }
     tracing::debug!(
         root = %root.display(),
         images = total,
+        skipped = skipped.len(),
         seconds = start.elapsed().as_secs_f64(),
         "decoded image folder"
     );
@@ -121,7 +198,38 @@ pub fn load_dir(root: &Path, progress: bool) -> Result<Dataset, DataError> {
         classes: names,
         train,
         test,
+        skipped,
     })
+}
+
+/// Fails, naming them all, if some of `names` has no item in `items`.
+fn check_no_empty_class(
+    train_dir: &Path,
+    names: &[String],
+    items: &[(PathBuf, u8)],
+    why: &str,
+) -> Result<(), DataError> {
+    let mut counts = vec![0usize; names.len()];
+    for (_, label) in items {
+        counts[usize::from(*label)] += 1;
+    }
+    let empty: Vec<&str> = names
+        .iter()
+        .zip(&counts)
+        .filter(|(_, n)| **n == 0)
+        .map(|(c, _)| c.as_str())
+        .collect();
+    if empty.is_empty() {
+        return Ok(());
+    }
+    Err(DataError::format(
+        train_dir,
+        format!(
+            "class folder(s) {} hold no usable .png/.jpg/.jpeg image{why}; add images or \
+             remove the folder(s), since every class needs training images",
+            empty.join(", ")
+        ),
+    ))
 }
 
 /// Sorted names of the non-hidden subfolders of `dir`.
@@ -176,42 +284,116 @@ pub fn has_image_extension(name: &std::ffi::OsStr) -> bool {
         .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| e.eq_ignore_ascii_case(x)))
 }
 
+/// Decodes `items` in parallel. Under [`BadImagePolicy::Skip`] the files that fail are left
+/// out and appended to `skipped`, in item order; under `Fail` the first failure is returned.
 fn decode_items(
     items: &[(PathBuf, u8)],
     bar: &indicatif::ProgressBar,
+    policy: BadImagePolicy,
+    skipped: &mut Vec<SkippedImage>,
 ) -> Result<ImageSet, DataError> {
     let mut images = vec![0u8; items.len() * IMAGE_BYTES];
-    images
+    let decode_one = |out: &mut [u8], path: &PathBuf| {
+        let bytes = fs::read(path).map_err(|e| DataError::io("cannot read", path, e))?;
+        decode_into(&bytes, out).map_err(|reason| DataError::Decode {
+            path: path.clone(),
+            reason,
+        })?;
+        bar.inc(1);
+        Ok::<(), DataError>(())
+    };
+    if policy == BadImagePolicy::Fail {
+        images
+            .par_chunks_mut(IMAGE_BYTES)
+            .zip(items.par_iter())
+            .try_for_each(|(out, (path, _))| decode_one(out, path))?;
+        return Ok(ImageSet {
+            images,
+            labels: items.iter().map(|(_, l)| *l).collect(),
+        });
+    }
+    let results: Vec<Result<(), DataError>> = images
         .par_chunks_mut(IMAGE_BYTES)
         .zip(items.par_iter())
-        .try_for_each(|(out, (path, _))| {
-            let bytes = fs::read(path).map_err(|e| DataError::io("cannot read", path, e))?;
-            decode_into(&bytes, out).map_err(|reason| DataError::Decode {
-                path: path.clone(),
-                reason,
-            })?;
-            bar.inc(1);
-            Ok::<(), DataError>(())
-        })?;
-    Ok(ImageSet {
-        images,
-        labels: items.iter().map(|(_, l)| *l).collect(),
-    })
+        .map(|(out, (path, _))| decode_one(out, path))
+        .collect();
+    let mut set = ImageSet::with_capacity(items.len());
+    for (i, (result, (path, label))) in results.into_iter().zip(items).enumerate() {
+        match result {
+            Ok(()) => set.push(&images[i * IMAGE_BYTES..(i + 1) * IMAGE_BYTES], *label),
+            Err(e) => {
+                bar.inc(1);
+                let reason = match e {
+                    DataError::Decode { reason, .. } => reason,
+                    DataError::Io { source, .. } => format!("cannot read: {source}"),
+                    other => other.to_string(),
+                };
+                skipped.push(SkippedImage {
+                    path: path.clone(),
+                    reason,
+                });
+            }
+        }
+    }
+    Ok(set)
 }
 
 /// Decodes an encoded PNG or JPEG (format sniffed from the content, not the name) into
-/// `out` as 32x32 RGB CHW; the error is the decoder's explanation.
+/// `out` as 32x32 RGB CHW; the error is a one-line explanation for a person.
 ///
-/// Other colour types are converted to RGB (grey replicated, alpha dropped, 16-bit scaled);
-/// images of another size are resized with [`RESIZE_FILTER`]; 32x32 RGB8 images are copied
-/// unchanged.
+/// The image's size is read from its header first, and images over [`MAX_PIXELS`] are refused
+/// before any pixel is decoded, so a small file claiming huge dimensions cannot exhaust memory.
+/// Other colour types are converted to RGB (grey replicated, alpha dropped as Keras's
+/// `load_img` does, 16-bit scaled to 8, palettes expanded); images of another size are resized
+/// with [`RESIZE_FILTER`]; 32x32 RGB8 images are copied unchanged.
+///
+/// # Panics
+/// If `out` is not [`IMAGE_BYTES`] long (a bug in the caller, never a property of the input).
 pub fn decode_into(bytes: &[u8], out: &mut [u8]) -> Result<(), String> {
-    debug_assert_eq!(out.len(), IMAGE_BYTES);
-    let img = image::ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| e.to_string())?
-        .decode()
-        .map_err(|e| e.to_string())?;
+    assert_eq!(
+        out.len(),
+        IMAGE_BYTES,
+        "decode_into: out must be {IMAGE_BYTES} bytes"
+    );
+    if bytes.is_empty() {
+        return Err("the file is empty (0 bytes)".into());
+    }
+    let reader = || {
+        image::ImageReader::new(Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|e| e.to_string())
+    };
+    match reader()?.format() {
+        Some(image::ImageFormat::Png | image::ImageFormat::Jpeg) => {}
+        Some(other) => {
+            return Err(format!(
+                "a {other:?} image; only PNG and JPEG are read, convert it first"
+            ));
+        }
+        None => {
+            return Err(
+                "not a PNG or JPEG image (its content is neither, whatever its name says)".into(),
+            );
+        }
+    }
+    if reader()?.format() == Some(image::ImageFormat::Jpeg) && jpeg_is_truncated(bytes) {
+        // The JPEG decoder pads a cut-off scan with grey instead of failing; PIL (and so
+        // Keras's `load_img`) refuses such files, and so does this reader.
+        return Err(
+            "the JPEG is truncated (no end-of-image marker after its last scan); copy or \
+             export it again"
+                .into(),
+        );
+    }
+    let (width, height) = reader()?.into_dimensions().map_err(|e| e.to_string())?;
+    check_dimensions(width, height)?;
+    let mut reader = reader()?;
+    // A second guard inside the decoder, in case a header and the data disagree.
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(width.max(1));
+    limits.max_image_height = Some(height.max(1));
+    reader.limits(limits);
+    let img = reader.decode().map_err(|e| e.to_string())?;
     let mut rgb = img.into_rgb8();
     let side = IMAGE_SIZE as u32;
     if rgb.dimensions() != (side, side) {
@@ -223,6 +405,33 @@ pub fn decode_into(bytes: &[u8], out: &mut [u8]) -> Result<(), String> {
         r[i] = px[0];
         g[i] = px[1];
         b[i] = px[2];
+    }
+    Ok(())
+}
+
+/// Whether a JPEG stream lacks the end-of-image marker (`FF D9`) after the start of its last
+/// scan (`FF DA`). Inside entropy-coded data a `FF` byte is always followed by `00` or a
+/// restart marker, so an `FF D9` there is the real end; bytes after it (padding, camera
+/// trailers) are allowed, and a thumbnail's own markers come before the main image's.
+pub fn jpeg_is_truncated(bytes: &[u8]) -> bool {
+    match bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]) {
+        Some(sos) => !bytes[sos..].windows(2).any(|w| w == [0xFF, 0xD9]),
+        None => true,
+    }
+}
+
+/// Refuses images with no pixels or more than [`MAX_PIXELS`].
+pub fn check_dimensions(width: u32, height: u32) -> Result<(), String> {
+    if width == 0 || height == 0 {
+        return Err(format!(
+            "the image is {width}x{height} pixels: it has no pixels"
+        ));
+    }
+    if u64::from(width) * u64::from(height) > MAX_PIXELS {
+        return Err(format!(
+            "the image is {width}x{height} pixels; at most {MAX_PIXELS} pixels (4096x4096) \
+             are read: shrink it first (the model sees 32x32)"
+        ));
     }
     Ok(())
 }
@@ -306,6 +515,28 @@ mod tests {
         assert_eq!(out[2 * PLANE_BYTES], 0); // B at (0, 0)
         assert_eq!(out[31], 0); // R at (31, 0)
         assert_eq!(out[2 * PLANE_BYTES + 31], 255); // B at (31, 0)
+    }
+
+    #[test]
+    fn truncated_jpeg_is_refused_but_trailing_bytes_are_not() {
+        let img =
+            image::RgbImage::from_fn(48, 48, |x, y| image::Rgb([(x * 5) as u8, (y * 5) as u8, 7]));
+        let mut jpeg = Vec::new();
+        image::DynamicImage::ImageRgb8(img)
+            .write_to(&mut Cursor::new(&mut jpeg), image::ImageFormat::Jpeg)
+            .unwrap();
+        let mut out = vec![0; IMAGE_BYTES];
+        assert!(!jpeg_is_truncated(&jpeg));
+        decode_into(&jpeg, &mut out).unwrap();
+        let mut padded = jpeg.clone();
+        padded.extend([0u8; 64]);
+        decode_into(&padded, &mut out).unwrap();
+        for cut in [jpeg.len() - 2, jpeg.len() / 2, 200] {
+            assert!(jpeg_is_truncated(&jpeg[..cut]), "cut at {cut}");
+            let err = decode_into(&jpeg[..cut], &mut out).unwrap_err();
+            assert!(err.contains("truncated"), "cut at {cut}: {err}");
+        }
+        assert!(jpeg_is_truncated(b"\xFF\xD8 no scan at all"));
     }
 
     #[test]

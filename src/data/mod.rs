@@ -63,7 +63,8 @@ pub enum DataError {
     },
     /// An image file could not be decoded.
     #[error(
-        "cannot decode image {}: {reason}; remove or replace the file",
+        "cannot decode image {}: {reason}; remove or replace the file, or pass \
+         --on-bad-image skip to leave such files out",
         path.display()
     )]
     Decode {
@@ -261,6 +262,28 @@ pub struct Dataset {
     pub train: ImageSet,
     /// The source's held-out test images, if it has any.
     pub test: Option<ImageSet>,
+    /// Image files left out under [`BadImagePolicy::Skip`], in load order (train, then test);
+    /// always empty under [`BadImagePolicy::Fail`] and for CIFAR binaries.
+    pub skipped: Vec<SkippedImage>,
+}
+
+/// What to do with an image file that cannot be read or decoded, or is too large.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum BadImagePolicy {
+    /// Stop loading with an error naming the file and the reason.
+    #[default]
+    Fail,
+    /// Leave the file out, and report it in [`Dataset::skipped`] and a warning.
+    Skip,
+}
+
+/// An image file that [`BadImagePolicy::Skip`] left out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedImage {
+    /// The file.
+    pub path: PathBuf,
+    /// Why it could not be used.
+    pub reason: String,
 }
 
 /// What training and evaluation use: the dataset with a validation set carved off `train`.
@@ -305,6 +328,7 @@ pub fn split(dataset: Dataset, val_fraction: f64) -> Result<Splits, DataError> {
         classes,
         train: all,
         test,
+        skipped: _,
     } = dataset;
 
     // Load-order positions of each label's images.
@@ -331,7 +355,8 @@ pub fn split(dataset: Dataset, val_fraction: f64) -> Result<Splits, DataError> {
     })
 }
 
-/// Options for [`load`] that only matter when the official CIFAR-10 set must be fetched.
+/// Options for [`load`]: where the official CIFAR-10 set is fetched from and cached, and how
+/// image folders treat bad files.
 #[derive(Debug, Clone, Default)]
 pub struct LoadOptions {
     /// Cache folder to use instead of [`download::cache_dir`].
@@ -340,6 +365,8 @@ pub struct LoadOptions {
     pub url: Option<String>,
     /// Show progress bars (the caller decides, e.g. only when stderr is a terminal).
     pub progress: bool,
+    /// What to do with image files that cannot be decoded (image folders only).
+    pub on_bad_image: BadImagePolicy,
 }
 
 /// What kind of source a spec names.
@@ -403,7 +430,7 @@ pub fn load(spec: &str, opts: &LoadOptions) -> Result<Dataset, DataError> {
             cifar::load_dir(&dir)
         }
         Source::CifarBinary(dir) => cifar::load_dir(&dir),
-        Source::ImageFolder(root) => folder::load_dir(&root, opts.progress),
+        Source::ImageFolder(root) => folder::load_dir_with(&root, opts.progress, opts.on_bad_image),
     }
 }
 
@@ -425,6 +452,7 @@ mod tests {
             classes: vec!["a".into(), "b".into(), "c".into()],
             train: numbered(labels),
             test: None,
+            skipped: Vec::new(),
         }
     }
 

@@ -27,7 +27,7 @@ use crate::data::{CHANNELS, IMAGE_BYTES, IMAGE_SIZE, PLANE_BYTES};
 pub const MAX_IMAGES: usize = 256;
 /// Most pixels in one encoded image (4096 x 4096), checked from its header before decoding,
 /// so a small compressed file cannot make the server allocate gigabytes.
-pub const MAX_PIXELS: u64 = 4096 * 4096;
+pub const MAX_PIXELS: u64 = crate::data::folder::MAX_PIXELS;
 
 /// Standard base64 with or without padding.
 const BASE64: GeneralPurpose = GeneralPurpose::new(

@@ -78,7 +78,16 @@ pub fn train(
         run.save_config(config)?;
     }
     if resume {
-        if let Some(checkpoint) = run.load_checkpoint()? {
+        let checkpoint = run.load_checkpoint()?;
+        for path in run.remove_stale_files(checkpoint.as_ref())? {
+            tracing::info!("removed {}, left by an interrupted run", path.display());
+        }
+        if checkpoint.is_none() {
+            tracing::info!("{} has no complete checkpoint yet: training from epoch 1", run.root().display());
+            run.create()?;
+            run.save_metrics(&[])?;
+        }
+        if let Some(checkpoint) = checkpoint {
             let weights = Bytes::from_bytes_vec(run.read(&checkpoint.model)?);
             let record = ModuleRecord::from_bytes(weights).map_err(record_err("unreadable checkpoint weights"))?;
             model = model.try_load_record(record).map_err(record_err("checkpoint weights do not fit the model"))?;
