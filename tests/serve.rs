@@ -556,3 +556,104 @@ async fn a_real_socket_serves_and_shutdown_lets_requests_in_flight_finish() {
     server.await.unwrap().unwrap();
     assert!(TcpStream::connect(addr).is_err(), "the listener is closed after shutdown");
 }
+
+/// Resident memory of this process in MiB (Linux), for bounding what a stress run costs.
+fn rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: f64 = status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Sends `head` announcing `announced` body bytes, then only `sent` of them, `step` bytes
+/// at a time with `pause` between, and hangs up: a slow or vanishing client.
+fn trickle(addr: std::net::SocketAddr, announced: usize, sent: usize, step: usize, pause: Duration) {
+    let Ok(mut stream) = TcpStream::connect(addr) else { return };
+    let head = format!(
+        "POST /invocations HTTP/1.1\r\nHost: localhost\r\nContent-Type: image/png\r\nContent-Length: {announced}\r\n\r\n"
+    );
+    if stream.write_all(head.as_bytes()).is_err() {
+        return;
+    }
+    for _ in 0..sent / step {
+        if stream.write_all(&vec![0x89; step]).is_err() {
+            return;
+        }
+        std::thread::sleep(pause);
+    }
+}
+
+/// Slow clients, oversize bodies and a flood past the queue, on a real socket: the server
+/// answers every complete request (200 or 429, nothing else), refuses the oversize ones with
+/// 413, keeps memory bounded, and serves normally afterwards. Bounded in count and time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stress_slow_clients_oversize_bodies_and_a_flood() {
+    let (served, _) = classifiers();
+    let state = AppState::new(served, options(8, 1, 4));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(classify::serve::run(listener, state.clone(), async {
+        let _ = stopped.await;
+    }));
+    let image = png(&quadrant(2, 21));
+    let before = rss_mb();
+
+    let report = tokio::task::spawn_blocking(move || {
+        // 16 slow clients trickling 2 KB each over ~0.4 s, then vanishing mid-body.
+        let slow: Vec<_> = (0..16)
+            .map(|_| std::thread::spawn(move || trickle(addr, 100_000, 2_000, 100, Duration::from_millis(20))))
+            .collect();
+        // While they hang on: health and a normal request still answer.
+        let (ping, _) = http(addr, "GET /ping HTTP/1.1", b"");
+        let img = image.clone();
+        let (normal, _) = http(addr, "POST /invocations HTTP/1.1\r\nContent-Type: image/png", &img);
+        // Oversize bodies: announced and sent over the 5 MiB limit.
+        let oversize: Vec<u16> = (0..4)
+            .map(|_| {
+                let mut stream = TcpStream::connect(addr).unwrap();
+                stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+                let head = format!(
+                    "POST /invocations HTTP/1.1\r\nHost: localhost\r\nContent-Type: image/png\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    BODY_LIMIT + 1
+                );
+                stream.write_all(head.as_bytes()).unwrap();
+                // The server may answer and close before taking it all; that is fine.
+                let _ = stream.write_all(&vec![0u8; BODY_LIMIT + 1]);
+                let mut response = Vec::new();
+                let _ = stream.read_to_end(&mut response);
+                String::from_utf8_lossy(&response).split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+            })
+            .collect();
+        // A flood of 64 concurrent requests against a queue of 4.
+        let flood: Vec<u16> = (0..64)
+            .map(|_| {
+                let img = image.clone();
+                std::thread::spawn(move || http(addr, "POST /invocations HTTP/1.1\r\nContent-Type: image/png", &img).0)
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .collect();
+        for t in slow {
+            t.join().unwrap();
+        }
+        let (after, body) = http(addr, "POST /invocations HTTP/1.1\r\nContent-Type: image/png", &image);
+        (ping, normal, oversize, flood, after, body)
+    })
+    .await
+    .unwrap();
+    let (ping, normal, oversize, flood, after, body) = report;
+    assert_eq!(ping, 200);
+    assert_eq!(normal, 200);
+    assert!(oversize.iter().all(|&s| s == 413), "oversize bodies: {oversize:?}");
+    assert!(flood.iter().all(|&s| s == 200 || s == 429), "flood statuses: {flood:?}");
+    assert!(flood.contains(&200), "some of the flood is served: {flood:?}");
+    assert_eq!(after, 200, "normal service afterwards: {body}");
+    assert!(body.contains("\"predictions\""), "{body}");
+    if let (Some(before), Some(now)) = (before, rss_mb()) {
+        // 4 refused 5 MiB bodies and 80 connections must not pile up in memory.
+        assert!(now - before < 256.0, "resident memory grew from {before:.0} to {now:.0} MiB");
+    }
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}
