@@ -15,6 +15,13 @@
 # Arguments after `serve` pass through (`serve --max-batch 32 --max-wait-ms 5`). Any other
 # first argument runs that classify command (`docker run IMAGE predict --run ... x.png`).
 # SIGTERM (`docker stop`) finishes requests in flight, then exits.
+#
+# Training jobs: SageMaker starts the image as `docker run IMAGE train` with SM_TRAINING_ENV
+# set, which `classify train` detects (or pass --sagemaker): hyperparameters from
+# /opt/ml/input/config/hyperparameters.json (flag names, e.g. {"epochs": "30", "batch-size":
+# "64"}), data from /opt/ml/input/data/training, the run folder to /opt/ml/model, a failure
+# reason to /opt/ml/output/failure; SIGTERM stops at the next batch, keeping the last
+# checkpoint.
 
 FROM rust:1-bookworm AS build
 WORKDIR /src

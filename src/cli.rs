@@ -140,6 +140,12 @@ pub struct TrainArgs {
     /// (--epochs may raise the epoch count).
     #[arg(long, requires = "out")]
     pub resume: bool,
+    /// Run as a SageMaker training job (also on when SM_TRAINING_ENV is set): hyperparameters
+    /// from /opt/ml/input/config/hyperparameters.json (flag names, string values), data from
+    /// /opt/ml/input/data/training, the run folder to /opt/ml/model, the reason for a failure
+    /// to /opt/ml/output/failure. CLASSIFY_SAGEMAKER_ROOT moves /opt/ml.
+    #[arg(long)]
+    pub sagemaker: bool,
 }
 
 /// Which images `eval` measures.

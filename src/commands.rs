@@ -13,6 +13,7 @@ use classify::data::{self, BadImagePolicy, IMAGE_BYTES, ImageSet, LoadOptions, S
 use classify::eval::{self, Evaluation};
 use classify::model::{ModelKind, Network};
 use classify::run::{AdamSettings, FORMAT_VERSION, RunConfig, RunDir};
+use classify::sagemaker::{self, Job};
 use classify::train::{self, Progress};
 
 use crate::cli::{
@@ -78,6 +79,46 @@ fn default_out(model: ModelKind) -> PathBuf {
 }
 
 fn train(args: TrainArgs, device: &Device, device_name: &str) -> Result<()> {
+    train::stop_on_sigterm();
+    if !Job::detected(args.sagemaker) {
+        return train_run(args, device, device_name);
+    }
+    let root = Job::root_from_env();
+    let result = Job::load(&root)
+        .map_err(anyhow::Error::from)
+        .and_then(|job| apply_job(&job, args))
+        .and_then(|args| train_run(args, device, device_name));
+    if let Err(e) = &result {
+        sagemaker::write_failure(&root, &format!("{e:#}"));
+    }
+    result
+}
+
+/// Fills what the command line left open from a SageMaker job: its data channel, its model
+/// folder, and its hyperparameters (flags given explicitly win).
+fn apply_job(job: &Job, mut args: TrainArgs) -> Result<TrainArgs> {
+    args.data.data = args.data.data.or(Some(job.data_dir()?.display().to_string()));
+    args.out = args.out.or(Some(job.model_dir()));
+    args.epochs = args.epochs.or(job.get("epochs")?);
+    args.batch_size = args.batch_size.or(job.get("batch-size")?);
+    args.lr = args.lr.or(job.get("lr")?);
+    args.seed = args.seed.or(job.get("seed")?);
+    args.val_split = args.val_split.or(job.get("val-split")?);
+    if args.model.is_none() {
+        if let Some(name) = job.get::<String>("model")? {
+            let model = <ModelKind as clap::ValueEnum>::from_str(&name, true)
+                .map_err(|_| sagemaker::SageMakerError::Invalid { name: "model".into(), value: name })?;
+            args.model = Some(model);
+        }
+    }
+    if let Some(policy) = job.get::<String>("on-bad-image")? {
+        args.data.on_bad_image = <OnBadImage as clap::ValueEnum>::from_str(&policy, true)
+            .map_err(|_| sagemaker::SageMakerError::Invalid { name: "on-bad-image".into(), value: policy })?;
+    }
+    Ok(args)
+}
+
+fn train_run(args: TrainArgs, device: &Device, device_name: &str) -> Result<()> {
     let out = args.out.clone().unwrap_or_else(|| default_out(args.model.unwrap_or(ModelKind::Seed)));
     let run = RunDir::new(&out);
     let (config, splits) = if args.resume {

@@ -14,3 +14,4 @@ pub mod train;
 pub mod bench;
 pub mod report;
 pub mod serve;
+pub mod sagemaker;

@@ -9,6 +9,7 @@ mod progress;
 
 pub use progress::Progress;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use burn::module::Module;
@@ -22,6 +23,33 @@ use rand::seq::SliceRandom;
 use crate::data::{ImageSet, Splits};
 use crate::model::{Network, images_to_tensor, labels_to_tensor};
 use crate::run::{EpochMetrics, RunConfig, RunDir, RunError};
+
+/// Set to stop training at the next batch (SIGTERM, see [`stop_on_sigterm`]).
+static STOP: AtomicBool = AtomicBool::new(false);
+
+/// Asks every training loop in this process to stop before its next batch; the last
+/// complete checkpoint stays as it is.
+pub fn request_stop() {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+/// Makes SIGTERM (what `docker stop`, Kubernetes and SageMaker send) stop training cleanly
+/// at the next batch instead of killing the process mid-step.
+#[cfg(unix)]
+pub fn stop_on_sigterm() {
+    extern "C" fn on_sigterm(_: libc::c_int) {
+        // Only an atomic store: async-signal-safe.
+        STOP.store(true, Ordering::Relaxed);
+    }
+    // SAFETY: installs a handler that only stores to an atomic.
+    unsafe {
+        libc::signal(libc::SIGTERM, on_sigterm as extern "C" fn(libc::c_int) as libc::sighandler_t);
+    }
+}
+
+/// SIGTERM handling is Unix-only; elsewhere the default applies.
+#[cfg(not(unix))]
+pub fn stop_on_sigterm() {}
 
 /// Images per forward pass when only predicting (validation, evaluation).
 pub const EVAL_BATCH: usize = 256;
@@ -39,6 +67,8 @@ pub enum TrainError {
     ClassMismatch { run: String, data: String },
     #[error("the loss became {0} at epoch {1}: lower --lr")]
     Diverged(f64, usize),
+    #[error("stopped by a termination request during epoch {epoch}; the checkpoint of epoch {} is intact: continue with --resume", epoch - 1)]
+    Stopped { epoch: usize },
 }
 
 /// Trains `config.model` on `splits.train`, validating on `splits.val` after each epoch and
@@ -111,6 +141,9 @@ pub fn train(
         let order = epoch_order(n, config.seed, epoch);
         let (mut loss_sum, mut correct) = (0.0f64, 0u64);
         for (b, indices) in order.chunks(config.batch_size).enumerate() {
+            if STOP.load(Ordering::Relaxed) {
+                return Err(TrainError::Stopped { epoch });
+            }
             let batch = splits.train.select(indices);
             let images = images_to_tensor(&batch.images, &train_device);
             let targets = labels_to_tensor(&batch.labels, &train_device);
