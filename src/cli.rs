@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use classify::data::BadImagePolicy;
 use classify::device::DeviceKind;
 use classify::model::ModelKind;
 
@@ -98,16 +99,7 @@ pub struct DataArgs {
     /// pixels: `fail` stops with its path and the reason; `skip` leaves it out and lists the
     /// files skipped (image folders only).
     #[arg(long, value_enum, default_value = "fail")]
-    pub on_bad_image: OnBadImage,
-}
-
-/// Values of `--on-bad-image`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum OnBadImage {
-    /// Stop with an error naming the file.
-    Fail,
-    /// Leave the file out and warn.
-    Skip,
+    pub on_bad_image: BadImagePolicy,
 }
 
 #[derive(Debug, Args)]

@@ -17,7 +17,7 @@ use classify::sagemaker::{self, Job};
 use classify::train::{self, Progress};
 
 use crate::cli::{
-    BenchArgs, Command, DataArgs, DataCommand, EvalArgs, FetchArgs, ModelCommand, OnBadImage, PredictArgs, ReportArgs,
+    BenchArgs, Command, DataArgs, DataCommand, EvalArgs, FetchArgs, ModelCommand, PredictArgs, ReportArgs,
     ServeArgs, SplitName, TrainArgs,
 };
 
@@ -51,11 +51,12 @@ fn fetch(args: FetchArgs) -> Result<()> {
 }
 
 fn load_splits(spec: &str, args: &DataArgs, val_split: f64) -> Result<Splits> {
-    let on_bad_image = match args.on_bad_image {
-        OnBadImage::Fail => BadImagePolicy::Fail,
-        OnBadImage::Skip => BadImagePolicy::Skip,
+    let opts = LoadOptions {
+        cache_dir: args.cache_dir.clone(),
+        url: None,
+        progress: terminal(),
+        on_bad_image: args.on_bad_image,
     };
-    let opts = LoadOptions { cache_dir: args.cache_dir.clone(), url: None, progress: terminal(), on_bad_image };
     let started = std::time::Instant::now();
     let dataset = data::load(spec, &opts).with_context(|| format!("cannot load --data {spec}"))?;
     let splits = data::split(dataset, val_split)?;
@@ -112,7 +113,7 @@ fn apply_job(job: &Job, mut args: TrainArgs) -> Result<TrainArgs> {
         }
     }
     if let Some(policy) = job.get::<String>("on-bad-image")? {
-        args.data.on_bad_image = <OnBadImage as clap::ValueEnum>::from_str(&policy, true)
+        args.data.on_bad_image = <BadImagePolicy as clap::ValueEnum>::from_str(&policy, true)
             .map_err(|_| sagemaker::SageMakerError::Invalid { name: "on-bad-image".into(), value: policy })?;
     }
     Ok(args)

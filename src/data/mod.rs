@@ -267,8 +267,9 @@ pub struct Dataset {
     pub skipped: Vec<SkippedImage>,
 }
 
-/// What to do with an image file that cannot be read or decoded, or is too large.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// What to do with an image file that cannot be read or decoded, or is too large
+/// (`--on-bad-image`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum BadImagePolicy {
     /// Stop loading with an error naming the file and the reason.
     #[default]
