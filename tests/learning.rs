@@ -5,8 +5,7 @@ mod util;
 
 use burn::tensor::Device;
 use classify::data::Splits;
-use classify::model::ModelKind;
-use classify::run::{AdamSettings, FORMAT_VERSION, RunConfig, RunDir};
+use classify::run::{RunConfig, RunDir};
 use classify::train::{self, Progress};
 
 /// burn's random state (initialisation, dropout) is per process, not per run: tests that
@@ -14,28 +13,13 @@ use classify::train::{self, Progress};
 static TRAINING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn config(classes: &[String], epochs: usize) -> RunConfig {
-    RunConfig {
-        format_version: FORMAT_VERSION,
-        classify_version: "test".into(),
-        model: ModelKind::Seed,
-        data: "synthetic".into(),
-        val_split: 0.2,
-        epochs,
-        batch_size: 16,
-        learning_rate: 0.001,
-        seed: 7,
-        optimizer: AdamSettings::default(),
-        device: "cpu".into(),
-        classes: classes.to_vec(),
-        train_images: 0,
-        val_images: 0,
-    }
+    util::synthetic_config(classes, epochs)
 }
 
 #[test]
 fn seed_model_learns_quadrants_well_above_chance() {
     let _turn = TRAINING.lock().unwrap_or_else(|e| e.into_inner());
-    let classes: Vec<String> = ["tl", "tr", "bl", "br"].iter().map(|s| s.to_string()).collect();
+    let classes = util::names(&["tl", "tr", "bl", "br"]);
     let splits = Splits {
         classes: classes.clone(),
         train: util::quadrant_set(4, 60, 1),
@@ -56,7 +40,7 @@ fn seed_model_learns_quadrants_well_above_chance() {
 #[test]
 fn same_seed_same_metrics() {
     let _turn = TRAINING.lock().unwrap_or_else(|e| e.into_inner());
-    let classes: Vec<String> = ["tl", "tr", "bl", "br"].iter().map(|s| s.to_string()).collect();
+    let classes = util::names(&["tl", "tr", "bl", "br"]);
     let splits = Splits {
         classes: classes.clone(),
         train: util::quadrant_set(4, 16, 3),

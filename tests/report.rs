@@ -10,9 +10,8 @@ use base64::Engine;
 use burn::tensor::Device;
 use classify::classifier::Classifier;
 use classify::data::Splits;
-use classify::model::ModelKind;
 use classify::report::{self, layout};
-use classify::run::{AdamSettings, EpochMetrics, FORMAT_VERSION, RunConfig, RunDir};
+use classify::run::{EpochMetrics, RunConfig, RunDir};
 use classify::train::{self, Progress};
 use util::{classify, ok, stdout};
 
@@ -112,29 +111,15 @@ fn report_command_writes_figures_and_a_self_contained_page() {
 
 #[test]
 fn write_report_escapes_class_names_and_sizes_the_mistake_grid() {
-    let classes: Vec<String> = ["<b>tl</b>", "tr & co", "bl", "br"].iter().map(|s| s.to_string()).collect();
+    let classes = util::names(&["<b>tl</b>", "tr & co", "bl", "br"]);
     let splits = Splits {
         classes: classes.clone(),
         train: util::quadrant_set(4, 10, 11),
         val: util::quadrant_set(4, 6, 12),
         test: None,
     };
-    let config = RunConfig {
-        format_version: FORMAT_VERSION,
-        classify_version: "test".into(),
-        model: ModelKind::Seed,
-        data: "synthetic".into(),
-        val_split: 0.2,
-        epochs: 3,
-        batch_size: 16,
-        learning_rate: 0.001,
-        seed: 5,
-        optimizer: AdamSettings::default(),
-        device: "cpu".into(),
-        classes: classes.clone(),
-        train_images: 40,
-        val_images: 24,
-    };
+    let config =
+        RunConfig { seed: 5, train_images: 40, val_images: 24, ..util::synthetic_config(&classes, 3) };
     let dir = tempfile::tempdir().unwrap();
     let run = RunDir::new(dir.path().join("run"));
     let device = Device::flex();

@@ -22,7 +22,7 @@ use tower::ServiceExt;
 use classify::classifier::Classifier;
 use classify::data::{IMAGE_BYTES, IMAGE_SIZE, PLANE_BYTES};
 use classify::model::{ModelKind, Network};
-use classify::run::{AdamSettings, FORMAT_VERSION, RunConfig, RunDir};
+use classify::run::{RunConfig, RunDir};
 use classify::serve::{AppState, BODY_LIMIT, BatchOptions, app};
 
 const CLASSES: [&str; 4] = ["tl", "tr", "bl", "br"];
@@ -31,23 +31,8 @@ const CLASSES: [&str; 4] = ["tl", "tr", "bl", "br"];
 fn write_run(root: &std::path::Path) {
     let run = RunDir::new(root);
     run.create().unwrap();
-    run.save_config(&RunConfig {
-        format_version: FORMAT_VERSION,
-        classify_version: "test".into(),
-        model: ModelKind::Seed,
-        data: "synthetic".into(),
-        val_split: 0.0,
-        epochs: 0,
-        batch_size: 16,
-        learning_rate: 0.001,
-        seed: 1,
-        optimizer: AdamSettings::default(),
-        device: "cpu".into(),
-        classes: CLASSES.iter().map(|s| s.to_string()).collect(),
-        train_images: 0,
-        val_images: 0,
-    })
-    .unwrap();
+    run.save_config(&RunConfig { val_split: 0.0, seed: 1, ..util::synthetic_config(&util::names(&CLASSES), 0) })
+        .unwrap();
     let weights = Network::init(ModelKind::Seed, CLASSES.len(), &Device::flex()).into_record().into_bytes().unwrap();
     run.save_weights(&weights).unwrap();
 }

@@ -6,6 +6,34 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use classify::data::{IMAGE_BYTES, IMAGE_SIZE, ImageSet};
+use classify::model::ModelKind;
+use classify::run::{AdamSettings, FORMAT_VERSION, RunConfig};
+
+/// Owned class names.
+pub fn names(classes: &[&str]) -> Vec<String> {
+    classes.iter().map(|s| s.to_string()).collect()
+}
+
+/// The settings of a seed-model run on synthetic data over `classes` for `epochs`; tests
+/// change what they care about with `RunConfig { seed: 5, ..synthetic_config(..) }`.
+pub fn synthetic_config(classes: &[String], epochs: usize) -> RunConfig {
+    RunConfig {
+        format_version: FORMAT_VERSION,
+        classify_version: "test".into(),
+        model: ModelKind::Seed,
+        data: "synthetic".into(),
+        val_split: 0.2,
+        epochs,
+        batch_size: 16,
+        learning_rate: 0.001,
+        seed: 7,
+        optimizer: AdamSettings::default(),
+        device: "cpu".into(),
+        classes: classes.to_vec(),
+        train_images: 0,
+        val_images: 0,
+    }
+}
 
 /// A tiny deterministic generator, so fixtures need no RNG crate and never change.
 pub struct Lcg(u64);
