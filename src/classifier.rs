@@ -1,6 +1,7 @@
 //! A trained model loaded from its run folder, ready to predict: what `eval`, `predict`,
 //! reports and the server share.
 
+use std::borrow::Cow;
 use std::path::Path;
 
 use burn::module::Module;
@@ -8,15 +9,19 @@ use burn::store::ModuleRecord;
 use burn::tensor::{Bytes, Device};
 
 use crate::data::IMAGE_BYTES;
+use crate::data::augment::{Tta, View, view_all};
 use crate::model::Network;
 use crate::run::{RunConfig, RunDir, RunError};
 use crate::train::predict_logits;
 
-/// A model rebuilt from a run folder's config and weights, in inference mode.
+/// A model rebuilt from a run folder's config and weights, in inference mode, with the
+/// test-time augmentation its predictions use ([`Tta::None`] unless [`Classifier::with_tta`]
+/// says otherwise).
 pub struct Classifier {
     model: Network,
     config: RunConfig,
     device: Device,
+    tta: Tta,
 }
 
 impl Classifier {
@@ -46,7 +51,18 @@ impl Classifier {
                 ))
             })?
             .valid();
-        Ok(Classifier { model, config, device: device.clone() })
+        Ok(Classifier { model, config, device: device.clone(), tta: Tta::None })
+    }
+
+    /// This classifier, predicting from the average of the class probabilities of every view
+    /// of `tta` (the views are listed by [`Tta::views`]).
+    pub fn with_tta(self, tta: Tta) -> Self {
+        Classifier { tta, ..self }
+    }
+
+    /// The test-time augmentation its predictions use.
+    pub fn tta(&self) -> Tta {
+        self.tta
     }
 
     /// The run's settings.
@@ -59,8 +75,25 @@ impl Classifier {
         &self.config.classes
     }
 
-    /// Class probabilities for CHW uint8 images, one `Vec` per image.
+    /// Class probabilities for CHW uint8 images, one `Vec` per image: the softmax of the
+    /// model's logits, averaged over the views of [`Classifier::tta`] when there are several.
     pub fn probabilities(&self, images: &[u8]) -> Vec<Vec<f32>> {
+        let identity = View { flip: false, dx: 0, dy: 0 };
+        let per_view: Vec<Vec<Vec<f32>>> = self
+            .tta
+            .views()
+            .into_iter()
+            .map(|view| {
+                // The unchanged view reads the caller's images, so Tta::None copies nothing.
+                let images = if view == identity { Cow::Borrowed(images) } else { Cow::Owned(view_all(images, view)) };
+                self.view_probabilities(&images)
+            })
+            .collect();
+        average_views(per_view)
+    }
+
+    /// Softmax probabilities of the images exactly as given.
+    fn view_probabilities(&self, images: &[u8]) -> Vec<Vec<f32>> {
         let logits = predict_logits(&self.model, images, &self.device);
         let classes = self.classes().len();
         logits.chunks(classes).take(images.len() / IMAGE_BYTES).map(softmax).collect()
@@ -73,6 +106,28 @@ impl Classifier {
             .map(|p| crate::eval::argmax(p) as u8)
             .collect()
     }
+}
+
+/// The element-wise mean of several views' probabilities (`per_view[view][image][class]`),
+/// one row per image; a single view is returned as it is.
+pub fn average_views(per_view: Vec<Vec<Vec<f32>>>) -> Vec<Vec<f32>> {
+    let n = per_view.len();
+    let mut views = per_view.into_iter();
+    let Some(mut mean) = views.next() else { return Vec::new() };
+    if n == 1 {
+        return mean;
+    }
+    for view in views {
+        for (acc, row) in mean.iter_mut().zip(view) {
+            for (a, p) in acc.iter_mut().zip(row) {
+                *a += p;
+            }
+        }
+    }
+    for a in mean.iter_mut().flatten() {
+        *a /= n as f32;
+    }
+    mean
 }
 
 /// Softmax of one row of logits.
@@ -93,5 +148,32 @@ mod tests {
         assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-6);
         assert!(p[2] > p[1] && p[1] > p[0]);
         assert!((p[0] - 0.090_030_57).abs() < 1e-6);
+    }
+
+    #[test]
+    fn averaging_views_takes_the_mean_of_each_probability() {
+        // Two images, two classes, three views; image 0 by hand: (0.9 + 0.5 + 0.4) / 3 = 0.6.
+        let per_view = vec![
+            vec![vec![0.9, 0.1], vec![0.2, 0.8]],
+            vec![vec![0.5, 0.5], vec![0.3, 0.7]],
+            vec![vec![0.4, 0.6], vec![0.7, 0.3]],
+        ];
+        let mean = average_views(per_view);
+        let expected = [[0.6, 0.4], [0.4, 0.6]];
+        assert_eq!(mean.len(), 2);
+        for (row, want) in mean.iter().zip(expected) {
+            assert_eq!(row.len(), 2);
+            for (p, w) in row.iter().zip(want) {
+                assert!((p - w).abs() < 1e-6, "{mean:?}");
+            }
+            assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn averaging_one_view_returns_it_unchanged() {
+        let one = vec![vec![0.25f32, 0.75], vec![1.0, 0.0]];
+        assert_eq!(average_views(vec![one.clone()]), one);
+        assert!(average_views(Vec::new()).is_empty());
     }
 }

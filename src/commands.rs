@@ -9,11 +9,13 @@ use burn::tensor::Device;
 use serde_json::json;
 
 use classify::classifier::Classifier;
+use classify::data::augment::Tta;
 use classify::data::{self, BadImagePolicy, IMAGE_BYTES, ImageSet, LoadOptions, Splits};
 use classify::eval::{self, Evaluation};
 use classify::model::{ModelKind, Network};
 use classify::run::{AdamSettings, FORMAT_VERSION, RunConfig, RunDir};
 use classify::sagemaker::{self, Job};
+use classify::train::recipe::{Recipe, RecipeName};
 use classify::train::{self, Progress};
 
 use crate::cli::{
@@ -105,18 +107,31 @@ fn apply_job(job: &Job, mut args: TrainArgs) -> Result<TrainArgs> {
     args.lr = args.lr.or(job.get("lr")?);
     args.seed = args.seed.or(job.get("seed")?);
     args.val_split = args.val_split.or(job.get("val-split")?);
-    if args.model.is_none() {
-        if let Some(name) = job.get::<String>("model")? {
-            let model = <ModelKind as clap::ValueEnum>::from_str(&name, true)
-                .map_err(|_| sagemaker::SageMakerError::Invalid { name: "model".into(), value: name })?;
-            args.model = Some(model);
-        }
+    if let Some(policy) = job_enum::<BadImagePolicy>(job, "on-bad-image")? {
+        args.data.on_bad_image = policy;
     }
-    if let Some(policy) = job.get::<String>("on-bad-image")? {
-        args.data.on_bad_image = <BadImagePolicy as clap::ValueEnum>::from_str(&policy, true)
-            .map_err(|_| sagemaker::SageMakerError::Invalid { name: "on-bad-image".into(), value: policy })?;
-    }
+    args.model = args.model.or(job_enum(job, "model")?);
+    args.recipe = args.recipe.or(job_enum(job, "recipe")?);
+    args.optimizer = args.optimizer.or(job_enum(job, "optimizer")?);
+    args.schedule = args.schedule.or(job_enum(job, "schedule")?);
+    args.augment = args.augment.or(job_enum(job, "augment")?);
+    args.momentum = args.momentum.or(job.get("momentum")?);
+    args.weight_decay = args.weight_decay.or(job.get("weight-decay")?);
+    args.warmup_epochs = args.warmup_epochs.or(job.get("warmup-epochs")?);
+    args.label_smoothing = args.label_smoothing.or(job.get("label-smoothing")?);
+    args.ema = args.ema.or(job.get("ema")?);
+    args.patience = args.patience.or(job.get("patience")?);
     Ok(args)
+}
+
+/// A hyperparameter that names one of a flag's values (`"sgd"`, `"flip-crop"`).
+fn job_enum<E: clap::ValueEnum>(job: &Job, name: &str) -> Result<Option<E>> {
+    match job.get::<String>(name)? {
+        None => Ok(None),
+        Some(value) => E::from_str(&value, true)
+            .map(Some)
+            .map_err(|_| sagemaker::SageMakerError::Invalid { name: name.into(), value }.into()),
+    }
 }
 
 fn train_run(args: TrainArgs, device: &Device, device_name: &str) -> Result<()> {
@@ -155,17 +170,20 @@ fn train_run(args: TrainArgs, device: &Device, device_name: &str) -> Result<()> 
         let spec = args.data.data.clone().unwrap_or_else(|| data::CIFAR10_SPEC.to_string());
         let val_split = args.val_split.unwrap_or(0.1);
         let splits = load_splits(&spec, &args.data, val_split)?;
+        let model = args.model.unwrap_or(ModelKind::Seed);
+        let defaults = args.recipe.unwrap_or_else(|| RecipeName::default_for(model)).defaults(model);
         let config = RunConfig {
             format_version: FORMAT_VERSION,
             classify_version: env!("CARGO_PKG_VERSION").to_string(),
-            model: args.model.unwrap_or(ModelKind::Seed),
+            model,
             data: spec,
             val_split,
-            epochs: args.epochs.unwrap_or(30),
-            batch_size: args.batch_size.unwrap_or(32),
-            learning_rate: args.lr.unwrap_or(0.001),
+            epochs: args.epochs.unwrap_or(defaults.epochs),
+            batch_size: args.batch_size.unwrap_or(defaults.batch_size),
+            learning_rate: args.lr.unwrap_or(defaults.learning_rate),
             seed: args.seed.unwrap_or(42),
             optimizer: AdamSettings::default(),
+            recipe: recipe_from(&args, defaults.recipe),
             device: device_name.to_string(),
             classes: splits.classes.clone(),
             train_images: splits.train.len(),
@@ -194,6 +212,26 @@ fn train_run(args: TrainArgs, device: &Device, device_name: &str) -> Result<()> 
     Ok(())
 }
 
+/// The recipe of a new run: `defaults` with the flags given on the command line.
+fn recipe_from(args: &TrainArgs, defaults: Recipe) -> Recipe {
+    Recipe {
+        optimizer: args.optimizer.unwrap_or(defaults.optimizer),
+        momentum: args.momentum.unwrap_or(defaults.momentum),
+        weight_decay: args.weight_decay.unwrap_or(defaults.weight_decay),
+        schedule: args.schedule.unwrap_or(defaults.schedule),
+        warmup_epochs: args.warmup_epochs.unwrap_or(defaults.warmup_epochs),
+        label_smoothing: args.label_smoothing.unwrap_or(defaults.label_smoothing),
+        augment: args.augment.unwrap_or(defaults.augment),
+        // `--ema 0` turns a recipe's average off.
+        ema: match args.ema {
+            Some(decay) if decay == 0.0 => None,
+            Some(decay) => Some(decay),
+            None => defaults.ema,
+        },
+        patience: args.patience.or(defaults.patience),
+    }
+}
+
 /// Says which flags a resumed run does not take from the command line.
 fn warn_ignored(args: &TrainArgs, config: &RunConfig) {
     let given = [
@@ -203,6 +241,16 @@ fn warn_ignored(args: &TrainArgs, config: &RunConfig) {
         ("--lr", args.lr.is_some()),
         ("--seed", args.seed.is_some()),
         ("--val-split", args.val_split.is_some()),
+        ("--recipe", args.recipe.is_some()),
+        ("--optimizer", args.optimizer.is_some()),
+        ("--momentum", args.momentum.is_some()),
+        ("--weight-decay", args.weight_decay.is_some()),
+        ("--schedule", args.schedule.is_some()),
+        ("--warmup-epochs", args.warmup_epochs.is_some()),
+        ("--label-smoothing", args.label_smoothing.is_some()),
+        ("--augment", args.augment.is_some()),
+        ("--ema", args.ema.is_some()),
+        ("--patience", args.patience.is_some()),
     ];
     for (flag, _) in given.iter().filter(|(_, set)| *set) {
         tracing::warn!("{flag} is ignored with --resume: the run keeps its saved settings ({})", config.data);
@@ -245,6 +293,7 @@ fn load_eval_set(
 
 fn evaluate(args: EvalArgs, device: &Device) -> Result<()> {
     let (classifier, name, set) = load_eval_set(&args.run, &args.data, args.split, device)?;
+    let classifier = classifier.with_tta(args.tta);
     let config = classifier.config();
     let predictions = classifier.predict(&set.images);
     let evaluation = eval::evaluate(&config.classes, &set.labels, &predictions);
@@ -253,15 +302,25 @@ fn evaluate(args: EvalArgs, device: &Device) -> Result<()> {
         value["split"] = json!(name);
         value["run"] = json!(args.run.display().to_string());
         value["classes"] = json!(config.classes);
+        value["tta"] = json!(tta_name(args.tta));
         println!("{value}");
     } else {
-        print_evaluation(&args.run, name, &evaluation, &config.classes);
+        print_evaluation(&args.run, name, args.tta, &evaluation, &config.classes);
     }
     Ok(())
 }
 
-fn print_evaluation(run: &Path, split: &str, e: &Evaluation, classes: &[String]) {
-    println!("run {}, {split} split: {} images", run.display(), e.n);
+/// The `--tta` value as it is typed on the command line.
+fn tta_name(tta: Tta) -> String {
+    clap::ValueEnum::to_possible_value(&tta).map_or_else(String::new, |v| v.get_name().to_string())
+}
+
+fn print_evaluation(run: &Path, split: &str, tta: Tta, e: &Evaluation, classes: &[String]) {
+    let tta = match tta {
+        Tta::None => String::new(),
+        _ => format!(", TTA {} ({} views)", tta_name(tta), tta.views().len()),
+    };
+    println!("run {}, {split} split: {} images{tta}", run.display(), e.n);
     println!("accuracy {:.4}", e.accuracy);
     println!("\nper-class accuracy:");
     for c in &e.per_class {
@@ -288,7 +347,7 @@ fn print_evaluation(run: &Path, split: &str, e: &Evaluation, classes: &[String])
 }
 
 fn predict(args: PredictArgs, device: &Device) -> Result<()> {
-    let classifier = Classifier::load(&args.run, device)?;
+    let classifier = Classifier::load(&args.run, device)?.with_tta(args.tta);
     let mut images = vec![0u8; args.images.len() * IMAGE_BYTES];
     for (path, slot) in args.images.iter().zip(images.chunks_mut(IMAGE_BYTES)) {
         let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;

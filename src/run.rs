@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::model::ModelKind;
+use crate::train::recipe::Recipe;
 
 /// Version of the run-folder layout this build writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
@@ -88,6 +89,10 @@ pub struct RunConfig {
     pub learning_rate: f64,
     pub seed: u64,
     pub optimizer: AdamSettings,
+    /// Optimiser choice, schedule, augmentation, averaging, early stopping; absent in runs
+    /// written before recipes existed, which used the original recipe (the default).
+    #[serde(default)]
+    pub recipe: Recipe,
     /// Device the run trained on (`cpu`, `wgpu`, `cuda`).
     pub device: String,
     /// Class names in label order.
@@ -119,6 +124,26 @@ pub struct Checkpoint {
     pub optimizer: String,
     /// Metrics of every completed epoch, so `metrics.jsonl` can be rebuilt on resume.
     pub history: Vec<EpochMetrics>,
+    /// The averaged weights (`--ema`), relative to the run folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ema: Option<String>,
+    /// With `--patience`: the epoch whose weights `model.bpk` holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_epoch: Option<usize>,
+}
+
+/// What one checkpoint writes; see [`RunDir::save_checkpoint_parts`].
+#[derive(Debug, Clone, Copy)]
+pub struct CheckpointParts<'a> {
+    /// The trained weights, to resume from.
+    pub model: &'a [u8],
+    pub optimizer: &'a [u8],
+    /// The averaged weights, when the recipe keeps an average.
+    pub ema: Option<&'a [u8]>,
+    /// The weights to publish as `model.bpk` (what eval, predict and serve load), or `None`
+    /// to keep the current `model.bpk` (an epoch worse than the best, under `--patience`).
+    pub publish: Option<&'a [u8]>,
+    pub best_epoch: Option<usize>,
 }
 
 /// A run folder on disk.
@@ -223,15 +248,17 @@ impl RunDir {
         serde_json::from_str(&text).map(Some).map_err(|source| RunError::Json { path, source })
     }
 
-    /// Saves a complete checkpoint for `history.last()`'s epoch: the model and optimiser
-    /// files first, then `checkpoint.json`, then `metrics.jsonl` and `model.bpk`; last, the
-    /// previous checkpoint's files are removed.
-    pub fn save_checkpoint(
-        &self,
-        model: &[u8],
-        optimizer: &[u8],
-        history: &[EpochMetrics],
-    ) -> Result<(), RunError> {
+    /// Saves a complete checkpoint for `history.last()`'s epoch whose trained weights are
+    /// also the published ones (no averaging, no early stopping).
+    pub fn save_checkpoint(&self, model: &[u8], optimizer: &[u8], history: &[EpochMetrics]) -> Result<(), RunError> {
+        let parts = CheckpointParts { model, optimizer, ema: None, publish: Some(model), best_epoch: None };
+        self.save_checkpoint_parts(&parts, history)
+    }
+
+    /// Saves a complete checkpoint for `history.last()`'s epoch: the model, optimiser and
+    /// average files first, then `checkpoint.json`, then `metrics.jsonl` and `model.bpk`;
+    /// last, the previous checkpoint's files are removed.
+    pub fn save_checkpoint_parts(&self, parts: &CheckpointParts, history: &[EpochMetrics]) -> Result<(), RunError> {
         let epoch = history.last().map_or(0, |m| m.epoch);
         let previous = self.load_checkpoint()?;
         let checkpoint = Checkpoint {
@@ -239,16 +266,26 @@ impl RunDir {
             model: format!("{CHECKPOINT_DIR}/model-{epoch:04}.bpk"),
             optimizer: format!("{CHECKPOINT_DIR}/optimizer-{epoch:04}.bpk"),
             history: history.to_vec(),
+            ema: parts.ema.map(|_| format!("{CHECKPOINT_DIR}/ema-{epoch:04}.bpk")),
+            best_epoch: parts.best_epoch,
         };
-        write_atomic(&self.path(&checkpoint.model), model)?;
-        write_atomic(&self.path(&checkpoint.optimizer), optimizer)?;
+        write_atomic(&self.path(&checkpoint.model), parts.model)?;
+        write_atomic(&self.path(&checkpoint.optimizer), parts.optimizer)?;
+        if let (Some(name), Some(bytes)) = (&checkpoint.ema, parts.ema) {
+            write_atomic(&self.path(name), bytes)?;
+        }
         write_json(&self.path(CHECKPOINT_FILE), &checkpoint)?;
         self.save_metrics(history)?;
-        self.save_weights(model)?;
+        if let Some(bytes) = parts.publish {
+            self.save_weights(bytes)?;
+        }
         if let Some(old) = previous.filter(|old| old.epoch != epoch) {
             // Best effort: a stale file costs disk space, not correctness.
             let _ = fs::remove_file(self.path(&old.model));
             let _ = fs::remove_file(self.path(&old.optimizer));
+            if let Some(ema) = &old.ema {
+                let _ = fs::remove_file(self.path(ema));
+            }
         }
         Ok(())
     }
@@ -271,9 +308,11 @@ impl RunDir {
                 let temporary = name.starts_with('.') && name.contains(".tmp-");
                 let relative = format!("{CHECKPOINT_DIR}/{name}");
                 let checkpoint_file = dir != self.root
-                    && (name.starts_with("model-") || name.starts_with("optimizer-"))
+                    && (name.starts_with("model-") || name.starts_with("optimizer-") || name.starts_with("ema-"))
                     && name.ends_with(".bpk")
-                    && keep.is_none_or(|k| k.model != relative && k.optimizer != relative);
+                    && keep.is_none_or(|k| {
+                        k.model != relative && k.optimizer != relative && k.ema.as_deref() != Some(relative.as_str())
+                    });
                 if (temporary || checkpoint_file) && entry.path().is_file() {
                     fs::remove_file(entry.path()).map_err(|source| RunError::Write { path: entry.path(), source })?;
                     removed.push(entry.path());
@@ -360,6 +399,7 @@ mod tests {
             learning_rate: 0.001,
             seed: 1,
             optimizer: AdamSettings::default(),
+        recipe: Default::default(),
             device: "cpu".into(),
             classes: classes.iter().map(|s| s.to_string()).collect(),
             train_images: 10,

@@ -26,8 +26,26 @@ pub const TRAINING_ENV: &str = "SM_TRAINING_ENV";
 pub const DEFAULT_CHANNEL: &str = "training";
 
 /// Hyperparameters `classify train` takes from a job, with their flag names.
-pub const HYPERPARAMETERS: [&str; 8] =
-    ["model", "epochs", "batch-size", "lr", "seed", "val-split", "on-bad-image", "channel"];
+pub const HYPERPARAMETERS: [&str; 18] = [
+    "model",
+    "recipe",
+    "epochs",
+    "batch-size",
+    "lr",
+    "seed",
+    "val-split",
+    "on-bad-image",
+    "channel",
+    "optimizer",
+    "momentum",
+    "weight-decay",
+    "schedule",
+    "warmup-epochs",
+    "label-smoothing",
+    "augment",
+    "ema",
+    "patience",
+];
 
 /// A problem with the job's configuration.
 #[derive(Debug, thiserror::Error)]

@@ -88,6 +88,77 @@ fn train_eval_predict_resume() {
     assert_eq!(ckpt["epoch"], 3);
 }
 
+/// Each image's class probabilities from `predict --json`, as (class, probability) pairs.
+fn predictions(out: &std::process::Output) -> Vec<Vec<(String, f64)>> {
+    let p: Value = serde_json::from_str(&stdout(out)).unwrap();
+    p.as_array()
+        .unwrap()
+        .iter()
+        .map(|image| {
+            let mut preds: Vec<(String, f64)> = image["predictions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| (c["class"].as_str().unwrap().to_string(), c["probability"].as_f64().unwrap()))
+                .collect();
+            preds.sort_by(|a, b| a.0.cmp(&b.0));
+            preds
+        })
+        .collect()
+}
+
+#[test]
+fn test_time_augmentation_in_eval_and_predict() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    util::write_image_folder(&root.join("shapes"), &CLASSES, 8, 2);
+    ok(classify(root, &[
+        "train", "--data", "shapes", "--epochs", "1", "--batch-size", "8", "--val-split", "0.25", "--out", "r",
+    ]));
+
+    let plain: Value = serde_json::from_str(&stdout(&ok(classify(root, &["eval", "--run", "r", "--json"])))).unwrap();
+    assert_eq!(plain["tta"], "none");
+    let out = ok(classify(root, &["eval", "--run", "r", "--tta", "flip", "--json"]));
+    let flip: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(flip["tta"], "flip");
+    assert_eq!(flip["n"], plain["n"]);
+    assert_eq!(flip["n"], 6);
+    assert!((0.0..=1.0).contains(&flip["accuracy"].as_f64().unwrap()), "{flip}");
+    let out = ok(classify(root, &["eval", "--run", "r", "--tta", "flip-translate"]));
+    let first = stdout(&out).lines().next().unwrap_or_default().to_string();
+    assert!(first.contains("TTA flip-translate (6 views)"), "{first}");
+    let out = ok(classify(root, &["eval", "--run", "r"]));
+    assert!(!stdout(&out).lines().next().unwrap_or_default().contains("TTA"), "{}", stdout(&out));
+
+    // Every test image, with all 3 classes shown. The quadrant images are not mirror
+    // symmetric (the square sits in one quadrant, over noise), so their views differ.
+    let images: Vec<String> =
+        CLASSES.iter().flat_map(|c| (0..2).map(move |i| format!("shapes/test/{c}/{i:03}.png"))).collect();
+    let predict = |tta: &[&str]| {
+        let mut args = vec!["predict", "--run", "r", "--top-k", "3", "--json"];
+        args.extend_from_slice(tta);
+        args.extend(images.iter().map(String::as_str));
+        ok(classify(root, &args))
+    };
+    let plain_out = predict(&[]);
+    let plain = predictions(&plain_out);
+    // `--tta none` is the plain computation, to the last bit.
+    assert_eq!(stdout(&predict(&["--tta", "none"])), stdout(&plain_out));
+    let tta = predictions(&predict(&["--tta", "flip-translate"]));
+    assert_eq!(tta.len(), images.len());
+    for image in &tta {
+        assert_eq!(image.len(), CLASSES.len());
+        let sum: f64 = image.iter().map(|(_, p)| p).sum();
+        assert!((sum - 1.0).abs() < 1e-4, "probabilities sum to {sum}: {image:?}");
+    }
+    let differs = plain.iter().zip(&tta).any(|(a, b)| a.iter().zip(b).any(|((_, pa), (_, pb))| (pa - pb).abs() > 1e-6));
+    assert!(differs, "--tta flip-translate changed no probability:\n{plain:?}\n{tta:?}");
+
+    let out = classify(root, &["predict", "--run", "r", "--tta", "bogus", &images[0]]);
+    assert_eq!(out.status.code(), Some(2), "usage errors exit 2");
+    assert!(stderr(&out).contains("flip-translate"), "{}", stderr(&out));
+}
+
 #[test]
 fn split_test_without_test_data_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();

@@ -12,6 +12,7 @@
 //! Images are kept as decoded `u8` in CHW order (an R plane, a G plane, a B plane, 32x32 each):
 //! the CIFAR-10 binary layout, and burn's NCHW once a batch is stacked.
 
+pub mod augment;
 pub mod cifar;
 pub mod download;
 pub mod folder;

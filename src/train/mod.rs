@@ -1,11 +1,17 @@
-//! The training loop: shuffled mini-batches, softmax cross-entropy, Adam, a validation pass
-//! and a checkpoint after every epoch.
+//! The training loop: shuffled, optionally augmented mini-batches, softmax cross-entropy
+//! (optionally label-smoothed), Adam or Nesterov SGD on a schedule, an optional moving
+//! average of the weights, a validation pass and a checkpoint after every epoch, and early
+//! stopping.
 //!
-//! The recipe is the original system's: inputs scaled to [0, 1], Adam with Keras's defaults
-//! (lr 1e-3, betas 0.9/0.999, epsilon 1e-7), batch 32, reshuffled each epoch.
+//! The default recipe is the original system's: inputs scaled to [0, 1], Adam with Keras's
+//! defaults (lr 1e-3, betas 0.9/0.999, epsilon 1e-7), batch 32, reshuffled each epoch; see
+//! [`recipe`] for the modern one.
 
 pub mod adam;
+pub mod ema;
 mod progress;
+pub mod recipe;
+pub mod sgd;
 
 pub use progress::Progress;
 
@@ -14,15 +20,18 @@ use std::time::Instant;
 
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::GradientsParams;
+use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::store::ModuleRecord;
 use burn::tensor::{Bytes, Device};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 
+use crate::data::augment::augment_batch;
 use crate::data::{ImageSet, Splits};
 use crate::model::{Network, images_to_tensor, labels_to_tensor};
-use crate::run::{EpochMetrics, RunConfig, RunDir, RunError};
+use crate::run::{CheckpointParts, EpochMetrics, RunConfig, RunDir, RunError};
+use ema::Ema;
+use recipe::OptimizerKind;
 
 /// Set to stop training at the next batch (SIGTERM, see [`stop_on_sigterm`]).
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -67,6 +76,8 @@ pub enum TrainError {
     ClassMismatch { run: String, data: String },
     #[error("the loss became {0} at epoch {1}: lower --lr")]
     Diverged(f64, usize),
+    #[error("{0}")]
+    Recipe(String),
     #[error("stopped by a termination request during epoch {epoch}; the checkpoint of epoch {} is intact: continue with --resume", epoch - 1)]
     Stopped { epoch: usize },
 }
@@ -97,10 +108,15 @@ pub fn train(
         move |e: burn::store::RecordError| TrainError::Record { what, run: run.clone(), reason: e.to_string() }
     };
 
+    config.recipe.validate().map_err(TrainError::Recipe)?;
+    let recipe = &config.recipe;
+
     let train_device = device.clone().autodiff();
     train_device.seed(config.seed);
     let mut model = Network::init(config.model, config.classes.len(), &train_device);
-    let mut optimizer = adam::optimizer(&config.optimizer, device);
+    model.prepare(&splits.train.images);
+    let mut optimizer = optimizer(config, device);
+    let mut ema = recipe.ema.map(|decay| Ema::new(decay, &model.valid()));
     let mut history = Vec::new();
 
     if !resume || !run.exists() {
@@ -118,24 +134,48 @@ pub fn train(
             run.save_metrics(&[])?;
         }
         if let Some(checkpoint) = checkpoint {
-            let weights = Bytes::from_bytes_vec(run.read(&checkpoint.model)?);
-            let record = ModuleRecord::from_bytes(weights).map_err(record_err("unreadable checkpoint weights"))?;
-            model = model.try_load_record(record).map_err(record_err("checkpoint weights do not fit the model"))?;
+            let load = |name: &str, what: &'static str| -> Result<Network, TrainError> {
+                let weights = Bytes::from_bytes_vec(run.read(name)?);
+                let record = ModuleRecord::from_bytes(weights).map_err(record_err(what))?;
+                Network::init(config.model, config.classes.len(), &train_device)
+                    .try_load_record(record)
+                    .map_err(record_err("checkpoint weights do not fit the model"))
+            };
+            model = load(&checkpoint.model, "unreadable checkpoint weights")?;
             let state = Bytes::from_bytes_vec(run.read(&checkpoint.optimizer)?);
             optimizer = optimizer.from_bytes(state).map_err(record_err("unreadable optimiser state"))?;
+            if let (Some(decay), Some(name)) = (recipe.ema, &checkpoint.ema) {
+                ema = Some(Ema::new(decay, &load(name, "unreadable averaged weights")?.valid()));
+            }
             history = checkpoint.history;
             // Dropout masks after a resume differ from an uninterrupted run's; the shuffle
-            // order does not, since it is derived from the seed and the epoch alone.
+            // order and the augmentation do not, since they derive from the seed, the epoch
+            // and the image alone.
             train_device.seed(config.seed.wrapping_add(history.len() as u64));
             run.save_metrics(&history)?;
             tracing::info!("resuming {} after epoch {}", run.root().display(), history.len());
         }
     }
 
-    let loss_fn = CrossEntropyLossConfig::new().init(&train_device);
+    let mut loss_config = CrossEntropyLossConfig::new();
+    if recipe.label_smoothing > 0.0 {
+        loss_config = loss_config.with_smoothing(Some(recipe.label_smoothing as f32));
+    }
+    let loss_fn = loss_config.init(&train_device);
     let n = splits.train.len();
     let batches = n.div_ceil(config.batch_size);
+    let total_steps = batches * config.epochs;
+    let mut best = best_epoch(&history);
     for epoch in history.len() + 1..=config.epochs {
+        if let (Some(patience), Some((best_epoch, _))) = (recipe.patience, best) {
+            if epoch - 1 - best_epoch >= patience {
+                tracing::info!(
+                    "stopping early: no better validation accuracy for {patience} epochs; the run's \
+                     model is epoch {best_epoch}'s"
+                );
+                break;
+            }
+        }
         let started = Instant::now();
         let bar = progress.epoch(epoch, config.epochs, batches as u64);
         let order = epoch_order(n, config.seed, epoch);
@@ -144,7 +184,9 @@ pub fn train(
             if STOP.load(Ordering::Relaxed) {
                 return Err(TrainError::Stopped { epoch });
             }
-            let batch = splits.train.select(indices);
+            let step = (epoch - 1) * batches + b;
+            let mut batch = splits.train.select(indices);
+            augment_batch(&mut batch.images, indices, recipe.augment, config.seed, epoch);
             let images = images_to_tensor(&batch.images, &train_device);
             let targets = labels_to_tensor(&batch.labels, &train_device);
             let logits = model.forward(images);
@@ -153,7 +195,11 @@ pub fn train(
             correct += count_correct(&logits.into_data().try_to_vec::<f32>().unwrap_or_default(), &batch.labels);
             loss_sum += batch_loss * indices.len() as f64;
             let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optimizer.step(config.learning_rate, model, grads);
+            let lr = config.learning_rate * recipe.lr_factor(step, total_steps, batches);
+            model = optimizer.step(lr, model, grads);
+            if let Some(ema) = ema.as_mut().filter(|_| (step + 1) % ema::EVERY == 0) {
+                ema.update(&model.valid(), step + 1);
+            }
             let seen = (b * config.batch_size + indices.len()) as f64;
             bar.step(loss_sum / seen, correct as f64 / seen);
         }
@@ -161,7 +207,11 @@ pub fn train(
         if !train_loss.is_finite() {
             return Err(TrainError::Diverged(train_loss, epoch));
         }
-        let (val_loss, val_acc) = validate(&model.valid(), &splits.val, device);
+        let evaluated = match &ema {
+            Some(ema) => ema.apply(model.valid()),
+            None => model.valid(),
+        };
+        let (val_loss, val_acc) = validate(&evaluated, &splits.val, device);
         let metrics = EpochMetrics {
             epoch,
             seconds: round3(started.elapsed().as_secs_f64()),
@@ -171,9 +221,28 @@ pub fn train(
             val_acc,
         };
         history.push(metrics.clone());
+        let improved = best.is_none_or(|(_, acc)| val_acc > acc);
+        if improved {
+            best = Some((epoch, val_acc));
+        }
         let weights = model.clone().into_record().into_bytes().map_err(record_err("cannot serialise weights"))?;
         let state = optimizer.into_bytes().map_err(record_err("cannot serialise optimiser state"))?;
-        run.save_checkpoint(&weights, &state, &history)?;
+        let averaged = match &ema {
+            Some(_) => Some(evaluated.into_record().into_bytes().map_err(record_err("cannot serialise weights"))?),
+            None => None,
+        };
+        let evaluated_bytes = averaged.as_deref().unwrap_or(&weights);
+        let keep_best = recipe.patience.is_some();
+        run.save_checkpoint_parts(
+            &CheckpointParts {
+                model: &weights,
+                optimizer: &state,
+                ema: averaged.as_deref(),
+                publish: (!keep_best || improved).then_some(evaluated_bytes),
+                best_epoch: best.filter(|_| keep_best).map(|(e, _)| e),
+            },
+            &history,
+        )?;
         // The curves are for people watching; failing to draw them must not stop training.
         if let Err(e) = crate::report::write_curves_from(run.root(), &history) {
             tracing::warn!("cannot update the training curves: {e}");
@@ -181,6 +250,22 @@ pub fn train(
         bar.finish(&metrics);
     }
     Ok(history)
+}
+
+/// The optimiser a run's recipe asks for on `device`.
+fn optimizer(config: &RunConfig, device: &Device) -> ModuleOptimizer {
+    match config.recipe.optimizer {
+        OptimizerKind::Adam => adam::optimizer(&config.optimizer, device),
+        OptimizerKind::Sgd => ModuleOptimizer::from(sgd::FusedSgd::new(config.recipe.momentum, config.recipe.weight_decay)),
+    }
+}
+
+/// The epoch with the highest validation accuracy (the first, on ties) and that accuracy.
+pub fn best_epoch(history: &[EpochMetrics]) -> Option<(usize, f64)> {
+    history.iter().fold(None, |best: Option<(usize, f64)>, m| match best {
+        Some((_, acc)) if acc >= m.val_acc => best,
+        _ => Some((m.epoch, m.val_acc)),
+    })
 }
 
 /// The order in which epoch `epoch` visits the `n` training images: a permutation seeded by
@@ -265,6 +350,13 @@ mod tests {
         assert!((cross_entropy(&[0.0, 3f32.ln()], 1) - (-(0.75f64).ln())).abs() < 1e-6);
         // Large logits stay finite.
         assert!(cross_entropy(&[1000.0, 0.0], 0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_best_epoch_is_the_first_with_the_highest_accuracy() {
+        let m = |epoch, val_acc| EpochMetrics { epoch, seconds: 1.0, train_loss: 1.0, train_acc: 0.5, val_loss: 1.0, val_acc };
+        assert_eq!(best_epoch(&[]), None);
+        assert_eq!(best_epoch(&[m(1, 0.5), m(2, 0.7), m(3, 0.7), m(4, 0.6)]), Some((2, 0.7)));
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub fn synthetic_config(classes: &[String], epochs: usize) -> RunConfig {
         learning_rate: 0.001,
         seed: 7,
         optimizer: AdamSettings::default(),
+        recipe: Default::default(),
         device: "cpu".into(),
         classes: classes.to_vec(),
         train_images: 0,

@@ -1,0 +1,270 @@
+//! The training recipe: optimiser, learning-rate schedule, label smoothing, augmentation,
+//! weight averaging and early stopping, and the defaults each model trains with.
+//!
+//! Two named recipes exist. `original` is the Keras system's (Adam at a constant rate, no
+//! augmentation), so `classify train --model seed` still reproduces it. `modern` brings in
+//! what the fast CIFAR-10 recipes (airbench, Page's ResNet-9 DAWNBench entry) rely on:
+//! random crops and flips, label smoothing, a warm-up then a decaying rate, and an
+//! exponential moving average of the weights for evaluation.
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::augment::Augment;
+use crate::model::ModelKind;
+
+/// The optimiser, chosen with `--optimizer`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    /// Adam with Keras's defaults (betas 0.9/0.999, epsilon 1e-7).
+    #[default]
+    Adam,
+    /// SGD with Nesterov momentum and decoupled weight decay.
+    Sgd,
+}
+
+/// How the learning rate changes over the run, chosen with `--schedule`; every schedule
+/// starts with a linear warm-up when `--warmup-epochs` is above zero.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    /// The base rate throughout.
+    #[default]
+    Constant,
+    /// Half a cosine from the base rate down to zero.
+    Cosine,
+    /// A straight line from the base rate down to zero (the triangle of one-cycle training).
+    Onecycle,
+}
+
+/// A named set of defaults, chosen with `--recipe`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum RecipeName {
+    /// The original Keras system's: Adam at a constant 1e-3, batch 32, no augmentation.
+    Original,
+    /// Augmentation, label smoothing, warm-up and decay, weight averaging.
+    Modern,
+}
+
+/// How the weights are trained, beyond epochs, batch size and base learning rate; saved in
+/// `config.json` under `recipe`. A run folder without it used the original recipe.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Recipe {
+    pub optimizer: OptimizerKind,
+    /// SGD's Nesterov momentum.
+    pub momentum: f64,
+    /// SGD's decoupled weight decay: each step multiplies the weights by `1 - lr * decay`.
+    pub weight_decay: f64,
+    pub schedule: Schedule,
+    /// Epochs of linear warm-up from zero to the base rate.
+    pub warmup_epochs: f64,
+    /// Weight of the uniform distribution mixed into the one-hot targets (0 = none).
+    pub label_smoothing: f64,
+    pub augment: Augment,
+    /// Decay per step of the exponential moving average of the weights that is evaluated
+    /// and saved; `None` evaluates the trained weights themselves.
+    pub ema: Option<f64>,
+    /// Stop after this many epochs without a better validation accuracy, keeping the best
+    /// epoch's weights as the run's model; `None` trains every epoch.
+    pub patience: Option<usize>,
+}
+
+impl Default for Recipe {
+    /// The original system's recipe.
+    fn default() -> Self {
+        Recipe {
+            optimizer: OptimizerKind::Adam,
+            momentum: 0.9,
+            weight_decay: 0.0,
+            schedule: Schedule::Constant,
+            warmup_epochs: 0.0,
+            label_smoothing: 0.0,
+            augment: Augment::None,
+            ema: None,
+            patience: None,
+        }
+    }
+}
+
+/// Everything a recipe name decides for one model: the recipe and the run's size.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainDefaults {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub learning_rate: f64,
+    pub recipe: Recipe,
+}
+
+impl RecipeName {
+    /// The recipe a model trains with when `--recipe` is not given.
+    pub fn default_for(model: ModelKind) -> RecipeName {
+        match model {
+            ModelKind::Seed => RecipeName::Original,
+            ModelKind::Fast => RecipeName::Modern,
+        }
+    }
+
+    /// The defaults of this recipe for `model`. Every constant was measured on CIFAR-10
+    /// (BENCHMARKS.md).
+    pub fn defaults(self, model: ModelKind) -> TrainDefaults {
+        match (self, model) {
+            // The Keras system, exactly: Adam 1e-3, batch 32, 30 epochs.
+            (RecipeName::Original, _) => {
+                TrainDefaults { epochs: 30, batch_size: 32, learning_rate: 1e-3, recipe: Recipe::default() }
+            }
+            // The seed network has no normalisation, so it keeps Adam; augmentation is what
+            // stops its 4.2M-weight dense layer memorising the training set.
+            (RecipeName::Modern, ModelKind::Seed) => TrainDefaults {
+                epochs: 30,
+                batch_size: 64,
+                learning_rate: 1e-3,
+                recipe: Recipe {
+                    schedule: Schedule::Cosine,
+                    warmup_epochs: 1.0,
+                    label_smoothing: 0.1,
+                    augment: Augment::FlipCrop,
+                    ema: Some(0.999),
+                    ..Recipe::default()
+                },
+            },
+            // Page's ResNet-9 / airbench family: SGD-Nesterov at a high rate on BatchNorm
+            // layers, a short warm-up, a linear decay to zero, label smoothing 0.2.
+            (RecipeName::Modern, ModelKind::Fast) => TrainDefaults {
+                epochs: 10,
+                batch_size: 256,
+                learning_rate: 0.2,
+                recipe: Recipe {
+                    optimizer: OptimizerKind::Sgd,
+                    momentum: 0.9,
+                    weight_decay: 5e-3,
+                    schedule: Schedule::Onecycle,
+                    warmup_epochs: 2.0,
+                    label_smoothing: 0.2,
+                    augment: Augment::FlipCrop,
+                    ema: Some(0.99),
+                    patience: None,
+                },
+            },
+        }
+    }
+}
+
+impl Recipe {
+    /// The factor applied to the base learning rate at `step` of `total` steps
+    /// (0-based), with `steps_per_epoch` steps in an epoch.
+    pub fn lr_factor(&self, step: usize, total: usize, steps_per_epoch: usize) -> f64 {
+        let warmup = (self.warmup_epochs * steps_per_epoch as f64).round() as usize;
+        let warmup = warmup.min(total);
+        if step < warmup {
+            return (step + 1) as f64 / warmup as f64;
+        }
+        let decay_steps = total.saturating_sub(warmup).max(1) as f64;
+        // Fraction of the decay phase done; the last step still trains at a non-zero rate.
+        let done = (step - warmup) as f64 / decay_steps;
+        match self.schedule {
+            Schedule::Constant => 1.0,
+            Schedule::Cosine => 0.5 * (1.0 + (std::f64::consts::PI * done).cos()),
+            Schedule::Onecycle => 1.0 - done,
+        }
+    }
+
+    /// Checks the values a user can set, naming the flag at fault.
+    pub fn validate(&self) -> Result<(), String> {
+        let in_unit = |v: f64| (0.0..1.0).contains(&v);
+        if !in_unit(self.momentum) {
+            return Err(format!("--momentum must be in [0, 1), got {}", self.momentum));
+        }
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+            return Err(format!("--weight-decay must be zero or positive, got {}", self.weight_decay));
+        }
+        if !(self.warmup_epochs >= 0.0 && self.warmup_epochs.is_finite()) {
+            return Err(format!("--warmup-epochs must be zero or positive, got {}", self.warmup_epochs));
+        }
+        if !in_unit(self.label_smoothing) {
+            return Err(format!("--label-smoothing must be in [0, 1), got {}", self.label_smoothing));
+        }
+        if let Some(decay) = self.ema {
+            if !(decay > 0.0 && decay < 1.0) {
+                return Err(format!("--ema must be a decay in (0, 1), such as 0.999, got {decay}"));
+            }
+        }
+        if self.patience == Some(0) {
+            return Err("--patience must be at least 1 epoch".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(schedule: Schedule, warmup_epochs: f64) -> Recipe {
+        Recipe { schedule, warmup_epochs, ..Recipe::default() }
+    }
+
+    #[test]
+    fn the_original_recipe_is_the_keras_systems() {
+        let d = RecipeName::Original.defaults(ModelKind::Seed);
+        assert_eq!((d.epochs, d.batch_size, d.learning_rate), (30, 32, 1e-3));
+        assert_eq!(d.recipe, Recipe::default());
+        assert_eq!(d.recipe.augment, Augment::None);
+        assert!((0..1000).all(|s| d.recipe.lr_factor(s, 1000, 100) == 1.0));
+        assert_eq!(RecipeName::default_for(ModelKind::Seed), RecipeName::Original);
+        assert_eq!(RecipeName::default_for(ModelKind::Fast), RecipeName::Modern);
+    }
+
+    #[test]
+    fn warm_up_rises_linearly_then_each_schedule_decays_as_named() {
+        // 10 steps per epoch, 1 warm-up epoch, 110 steps: warm-up ends at step 10.
+        let cos = with(Schedule::Cosine, 1.0);
+        assert!((cos.lr_factor(0, 110, 10) - 0.1).abs() < 1e-12);
+        assert!((cos.lr_factor(4, 110, 10) - 0.5).abs() < 1e-12);
+        assert_eq!(cos.lr_factor(10, 110, 10), 1.0);
+        // Half-way through the decay: cos(pi/2) -> 0.5.
+        assert!((cos.lr_factor(60, 110, 10) - 0.5).abs() < 1e-12);
+        assert!(cos.lr_factor(109, 110, 10) > 0.0 && cos.lr_factor(109, 110, 10) < 0.001);
+
+        let one = with(Schedule::Onecycle, 1.0);
+        assert!((one.lr_factor(60, 110, 10) - 0.5).abs() < 1e-12);
+        assert!((one.lr_factor(85, 110, 10) - 0.25).abs() < 1e-12);
+        assert!((one.lr_factor(109, 110, 10) - 0.01).abs() < 1e-12);
+
+        let constant = with(Schedule::Constant, 0.5);
+        assert!((constant.lr_factor(0, 100, 10) - 0.2).abs() < 1e-12);
+        assert_eq!(constant.lr_factor(5, 100, 10), 1.0);
+        assert_eq!(with(Schedule::Cosine, 0.0).lr_factor(0, 100, 10), 1.0);
+    }
+
+    #[test]
+    fn a_warm_up_longer_than_the_run_still_gives_finite_rates() {
+        let r = with(Schedule::Onecycle, 50.0);
+        for s in 0..20 {
+            let f = r.lr_factor(s, 20, 10);
+            assert!(f > 0.0 && f <= 1.0, "step {s}: {f}");
+        }
+    }
+
+    #[test]
+    fn validation_names_the_flag() {
+        assert!(Recipe::default().validate().is_ok());
+        assert!(RecipeName::Modern.defaults(ModelKind::Fast).recipe.validate().is_ok());
+        let bad = |r: Recipe, flag: &str| assert!(r.validate().unwrap_err().contains(flag));
+        bad(Recipe { momentum: 1.0, ..Recipe::default() }, "--momentum");
+        bad(Recipe { weight_decay: -1.0, ..Recipe::default() }, "--weight-decay");
+        bad(Recipe { label_smoothing: 1.5, ..Recipe::default() }, "--label-smoothing");
+        bad(Recipe { ema: Some(1.0), ..Recipe::default() }, "--ema");
+        bad(Recipe { patience: Some(0), ..Recipe::default() }, "--patience");
+        bad(Recipe { warmup_epochs: f64::NAN, ..Recipe::default() }, "--warmup-epochs");
+    }
+
+    #[test]
+    fn a_config_without_a_recipe_reads_as_the_original() {
+        let r: Recipe = serde_json::from_str("{}").unwrap();
+        assert_eq!(r, Recipe::default());
+        let r: Recipe = serde_json::from_str(r#"{"optimizer":"sgd","augment":"flip-crop"}"#).unwrap();
+        assert_eq!((r.optimizer, r.augment), (OptimizerKind::Sgd, Augment::FlipCrop));
+    }
+}
