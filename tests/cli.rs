@@ -185,6 +185,67 @@ fn model_summary_prints_the_keras_total() {
 }
 
 #[test]
+fn model_summary_documents_the_fast_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = stdout(&ok(classify(dir.path(), &["model", "summary", "--model", "fast"])));
+    assert!(text.contains("whiten"), "{text}");
+    assert!(text.contains("(None, 256, 4, 4)"), "{text}");
+    assert!(text.contains("Total params: 1,163,064"), "{text}");
+    assert!(text.contains("Non-trainable params: 2,080"), "{text}");
+}
+
+#[test]
+fn recipe_flags_reach_the_run_config_and_bad_values_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    util::write_image_folder(&root.join("shapes"), &CLASSES, 6, 1);
+    let config = |run: &str| -> Value {
+        serde_json::from_str(&fs::read_to_string(root.join(run).join("config.json")).unwrap()).unwrap()
+    };
+
+    // The seed model keeps the original recipe unless asked.
+    ok(classify(root, &["train", "--data", "shapes", "--epochs", "1", "--out", "runs/orig"]));
+    let c = config("runs/orig");
+    assert_eq!((c["batch_size"].as_u64(), c["learning_rate"].as_f64()), (Some(32), Some(0.001)));
+    assert_eq!(c["recipe"]["optimizer"], "adam");
+    assert_eq!(c["recipe"]["augment"], "none");
+    assert_eq!(c["recipe"]["schedule"], "constant");
+    assert!(c["recipe"]["ema"].is_null());
+
+    // --recipe modern, with two of its choices overridden.
+    ok(classify(root, &[
+        "train", "--data", "shapes", "--epochs", "1", "--recipe", "modern", "--schedule", "onecycle", "--ema", "0",
+        "--out", "runs/modern",
+    ]));
+    let c = config("runs/modern");
+    assert_eq!(c["batch_size"].as_u64(), Some(64));
+    assert_eq!(c["recipe"]["augment"], "flip-crop");
+    assert_eq!(c["recipe"]["schedule"], "onecycle");
+    assert_eq!(c["recipe"]["label_smoothing"].as_f64(), Some(0.1));
+    assert!(c["recipe"]["ema"].is_null());
+
+    // --ema alone means 0.999; sgd with its settings.
+    ok(classify(root, &[
+        "train", "--data", "shapes", "--epochs", "1", "--ema", "--optimizer", "sgd", "--momentum", "0.8",
+        "--weight-decay", "0.01", "--patience", "3", "--out", "runs/sgd",
+    ]));
+    let c = config("runs/sgd");
+    assert_eq!(c["recipe"]["ema"].as_f64(), Some(0.999));
+    assert_eq!(c["recipe"]["optimizer"], "sgd");
+    assert_eq!(c["recipe"]["momentum"].as_f64(), Some(0.8));
+    assert_eq!(c["recipe"]["patience"].as_u64(), Some(3));
+
+    for (flag, value) in [("--label-smoothing", "1.5"), ("--ema", "2"), ("--momentum", "1"), ("--patience", "0")] {
+        let out = classify(root, &["train", "--data", "shapes", "--epochs", "1", flag, value, "--out", "runs/bad"]);
+        assert_eq!(out.status.code(), Some(1), "{flag} {value}");
+        assert!(stderr(&out).contains(flag), "{flag}: {}", stderr(&out));
+        assert!(!root.join("runs/bad/model.bpk").exists());
+    }
+    let out = classify(root, &["train", "--data", "shapes", "--augment", "rotate"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
 fn bad_input_fails_with_a_message_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();

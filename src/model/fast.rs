@@ -181,19 +181,24 @@ impl Fast {
         self.whiten.bias = Some(Param::from_tensor(bias));
     }
 
+    /// The layer table, counted as Keras counts: a BatchNorm layer's running mean and
+    /// variance are parameters, non-trainable ones, as are the fixed whitening filters.
     pub(super) fn summary(&self) -> Summary {
         let classes = self.head.weight.dims()[1];
         let mut rows = vec![LayerRow::new(
             "whiten (Conv2D 2x2, fixed weights)",
             [WHITE_CHANNELS, IMAGE_SIZE, IMAGE_SIZE],
-            self.whiten.bias.as_ref().map_or(0, |b| b.num_params()),
+            self.whiten.num_params(),
         )];
+        let mut non_trainable = self.whiten.weight.num_params();
         let mut side = IMAGE_SIZE;
         for (i, block) in self.blocks.iter().enumerate() {
             let width = block.conv1.weight.dims()[0];
             side /= 2;
             let params = block.conv1.num_params() + block.norm1.num_params() + block.conv2.num_params()
                 + block.norm2.num_params();
+            // Running mean and variance of each of the two BatchNorm layers.
+            non_trainable += 2 * 2 * width;
             rows.push(LayerRow::new(
                 &format!("block{} (Conv3x3, MaxPool, BN, ReLU, Conv3x3, BN, ReLU)", i + 1),
                 [width, side, side],
@@ -203,7 +208,7 @@ impl Fast {
         let features = self.head.weight.dims()[0];
         rows.push(LayerRow::new("pool (global MaxPool)", [features], 0));
         rows.push(LayerRow::new("head (Dense, no bias, x 1/9)", [classes], self.head.num_params()));
-        Summary::new("fast", rows)
+        Summary::new("fast", rows).with_non_trainable(non_trainable)
     }
 }
 
@@ -375,7 +380,9 @@ mod tests {
         let out = net.forward(Tensor::zeros([2, 3, 32, 32], &device));
         assert_eq!(out.dims(), [2, 10]);
         let summary = net.summary();
-        assert_eq!(summary.total_params(), net.num_params() - WHITE_CHANNELS * PATCH_DIM);
+        assert_eq!(summary.total_params(), net.num_params());
+        // Fixed whitening filters, and mean and variance for 2 x (64 + 128 + 256) channels.
+        assert_eq!(summary.non_trainable, WHITE_CHANNELS * PATCH_DIM + 2 * 2 * (64 + 128 + 256));
         assert_eq!(summary.rows.last().unwrap().output_shape, vec![10]);
     }
 

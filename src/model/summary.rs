@@ -27,12 +27,20 @@ pub struct Summary {
     pub model: String,
     /// The layers, input to output.
     pub rows: Vec<LayerRow>,
+    /// Of the rows' parameters, those no optimiser step changes (BatchNorm's running
+    /// statistics, fixed filters), counted as Keras counts them.
+    pub non_trainable: usize,
 }
 
 impl Summary {
     /// A summary of `rows` for the model called `model`.
     pub fn new(model: &str, rows: Vec<LayerRow>) -> Self {
-        Summary { model: model.to_string(), rows }
+        Summary { model: model.to_string(), rows, non_trainable: 0 }
+    }
+
+    /// This summary, with `n` of its parameters marked non-trainable.
+    pub fn with_non_trainable(self, n: usize) -> Self {
+        Summary { non_trainable: n, ..self }
     }
 
     /// Sum of the parameters of every layer.
@@ -73,8 +81,8 @@ impl fmt::Display for Summary {
         }
         writeln!(f, "{}", rule('='))?;
         writeln!(f, "Total params: {}", thousands(self.total_params()))?;
-        writeln!(f, "Trainable params: {}", thousands(self.total_params()))?;
-        write!(f, "Non-trainable params: 0")
+        writeln!(f, "Trainable params: {}", thousands(self.total_params() - self.non_trainable))?;
+        write!(f, "Non-trainable params: {}", thousands(self.non_trainable))
     }
 }
 
