@@ -11,6 +11,7 @@ use burn::tensor::{Bytes, Device};
 use crate::data::IMAGE_BYTES;
 use crate::data::augment::{Tta, View, view_all};
 use crate::model::Network;
+use crate::quantize::{Quantize, quantize};
 use crate::run::{RunConfig, RunDir, RunError};
 use crate::train::predict_logits;
 
@@ -22,6 +23,7 @@ pub struct Classifier {
     config: RunConfig,
     device: Device,
     tta: Tta,
+    precision: Quantize,
 }
 
 impl Classifier {
@@ -51,13 +53,23 @@ impl Classifier {
                 ))
             })?
             .valid();
-        Ok(Classifier { model, config, device: device.clone(), tta: Tta::None })
+        Ok(Classifier { model, config, device: device.clone(), tta: Tta::None, precision: Quantize::None })
     }
 
     /// This classifier, predicting from the average of the class probabilities of every view
     /// of `tta` (the views are listed by [`Tta::views`]).
     pub fn with_tta(self, tta: Tta) -> Self {
         Classifier { tta, ..self }
+    }
+
+    /// This classifier with its weights at `precision` (see [`crate::quantize`]).
+    pub fn with_quantization(self, precision: Quantize) -> Self {
+        Classifier { model: quantize(self.model, precision), precision, ..self }
+    }
+
+    /// The weight precision it predicts with.
+    pub fn precision(&self) -> Quantize {
+        self.precision
     }
 
     /// The test-time augmentation its predictions use.

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use classify::data::BadImagePolicy;
-use classify::data::augment::Augment;
+use classify::data::augment::{Augment, Tta};
+use classify::quantize::Quantize;
 use classify::train::recipe::{OptimizerKind, RecipeName, Schedule};
-use classify::data::augment::Tta;
 use classify::device::DeviceKind;
 use classify::model::ModelKind;
 
@@ -201,13 +201,31 @@ pub struct EvalArgs {
     /// The split [default: test when the data has one, else val].
     #[arg(long, value_enum)]
     pub split: Option<SplitName>,
+    #[command(flatten)]
+    pub inference: InferenceArgs,
+    /// Print one JSON object instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// How a loaded model predicts, shared by `eval`, `predict` and `serve`.
+#[derive(Debug, Args)]
+pub struct InferenceArgs {
     /// Test-time augmentation: classify each image in several views and average their class
     /// probabilities (`none`: 1 view, `flip`: 2, `flip-translate`: 6; time grows with the count).
     #[arg(long, value_enum, default_value = "none")]
     pub tta: Tta,
-    /// Print one JSON object instead of tables.
-    #[arg(long)]
-    pub json: bool,
+    /// Weight precision: `int8` rounds every convolution and dense weight to 8 bits (one
+    /// scale per tensor) after loading, as a quantized deployment would run.
+    #[arg(long, value_enum, default_value = "none")]
+    pub quantize: Quantize,
+}
+
+impl InferenceArgs {
+    /// `classifier` set to predict as these flags ask.
+    pub fn apply(&self, classifier: classify::classifier::Classifier) -> classify::classifier::Classifier {
+        classifier.with_quantization(self.quantize).with_tta(self.tta)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -221,10 +239,8 @@ pub struct PredictArgs {
     /// Classes shown per image.
     #[arg(long, default_value_t = 3)]
     pub top_k: usize,
-    /// Test-time augmentation: classify each image in several views and average their class
-    /// probabilities (`none`: 1 view, `flip`: 2, `flip-translate`: 6; time grows with the count).
-    #[arg(long, value_enum, default_value = "none")]
-    pub tta: Tta,
+    #[command(flatten)]
+    pub inference: InferenceArgs,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -263,6 +279,8 @@ pub struct ServeArgs {
     /// Longest a request waits for others to fill a batch, in milliseconds.
     #[arg(long, default_value_t = 2)]
     pub max_wait_ms: u64,
+    #[command(flatten)]
+    pub inference: InferenceArgs,
 }
 
 #[derive(Debug, Args)]

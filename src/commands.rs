@@ -13,14 +13,15 @@ use classify::data::augment::Tta;
 use classify::data::{self, BadImagePolicy, IMAGE_BYTES, ImageSet, LoadOptions, Splits};
 use classify::eval::{self, Evaluation};
 use classify::model::{ModelKind, Network};
+use classify::quantize::Quantize;
 use classify::run::{AdamSettings, FORMAT_VERSION, RunConfig, RunDir};
 use classify::sagemaker::{self, Job};
 use classify::train::recipe::{Recipe, RecipeName};
 use classify::train::{self, Progress};
 
 use crate::cli::{
-    BenchArgs, Command, DataArgs, DataCommand, EvalArgs, FetchArgs, ModelCommand, PredictArgs, ReportArgs,
-    ServeArgs, SplitName, TrainArgs,
+    BenchArgs, Command, DataArgs, DataCommand, EvalArgs, FetchArgs, InferenceArgs, ModelCommand, PredictArgs,
+    ReportArgs, ServeArgs, SplitName, TrainArgs,
 };
 
 /// Runs one parsed command on `device`.
@@ -293,7 +294,7 @@ fn load_eval_set(
 
 fn evaluate(args: EvalArgs, device: &Device) -> Result<()> {
     let (classifier, name, set) = load_eval_set(&args.run, &args.data, args.split, device)?;
-    let classifier = classifier.with_tta(args.tta);
+    let classifier = args.inference.apply(classifier);
     let config = classifier.config();
     let predictions = classifier.predict(&set.images);
     let evaluation = eval::evaluate(&config.classes, &set.labels, &predictions);
@@ -302,25 +303,30 @@ fn evaluate(args: EvalArgs, device: &Device) -> Result<()> {
         value["split"] = json!(name);
         value["run"] = json!(args.run.display().to_string());
         value["classes"] = json!(config.classes);
-        value["tta"] = json!(tta_name(args.tta));
+        value["tta"] = json!(value_name(args.inference.tta));
+        value["quantize"] = json!(value_name(args.inference.quantize));
         println!("{value}");
     } else {
-        print_evaluation(&args.run, name, args.tta, &evaluation, &config.classes);
+        print_evaluation(&args.run, name, &args.inference, &evaluation, &config.classes);
     }
     Ok(())
 }
 
-/// The `--tta` value as it is typed on the command line.
-fn tta_name(tta: Tta) -> String {
-    clap::ValueEnum::to_possible_value(&tta).map_or_else(String::new, |v| v.get_name().to_string())
+/// A flag's value as it is typed on the command line.
+fn value_name(value: impl clap::ValueEnum) -> String {
+    value.to_possible_value().map_or_else(String::new, |v| v.get_name().to_string())
 }
 
-fn print_evaluation(run: &Path, split: &str, tta: Tta, e: &Evaluation, classes: &[String]) {
-    let tta = match tta {
+fn print_evaluation(run: &Path, split: &str, inference: &InferenceArgs, e: &Evaluation, classes: &[String]) {
+    let tta = match inference.tta {
         Tta::None => String::new(),
-        _ => format!(", TTA {} ({} views)", tta_name(tta), tta.views().len()),
+        tta => format!(", TTA {} ({} views)", value_name(tta), tta.views().len()),
     };
-    println!("run {}, {split} split: {} images{tta}", run.display(), e.n);
+    let precision = match inference.quantize {
+        Quantize::None => String::new(),
+        q => format!(", {} weights", value_name(q)),
+    };
+    println!("run {}, {split} split: {} images{tta}{precision}", run.display(), e.n);
     println!("accuracy {:.4}", e.accuracy);
     println!("\nper-class accuracy:");
     for c in &e.per_class {
@@ -347,7 +353,7 @@ fn print_evaluation(run: &Path, split: &str, tta: Tta, e: &Evaluation, classes: 
 }
 
 fn predict(args: PredictArgs, device: &Device) -> Result<()> {
-    let classifier = Classifier::load(&args.run, device)?.with_tta(args.tta);
+    let classifier = args.inference.apply(Classifier::load(&args.run, device)?);
     let mut images = vec![0u8; args.images.len() * IMAGE_BYTES];
     for (path, slot) in args.images.iter().zip(images.chunks_mut(IMAGE_BYTES)) {
         let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -395,7 +401,7 @@ fn report(args: ReportArgs, device: &Device) -> Result<()> {
 }
 
 fn serve(args: ServeArgs, device: &Device) -> Result<()> {
-    let classifier = Classifier::load(&args.run, device)?;
+    let classifier = args.inference.apply(Classifier::load(&args.run, device)?);
     let options = classify::serve::ServeOptions {
         host: args.host,
         port: args.port,

@@ -108,7 +108,7 @@ fn predictions(out: &std::process::Output) -> Vec<Vec<(String, f64)>> {
 }
 
 #[test]
-fn test_time_augmentation_in_eval_and_predict() {
+fn test_time_augmentation_and_int8_weights_in_eval_and_predict() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     util::write_image_folder(&root.join("shapes"), &CLASSES, 8, 2);
@@ -124,6 +124,13 @@ fn test_time_augmentation_in_eval_and_predict() {
     assert_eq!(flip["n"], plain["n"]);
     assert_eq!(flip["n"], 6);
     assert!((0.0..=1.0).contains(&flip["accuracy"].as_f64().unwrap()), "{flip}");
+    // int8 weights: the same images, a stated precision, predictions that mostly agree.
+    let out = ok(classify(root, &["eval", "--run", "r", "--quantize", "int8", "--json"]));
+    let int8: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!((int8["quantize"].as_str(), int8["n"].as_u64()), (Some("int8"), Some(6)));
+    assert_eq!(plain["quantize"], "none");
+    let out = ok(classify(root, &["eval", "--run", "r", "--quantize", "int8"]));
+    assert!(stdout(&out).lines().next().unwrap_or_default().contains("int8 weights"), "{}", stdout(&out));
     let out = ok(classify(root, &["eval", "--run", "r", "--tta", "flip-translate"]));
     let first = stdout(&out).lines().next().unwrap_or_default().to_string();
     assert!(first.contains("TTA flip-translate (6 views)"), "{first}");

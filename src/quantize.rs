@@ -1,0 +1,110 @@
+//! Post-training int8 quantization of a trained network's weights, with burn's quantization.
+//!
+//! Every convolution kernel and dense weight matrix (every parameter of two or more
+//! dimensions) is stored as signed 8-bit integers with one symmetric scale per tensor, from
+//! its own minimum and maximum: a quarter of the fp32 size. Biases, BatchNorm parameters
+//! and the `fast` model's whitening filters stay fp32: they are small, and the accuracy lost
+//! to rounding a per-channel scale or shift is not worth the bytes. Activations stay fp32,
+//! so this buys memory and file size, not arithmetic speed on the CPU (BENCHMARKS.md).
+
+use burn::module::{Module, ModuleMapper, Param};
+use burn::prelude::*;
+use burn::tensor::quantization::{
+    Calibration, QuantScheme, QuantStore, QuantValue, compute_q_params, compute_range,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::model::Network;
+
+/// Weight precision for inference, chosen with `--quantize`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Quantize {
+    /// The trained fp32 weights.
+    #[default]
+    None,
+    /// Weights rounded to 8-bit integers, one symmetric scale per tensor.
+    Int8,
+}
+
+/// The scheme used for [`Quantize::Int8`]: values in [-127, 127], stored one per byte.
+pub fn int8_scheme() -> QuantScheme {
+    QuantScheme::default().with_value(QuantValue::Q8S).with_store(QuantStore::Native)
+}
+
+/// `model` with its weights at `precision`.
+pub fn quantize(model: Network, precision: Quantize) -> Network {
+    match precision {
+        Quantize::None => model,
+        Quantize::Int8 => model.map(&mut Int8Weights { scheme: int8_scheme(), path: Vec::new() }),
+    }
+}
+
+/// Quantizes parameters of two or more dimensions, except the fixed whitening filters.
+struct Int8Weights {
+    scheme: QuantScheme,
+    /// Names of the modules entered, outermost first.
+    path: Vec<String>,
+}
+
+impl ModuleMapper for Int8Weights {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        if D < 2 || self.path.iter().any(|name| name == "whiten") {
+            return param;
+        }
+        let scheme = self.scheme;
+        param.map(|tensor| {
+            let range = compute_range(&scheme, &tensor, &Calibration::MinMax);
+            let qparams = compute_q_params(&scheme, range);
+            tensor.quantize(&scheme, qparams)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ModelKind;
+    use burn::tensor::Distribution;
+
+    fn agreement(kind: ModelKind) -> (f32, f32) {
+        let device = Device::flex();
+        device.seed(11);
+        let mut model = Network::init(kind, 10, &device);
+        let images = Tensor::<4>::random([16, 3, 32, 32], Distribution::Default, &device);
+        let bytes: Vec<u8> = images.to_data().iter::<f32>().map(|v| (v * 255.0) as u8).collect();
+        model.prepare(&bytes);
+        let model = model.valid();
+        let fp32 = model.forward(images.clone());
+        let int8 = quantize(model, Quantize::Int8).forward(images);
+        let scale = fp32.clone().abs().max().into_scalar::<f32>();
+        ((fp32 - int8).abs().max().into_scalar::<f32>(), scale)
+    }
+
+    #[test]
+    fn int8_logits_stay_within_a_few_percent_of_fp32() {
+        for kind in [ModelKind::Seed, ModelKind::Fast] {
+            let (diff, scale) = agreement(kind);
+            // Rounding to 1/254 of each tensor's range: errors of a few percent of the
+            // largest logit at most, and never zero (the weights did change).
+            assert!(diff > 0.0, "{kind}: quantization changed nothing");
+            assert!(diff < 0.05 * scale, "{kind}: max difference {diff} with logits up to {scale}");
+        }
+    }
+
+    #[test]
+    fn int8_records_are_about_a_quarter_of_fp32() {
+        let model = Network::init(ModelKind::Seed, 10, &Device::flex());
+        let fp32 = model.clone().into_record().into_bytes().unwrap().len();
+        let int8 = quantize(model, Quantize::Int8).into_record().into_bytes().unwrap().len();
+        assert!(int8 * 4 < fp32 + fp32 / 50 && int8 * 4 > fp32 - fp32 / 10, "fp32 {fp32} bytes, int8 {int8}");
+    }
+}
