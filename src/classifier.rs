@@ -77,6 +77,11 @@ impl Classifier {
         self.tta
     }
 
+    /// The network it predicts with.
+    pub fn model(&self) -> &Network {
+        &self.model
+    }
+
     /// The run's settings.
     pub fn config(&self) -> &RunConfig {
         &self.config

@@ -47,6 +47,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Measure training and inference speed and peak memory.
     Bench(BenchArgs),
+    /// Write a trained run as an ONNX graph, for ONNX Runtime, tract and other runtimes.
+    Export(ExportArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -281,6 +283,31 @@ pub struct ServeArgs {
     pub max_wait_ms: u64,
     #[command(flatten)]
     pub inference: InferenceArgs,
+}
+
+/// Formats `classify export` writes.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ExportFormat {
+    /// ONNX, opset 13: input `images` float32 [batch, 3, 32, 32] with pixel values / 255,
+    /// outputs `logits` and `probabilities`; class names in the metadata.
+    Onnx,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The run folder.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// The file format.
+    #[arg(long, value_enum, default_value = "onnx")]
+    pub format: ExportFormat,
+    /// The file to write [default: <run>/model.onnx, or <run>/model-int8.onnx].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Weight precision: `int8` stores convolution and dense weights as 8-bit integers with
+    /// a `DequantizeLinear` node each (a quarter of the size).
+    #[arg(long, value_enum, default_value = "none")]
+    pub quantize: Quantize,
 }
 
 #[derive(Debug, Args)]

@@ -20,8 +20,8 @@ use classify::train::recipe::{Recipe, RecipeName};
 use classify::train::{self, Progress};
 
 use crate::cli::{
-    BenchArgs, Command, DataArgs, DataCommand, EvalArgs, FetchArgs, InferenceArgs, ModelCommand, PredictArgs,
-    ReportArgs, ServeArgs, SplitName, TrainArgs,
+    BenchArgs, Command, DataArgs, DataCommand, EvalArgs, ExportArgs, ExportFormat, FetchArgs, InferenceArgs,
+    ModelCommand, PredictArgs, ReportArgs, ServeArgs, SplitName, TrainArgs,
 };
 
 /// Runs one parsed command on `device`.
@@ -39,6 +39,7 @@ pub fn run(command: Command, device: &Device, device_name: &str) -> Result<()> {
         Command::Report(args) => report(args, device),
         Command::Serve(args) => serve(args, device),
         Command::Bench(args) => bench(args, device),
+        Command::Export(args) => export(args, device),
     }
 }
 
@@ -409,6 +410,22 @@ fn serve(args: ServeArgs, device: &Device) -> Result<()> {
         max_wait: std::time::Duration::from_millis(args.max_wait_ms),
     };
     classify::serve::serve(classifier, options)?;
+    Ok(())
+}
+
+fn export(args: ExportArgs, device: &Device) -> Result<()> {
+    let classifier = Classifier::load(&args.run, device)?;
+    let config = classifier.config();
+    let out = args.out.unwrap_or_else(|| {
+        args.run.join(match (args.format, args.quantize) {
+            (ExportFormat::Onnx, Quantize::None) => "model.onnx",
+            (ExportFormat::Onnx, Quantize::Int8) => "model-int8.onnx",
+        })
+    });
+    let bytes = classify::onnx::export(classifier.model(), config.model.name(), &config.classes, args.quantize);
+    classify::run::write_atomic(&out, &bytes).with_context(|| format!("cannot write --out {}", out.display()))?;
+    let precision = if args.quantize == Quantize::Int8 { "int8" } else { "fp32" };
+    println!("{} ({} bytes, {} model, {precision} weights)", out.display(), bytes.len(), config.model);
     Ok(())
 }
 

@@ -9,6 +9,7 @@ pub mod classifier;
 pub mod device;
 pub mod eval;
 pub mod model;
+pub mod onnx;
 pub mod quantize;
 pub mod run;
 pub mod train;

@@ -36,13 +36,12 @@ pub fn int8_scheme() -> QuantScheme {
 pub fn quantize(model: Network, precision: Quantize) -> Network {
     match precision {
         Quantize::None => model,
-        Quantize::Int8 => model.map(&mut Int8Weights { scheme: int8_scheme(), path: Vec::new() }),
+        Quantize::Int8 => model.map(&mut Int8Weights { path: Vec::new() }),
     }
 }
 
 /// Quantizes parameters of two or more dimensions, except the fixed whitening filters.
 struct Int8Weights {
-    scheme: QuantScheme,
     /// Names of the modules entered, outermost first.
     path: Vec<String>,
 }
@@ -60,13 +59,16 @@ impl ModuleMapper for Int8Weights {
         if D < 2 || self.path.iter().any(|name| name == "whiten") {
             return param;
         }
-        let scheme = self.scheme;
-        param.map(|tensor| {
-            let range = compute_range(&scheme, &tensor, &Calibration::MinMax);
-            let qparams = compute_q_params(&scheme, range);
-            tensor.quantize(&scheme, qparams)
-        })
+        param.map(quantize_tensor)
     }
+}
+
+/// One tensor in int8 (see [`int8_scheme`]), its scale from its own extremes.
+pub fn quantize_tensor<const D: usize>(tensor: Tensor<D>) -> Tensor<D> {
+    let scheme = int8_scheme();
+    let range = compute_range(&scheme, &tensor, &Calibration::MinMax);
+    let qparams = compute_q_params(&scheme, range);
+    tensor.quantize(&scheme, qparams)
 }
 
 #[cfg(test)]

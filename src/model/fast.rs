@@ -47,7 +47,7 @@ const WIDTHS: [usize; 3] = [64, 128, 256];
 /// pixels; ours are in [0, 1], about 1/16 of that variance.
 const WHITEN_EPS: f64 = 3e-5;
 /// Logit scale (airbench's).
-const LOGIT_SCALE: f64 = 1.0 / 9.0;
+pub const LOGIT_SCALE: f64 = 1.0 / 9.0;
 /// Training images sampled for the whitening statistics.
 const WHITEN_SAMPLE: usize = 5000;
 

@@ -8,7 +8,7 @@ mod fast;
 mod seed;
 mod summary;
 
-pub use fast::{Fast, FastConfig};
+pub use fast::{Fast, FastConfig, LOGIT_SCALE as FAST_LOGIT_SCALE};
 pub use seed::{Seed, SeedConfig, max_pool_2x2};
 pub use summary::{LayerRow, Summary};
 

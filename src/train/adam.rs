@@ -147,6 +147,7 @@ impl RecordState for FusedAdamState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::train::testing::{train_linear, wave};
     use burn::nn::{Linear, LinearConfig};
     use burn::optim::GradientsParams;
 
@@ -167,37 +168,17 @@ mod tests {
         assert!((m[0] - 0.05).abs() < 1e-7 && (v[1] - 0.004).abs() < 1e-7);
     }
 
-    /// Deterministic values in [-1, 1): tests run in parallel and burn's RNG is per process.
-    fn wave<const D: usize>(shape: [usize; D], phase: f32, device: &Device) -> Tensor<D> {
-        let n: usize = shape.iter().product();
-        let values: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37 + phase).sin()).collect();
-        Tensor::from_data(TensorData::new(values, shape), device)
-    }
-
-    fn train_linear(optimizer: &mut ModuleOptimizer, steps: usize) -> Vec<f32> {
-        let device = Device::flex().autodiff();
-        let (d_in, d_out) = (70_000 / 64, 64);
-        let mut linear: Linear = LinearConfig::new(d_in, d_out).init(&device);
-        linear.weight = burn::module::Param::from_tensor(wave([d_in, d_out], 0.0, &device).mul_scalar(0.05));
-        linear.bias = Some(burn::module::Param::from_tensor(wave([d_out], 2.0, &device)));
-        let x = wave([8, d_in], 1.0, &device);
-        for _ in 0..steps {
-            let loss = (linear.forward(x.clone()) - 0.5).powi_scalar(2).mean();
-            let grads = GradientsParams::from_grads(loss.backward(), &linear);
-            linear = optimizer.step(0.01, linear, grads);
-        }
-        linear.weight.val().into_data().try_into_vec::<f32>().unwrap()
-    }
 
     #[test]
     fn matches_burns_adam_over_several_steps() {
         // The two place epsilon differently (see the module docs); with a negligible epsilon
         // they must agree. Above CHUNK elements, so the parallel split is exercised.
         let s = AdamSettings { epsilon: 1e-12, ..settings() };
-        let ours = train_linear(&mut ModuleOptimizer::from(FusedAdam::new(&s)), 5);
+        let ours = train_linear(&mut ModuleOptimizer::from(FusedAdam::new(&s)), 5, 0.01);
         let burns = train_linear(
             &mut AdamConfig::new().with_beta_1(0.9).with_beta_2(0.999).with_epsilon(1e-12).init(),
             5,
+            0.01,
         );
         let diffs: Vec<f32> = ours.iter().zip(&burns).map(|(a, b)| (a - b).abs()).collect();
         let max = diffs.iter().copied().fold(0.0f32, f32::max);

@@ -327,6 +327,38 @@ fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
+/// Fixtures shared by the optimisers' tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use burn::nn::{Linear, LinearConfig};
+    use burn::optim::{GradientsParams, ModuleOptimizer};
+    use burn::tensor::{Device, Tensor, TensorData};
+
+    /// Deterministic values in [-1, 1): tests run in parallel and burn's RNG is per process.
+    pub fn wave<const D: usize>(shape: [usize; D], phase: f32, device: &Device) -> Tensor<D> {
+        let n: usize = shape.iter().product();
+        let values: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37 + phase).sin()).collect();
+        Tensor::from_data(TensorData::new(values, shape), device)
+    }
+
+    /// The weights of a 1093 -> 64 dense layer (70k weights, more than one parallel chunk)
+    /// after `steps` steps at `lr` on a squared loss.
+    pub fn train_linear(optimizer: &mut ModuleOptimizer, steps: usize, lr: f64) -> Vec<f32> {
+        let device = Device::flex().autodiff();
+        let (d_in, d_out) = (70_000 / 64, 64);
+        let mut linear: Linear = LinearConfig::new(d_in, d_out).init(&device);
+        linear.weight = burn::module::Param::from_tensor(wave([d_in, d_out], 0.0, &device).mul_scalar(0.05));
+        linear.bias = Some(burn::module::Param::from_tensor(wave([d_out], 2.0, &device)));
+        let x = wave([8, d_in], 1.0, &device);
+        for _ in 0..steps {
+            let loss = (linear.forward(x.clone()) - 0.5).powi_scalar(2).mean();
+            let grads = GradientsParams::from_grads(loss.backward(), &linear);
+            linear = optimizer.step(lr, linear, grads);
+        }
+        linear.weight.val().into_data().try_into_vec::<f32>().unwrap()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

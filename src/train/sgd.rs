@@ -101,9 +101,9 @@ impl RecordState for FusedSgdState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::nn::{Linear, LinearConfig};
+    use crate::train::testing::train_linear;
     use burn::optim::momentum::MomentumConfig;
-    use burn::optim::{GradientsParams, ModuleOptimizer, SgdConfig};
+    use burn::optim::{ModuleOptimizer, SgdConfig};
 
     #[test]
     fn two_steps_by_hand() {
@@ -130,32 +130,12 @@ mod tests {
         assert_eq!(v, vec![0.0, 0.0]);
     }
 
-    fn wave<const D: usize>(shape: [usize; D], phase: f32, device: &Device) -> Tensor<D> {
-        let n: usize = shape.iter().product();
-        let values: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37 + phase).sin()).collect();
-        Tensor::from_data(TensorData::new(values, shape), device)
-    }
-
-    fn train_linear(optimizer: &mut ModuleOptimizer, steps: usize) -> Vec<f32> {
-        let device = Device::flex().autodiff();
-        let (d_in, d_out) = (70_000 / 64, 64);
-        let mut linear: Linear = LinearConfig::new(d_in, d_out).init(&device);
-        linear.weight = burn::module::Param::from_tensor(wave([d_in, d_out], 0.0, &device).mul_scalar(0.05));
-        linear.bias = Some(burn::module::Param::from_tensor(wave([d_out], 2.0, &device)));
-        let x = wave([8, d_in], 1.0, &device);
-        for _ in 0..steps {
-            let loss = (linear.forward(x.clone()) - 0.5).powi_scalar(2).mean();
-            let grads = GradientsParams::from_grads(loss.backward(), &linear);
-            linear = optimizer.step(0.05, linear, grads);
-        }
-        linear.weight.val().into_data().try_into_vec::<f32>().unwrap()
-    }
 
     #[test]
     fn matches_burns_nesterov_sgd_without_decay() {
-        let ours = train_linear(&mut ModuleOptimizer::from(FusedSgd::new(0.9, 0.0)), 6);
+        let ours = train_linear(&mut ModuleOptimizer::from(FusedSgd::new(0.9, 0.0)), 6, 0.05);
         let momentum = MomentumConfig::new().with_momentum(0.9).with_dampening(0.0).with_nesterov(true);
-        let burns = train_linear(&mut SgdConfig::new().with_momentum(Some(momentum)).init(), 6);
+        let burns = train_linear(&mut SgdConfig::new().with_momentum(Some(momentum)).init(), 6, 0.05);
         let max = ours.iter().zip(&burns).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
         assert!(max < 1e-5, "max difference {max}");
     }

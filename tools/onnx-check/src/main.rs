@@ -1,0 +1,42 @@
+//! `onnx-check MODEL INPUT OUTPUT NAME`: runs the ONNX file MODEL in tract on the float32
+//! little-endian images in INPUT (`[n, 3, 32, 32]`, n from the file size) and writes the
+//! graph output NAME to OUTPUT as float32 little-endian. Used by classify's export tests.
+
+use std::process::ExitCode;
+
+use tract_onnx::prelude::*;
+
+const IMAGE_FLOATS: usize = 3 * 32 * 32;
+
+fn run(model: &str, input: &str, output: &str, name: &str) -> TractResult<()> {
+    let bytes = std::fs::read(input)?;
+    let values: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    let n = values.len() / IMAGE_FLOATS;
+    let images = tract_ndarray::Array4::from_shape_vec((n, 3, 32, 32), values)?;
+    let mut graph = tract_onnx::onnx().model_for_path(model)?;
+    let outlet = graph.find_outlet_label(name).ok_or_else(|| format_err!("no output named {name}"))?;
+    graph.set_output_outlets(&[outlet])?;
+    let graph = graph
+        .with_input_fact(0, f32::fact([n, 3, 32, 32]).into())?
+        .into_optimized()?
+        .into_runnable()?;
+    let result = graph.run(tvec!(Tensor::from(images).into()))?;
+    let out: Vec<u8> = result[0].as_slice::<f32>()?.iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(output, out)?;
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [model, input, output, name] = args.as_slice() else {
+        eprintln!("usage: onnx-check MODEL INPUT OUTPUT NAME");
+        return ExitCode::from(2);
+    };
+    match run(model, input, output, name) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("onnx-check: {e:?}");
+            ExitCode::FAILURE
+        }
+    }
+}
