@@ -153,6 +153,10 @@ pub struct TrainArgs {
     /// Training-image augmentation [default: none; modern: flip-crop].
     #[arg(long, value_enum)]
     pub augment: Option<Augment>,
+    /// Reflect padding before flip-crop's random crop, i.e. the largest shift in pixels
+    /// (at most 8) [default: 4; fast: 2].
+    #[arg(long)]
+    pub crop_padding: Option<usize>,
     /// Evaluate and save an exponential moving average of the weights with this decay per
     /// step (`--ema` alone: 0.999; `--ema 0`: off) [default: off; seed modern: 0.999; fast:
     /// 0.99].

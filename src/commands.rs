@@ -123,6 +123,7 @@ fn apply_job(job: &Job, mut args: TrainArgs) -> Result<TrainArgs> {
     args.label_smoothing = args.label_smoothing.or(job.get("label-smoothing")?);
     args.ema = args.ema.or(job.get("ema")?);
     args.patience = args.patience.or(job.get("patience")?);
+    args.crop_padding = args.crop_padding.or(job.get("crop-padding")?);
     Ok(args)
 }
 
@@ -224,6 +225,7 @@ fn recipe_from(args: &TrainArgs, defaults: Recipe) -> Recipe {
         warmup_epochs: args.warmup_epochs.unwrap_or(defaults.warmup_epochs),
         label_smoothing: args.label_smoothing.unwrap_or(defaults.label_smoothing),
         augment: args.augment.unwrap_or(defaults.augment),
+        crop_padding: args.crop_padding.unwrap_or(defaults.crop_padding),
         // `--ema 0` turns a recipe's average off.
         ema: match args.ema {
             Some(decay) if decay == 0.0 => None,
@@ -251,6 +253,7 @@ fn warn_ignored(args: &TrainArgs, config: &RunConfig) {
         ("--warmup-epochs", args.warmup_epochs.is_some()),
         ("--label-smoothing", args.label_smoothing.is_some()),
         ("--augment", args.augment.is_some()),
+        ("--crop-padding", args.crop_padding.is_some()),
         ("--ema", args.ema.is_some()),
         ("--patience", args.patience.is_some()),
     ];

@@ -26,7 +26,7 @@ pub const TRAINING_ENV: &str = "SM_TRAINING_ENV";
 pub const DEFAULT_CHANNEL: &str = "training";
 
 /// Hyperparameters `classify train` takes from a job, with their flag names.
-pub const HYPERPARAMETERS: [&str; 18] = [
+pub const HYPERPARAMETERS: [&str; 19] = [
     "model",
     "recipe",
     "epochs",
@@ -43,6 +43,7 @@ pub const HYPERPARAMETERS: [&str; 18] = [
     "warmup-epochs",
     "label-smoothing",
     "augment",
+    "crop-padding",
     "ema",
     "patience",
 ];

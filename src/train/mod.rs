@@ -186,7 +186,7 @@ pub fn train(
             }
             let step = (epoch - 1) * batches + b;
             let mut batch = splits.train.select(indices);
-            augment_batch(&mut batch.images, indices, recipe.augment, config.seed, epoch);
+            augment_batch(&mut batch.images, indices, recipe.augment, recipe.crop_padding, config.seed, epoch);
             let images = images_to_tensor(&batch.images, &train_device);
             let targets = labels_to_tensor(&batch.labels, &train_device);
             let logits = model.forward(images);

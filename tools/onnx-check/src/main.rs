@@ -14,14 +14,14 @@ fn run(model: &str, input: &str, output: &str, name: &str) -> TractResult<()> {
     let n = values.len() / IMAGE_FLOATS;
     let images = tract_ndarray::Array4::from_shape_vec((n, 3, 32, 32), values)?;
     let mut graph = tract_onnx::onnx().model_for_path(model)?;
-    let outlet = graph.find_outlet_label(name).ok_or_else(|| format_err!("no output named {name}"))?;
-    graph.set_output_outlets(&[outlet])?;
+    let outlet = graph.find_outlet_label(name).ok_or_else(|| TractError::msg(format!("no output named {name}")))?;
+    graph.select_output_outlets(&[outlet])?;
     let graph = graph
         .with_input_fact(0, f32::fact([n, 3, 32, 32]).into())?
         .into_optimized()?
         .into_runnable()?;
     let result = graph.run(tvec!(Tensor::from(images).into()))?;
-    let out: Vec<u8> = result[0].as_slice::<f32>()?.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let out: Vec<u8> = result[0].to_plain_array_view::<f32>()?.iter().flat_map(|v| v.to_le_bytes()).collect();
     std::fs::write(output, out)?;
     Ok(())
 }
