@@ -92,6 +92,25 @@ fn into_f32(data: TensorData) -> Vec<f32> {
     data.try_into_vec_as::<f32>().unwrap_or_default()
 }
 
+/// Runs `update(params, grads)` on host copies of a parameter and its gradient (skipped
+/// when their sizes differ) and returns the updated parameter on its device. On Flex the
+/// parameter's buffer is reused, not copied, when nothing else shares it.
+pub(super) fn update_on_host<const D: usize>(
+    tensor: Tensor<D>,
+    grad: Tensor<D>,
+    update: impl FnOnce(&mut [f32], &[f32]),
+) -> Tensor<D> {
+    let device = tensor.device();
+    let shape = tensor.shape();
+    let mut params = into_f32(tensor.into_data());
+    let grads = grad.into_data();
+    let grads = grads.as_slice::<f32>().unwrap_or(&[]);
+    if grads.len() == params.len() {
+        update(&mut params, grads);
+    }
+    Tensor::from_data(TensorData::new(params, shape), &device)
+}
+
 impl Optimizer for FusedAdam {
     type State<const D: usize> = FusedAdamState;
 
@@ -102,21 +121,15 @@ impl Optimizer for FusedAdam {
         grad: Tensor<D>,
         state: Option<FusedAdamState>,
     ) -> (Tensor<D>, Option<FusedAdamState>) {
-        let device = tensor.device();
-        let shape = tensor.shape();
-        // Zero-copy on Flex when the parameter's buffer is not shared.
-        let mut params = into_f32(tensor.into_data());
-        let grads = grad.into_data();
-        let grads = grads.as_slice::<f32>().unwrap_or(&[]);
-        let n = params.len();
+        let n = tensor.shape().num_elements();
         let mut state = state
             .filter(|s| s.moment_1.len() == n && s.moment_2.len() == n)
             .unwrap_or_else(|| FusedAdamState { time: 0, moment_1: vec![0.0; n], moment_2: vec![0.0; n] });
-        if grads.len() == n {
+        let tensor = update_on_host(tensor, grad, |params, grads| {
             state.time += 1;
-            self.update(lr, state.time, &mut params, grads, &mut state.moment_1, &mut state.moment_2);
-        }
-        (Tensor::from_data(TensorData::new(params, shape), &device), Some(state))
+            self.update(lr, state.time, params, grads, &mut state.moment_1, &mut state.moment_2);
+        });
+        (tensor, Some(state))
     }
 
     fn to_device<const D: usize>(state: FusedAdamState, _device: &Device) -> FusedAdamState {

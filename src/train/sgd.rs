@@ -66,19 +66,14 @@ impl Optimizer for FusedSgd {
         grad: Tensor<D>,
         state: Option<FusedSgdState>,
     ) -> (Tensor<D>, Option<FusedSgdState>) {
-        let device = tensor.device();
-        let shape = tensor.shape();
-        let mut params = tensor.into_data().try_into_vec_as::<f32>().unwrap_or_default();
-        let grads = grad.into_data();
-        let grads = grads.as_slice::<f32>().unwrap_or(&[]);
-        let n = params.len();
+        let n = tensor.shape().num_elements();
         let mut state = state
             .filter(|s| s.velocity.len() == n)
             .unwrap_or_else(|| FusedSgdState { velocity: vec![0.0; n] });
-        if grads.len() == n {
-            self.update(lr, &mut params, grads, &mut state.velocity);
-        }
-        (Tensor::from_data(TensorData::new(params, shape), &device), Some(state))
+        let tensor = super::adam::update_on_host(tensor, grad, |params, grads| {
+            self.update(lr, params, grads, &mut state.velocity);
+        });
+        (tensor, Some(state))
     }
 
     fn to_device<const D: usize>(state: FusedSgdState, _device: &Device) -> FusedSgdState {
