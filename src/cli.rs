@@ -119,7 +119,7 @@ pub struct TrainArgs {
     /// decay, weight averaging) [default: original for seed, modern for fast].
     #[arg(long, value_enum)]
     pub recipe: Option<RecipeName>,
-    /// Passes over the training set [default: 30; fast: 10].
+    /// Passes over the training set [default: 30; seed modern: 15; fast: 10].
     #[arg(long)]
     pub epochs: Option<usize>,
     /// Images per optimiser step [default: 32; seed modern: 64; fast: 256].
@@ -166,7 +166,7 @@ pub struct TrainArgs {
     /// then the best epoch's weights [default: train every epoch].
     #[arg(long)]
     pub patience: Option<usize>,
-    /// Seed for initialisation, shuffling and dropout [default: 42].
+    /// Seed for initialisation, shuffling, dropout and augmentation [default: 42].
     #[arg(long)]
     pub seed: Option<u64>,
     /// Fraction of each class held out for validation: the last F of its items in file-name

@@ -275,7 +275,7 @@ pub enum BadImagePolicy {
     /// Stop loading with an error naming the file and the reason.
     #[default]
     Fail,
-    /// Leave the file out, and report it in [`Dataset::skipped`] and a warning.
+    /// Leave the file out, list it among the skipped files, and warn.
     Skip,
 }
 
