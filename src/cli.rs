@@ -154,7 +154,7 @@ pub struct TrainArgs {
     #[arg(long, value_enum)]
     pub augment: Option<Augment>,
     /// Reflect padding before flip-crop's random crop, i.e. the largest shift in pixels
-    /// (at most 8) [default: 4; fast: 2].
+    /// (at most 8) [default: 4].
     #[arg(long)]
     pub crop_padding: Option<usize>,
     /// Evaluate and save an exponential moving average of the weights with this decay per
