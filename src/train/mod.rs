@@ -114,10 +114,10 @@ pub fn train(
     let train_device = device.clone().autodiff();
     train_device.seed(config.seed);
     let mut model = Network::init(config.model, config.classes.len(), &train_device);
-    model.prepare(&splits.train.images);
     let mut optimizer = optimizer(config, device);
-    let mut ema = recipe.ema.map(|decay| Ema::new(decay, &model.valid()));
+    let mut ema = None;
     let mut history = Vec::new();
+    let mut resumed = false;
 
     if !resume || !run.exists() {
         run.create()?;
@@ -142,6 +142,7 @@ pub fn train(
                     .map_err(record_err("checkpoint weights do not fit the model"))
             };
             model = load(&checkpoint.model, "unreadable checkpoint weights")?;
+            resumed = true;
             let state = Bytes::from_bytes_vec(run.read(&checkpoint.optimizer)?);
             optimizer = optimizer.from_bytes(state).map_err(record_err("unreadable optimiser state"))?;
             if let (Some(decay), Some(name)) = (recipe.ema, &checkpoint.ema) {
@@ -155,6 +156,14 @@ pub fn train(
             run.save_metrics(&history)?;
             tracing::info!("resuming {} after epoch {}", run.root().display(), history.len());
         }
+    }
+    // A fresh start derives what the architecture takes from the data; a resumed model has it
+    // in its weights. The average starts from the model it will follow.
+    if !resumed {
+        model.prepare(&splits.train.images);
+    }
+    if ema.is_none() {
+        ema = recipe.ema.map(|decay| Ema::new(decay, &model.valid()));
     }
 
     let mut loss_config = CrossEntropyLossConfig::new();
