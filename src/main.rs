@@ -14,7 +14,27 @@ use clap::Parser;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `mi_option_purge_delay` in mimalloc.h's `mi_option_e` (v2 and v3); libmimalloc-sys
+/// 0.1.49 does not name it.
+#[cfg(not(feature = "system-allocator"))]
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Even mimalloc hands freed memory back to the OS after a delay, and a training step frees
+/// and reallocates the same large activations every few hundred milliseconds: the kernel then
+/// zeroes the pages again on the next step (7-13% of a `fast` training step in `perf`). -1
+/// keeps them; the peak resident memory is the same, since the step needs it anyway.
+/// Measured with `MIMALLOC_PURGE_DELAY=-1` against the default in BENCHMARKS.md; the
+/// environment variable still overrides this.
+fn keep_freed_memory() {
+    #[cfg(not(feature = "system-allocator"))]
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: sets one integer option; mimalloc reads it on its next purge decision.
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+    }
+}
+
 fn main() -> ExitCode {
+    keep_freed_memory();
     let cli = cli::Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)

@@ -4,6 +4,7 @@
 //! [`images_to_tensor`]) and returns unnormalised class scores (logits); softmax and the
 //! loss live with the training loop and the classifier, not in the model.
 
+mod conv;
 mod fast;
 mod seed;
 mod summary;
