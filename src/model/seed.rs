@@ -10,9 +10,9 @@ use burn::nn::{Dropout, DropoutConfig, Initializer, Linear, LinearConfig, Paddin
 use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::activation::relu;
-use burn::tensor::ops::PadMode;
 use rayon::prelude::*;
 
+use super::conv::{conv3x3_relu_pool, conv_of_constant};
 use super::summary::{LayerRow, Summary};
 
 /// Filters of the one convolution.
@@ -119,12 +119,14 @@ impl Seed {
     /// - images: `[batch, 3, 32, 32]`
     /// - output: `[batch, num_classes]` logits
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        let x = relu(self.conv_forward(images)); // [batch, 32, 32, 32]
-        let x = if crate::device::is_cpu(&x.device()) {
-            max_pool_2x2(x) // [batch, 32, 16, 16]
+        let device = images.device();
+        let x = if crate::device::is_cpu(&device) && !device.is_autodiff() {
+            self.conv_relu_pool_host(images) // [batch, 32, 16, 16]
+        } else if crate::device::is_cpu(&device) {
+            max_pool_2x2(relu(self.conv_forward(images))) // [batch, 32, 32, 32] -> [batch, 32, 16, 16]
         } else {
             // Finding the maxima on the host would mean a round trip from the GPU.
-            self.pool.forward(x)
+            self.pool.forward(relu(self.conv.forward(images)))
         };
         let x: Tensor<2> = x.flatten(1, 3); // [batch, 8192], (channel, row, column) order
         let x = relu(self.hidden.forward(x)); // [batch, 512]
@@ -132,35 +134,37 @@ impl Seed {
         self.output.forward(x) // [batch, num_classes]
     }
 
-    /// The 3x3 "same" convolution as one matrix product per image: `weight [32, 27] @
-    /// patches [27, h*w]`. The images are never trainable, so their patch matrix (im2col) is
-    /// built outside the gradient graph, and the backward pass is two small matrix products
-    /// instead of burn's direct-convolution kernels, which dominated the step on the CPU.
-    /// Same result as `self.conv.forward(images)`.
+    /// The 3x3 "same" convolution as one matrix product per image ([`conv_of_constant`]):
+    /// the images are never trainable, so their patch matrix is built outside the gradient
+    /// graph, and the backward pass is two small matrix products instead of burn's
+    /// direct-convolution kernels, which dominated the step on the CPU. Same result as
+    /// `self.conv.forward(images)`.
     ///
     /// # Shapes
     /// - images: `[batch, 3, h, w]`
     /// - output: `[batch, 32, h, w]`
     pub fn conv_forward(&self, images: Tensor<4>) -> Tensor<4> {
-        let [batch, channels, height, width] = images.dims();
-        let [filters, _, kh, kw] = self.conv.weight.dims();
-        let padded = images.detach().pad((kw / 2, kw / 2, kh / 2, kh / 2), PadMode::Constant(0.0));
-        // Rows in (channel, kernel row, kernel column) order: the layout of `weight`.
-        let mut rows = Vec::with_capacity(channels * kh * kw);
-        for c in 0..channels {
-            for dy in 0..kh {
-                for dx in 0..kw {
-                    rows.push(padded.clone().slice([0..batch, c..c + 1, dy..dy + height, dx..dx + width]));
-                }
-            }
-        }
-        let patches = Tensor::cat(rows, 1).reshape([batch, channels * kh * kw, height * width]);
-        let weight = self.conv.weight.val().reshape([1, filters, channels * kh * kw]);
-        let mut out = weight.matmul(patches); // [batch, 32, h*w]
-        if let Some(bias) = &self.conv.bias {
-            out = out + bias.val().reshape([1, filters, 1]);
-        }
-        out.reshape([batch, filters, height, width])
+        conv_of_constant(images, &self.conv)
+    }
+
+    /// Inference on the CPU: convolution, ReLU and pooling fused on the host
+    /// ([`conv3x3_relu_pool`]); the same values as the three layers one by one.
+    ///
+    /// # Shapes
+    /// - images: `[batch, 3, 32, 32]`
+    /// - output: `[batch, 32, 16, 16]`
+    fn conv_relu_pool_host(&self, images: Tensor<4>) -> Tensor<4> {
+        let dims = images.dims();
+        let host = |t: TensorData| t.convert::<f32>().try_into_vec::<f32>().unwrap_or_default();
+        // `dequantize` reads int8 weights (`--quantize int8`) as floats; a no-op on fp32.
+        let weight = host(self.conv.weight.val().dequantize().into_data());
+        let bias = match &self.conv.bias {
+            Some(bias) => host(bias.val().dequantize().into_data()),
+            None => vec![0.0; CONV_FILTERS],
+        };
+        let pooled = conv3x3_relu_pool(&host(images.into_data()), dims, &weight, &bias);
+        let [batch, _, h, w] = dims;
+        Tensor::from_data(TensorData::new(pooled, [batch, CONV_FILTERS, h / 2, w / 2]), &self.conv.weight.device())
     }
 
     pub(super) fn summary(&self) -> Summary {
@@ -182,7 +186,6 @@ impl Seed {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::tensor::Distribution;
 
     fn max_abs_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
         (a - b).abs().max().into_scalar::<f32>()
@@ -207,34 +210,5 @@ mod tests {
         let g_ours = x.grad(&(ours * probe.clone()).sum().backward()).unwrap();
         let g_burn = x.grad(&(burns * probe).sum().backward()).unwrap();
         assert_eq!(max_abs_diff(g_ours, g_burn), 0.0);
-    }
-
-    #[test]
-    fn im2col_convolution_matches_burns_conv2d_forward_and_weight_gradient() {
-        let device = Device::flex().autodiff();
-        device.seed(3);
-        let net = SeedConfig::new(10).init(&device);
-        // Non-zero bias so its path is checked too.
-        let net = Seed {
-            conv: Conv2d {
-                bias: Some(Param::from_tensor(Tensor::random([CONV_FILTERS], Distribution::Default, &device))),
-                ..net.conv
-            },
-            ..net
-        };
-        let images = Tensor::<4>::random([2, 3, 32, 32], Distribution::Default, &device);
-        let ours = net.conv_forward(images.clone());
-        let burns = net.conv.forward(images);
-        assert_eq!(ours.dims(), [2, 32, 32, 32]);
-        assert!(max_abs_diff(ours.clone(), burns.clone()) < 1e-5);
-
-        // The same loss through both paths gives the same weight and bias gradients.
-        let probe = Tensor::<4>::random([2, 32, 32, 32], Distribution::Default, &device);
-        let g_ours = (ours * probe.clone()).sum().backward();
-        let g_burn = (burns * probe).sum().backward();
-        let w = &net.conv.weight;
-        let b = net.conv.bias.as_ref().unwrap();
-        assert!(max_abs_diff(w.grad(&g_ours).unwrap(), w.grad(&g_burn).unwrap()) < 1e-3);
-        assert!(max_abs_diff(b.grad(&g_ours).unwrap(), b.grad(&g_burn).unwrap()) < 1e-3);
     }
 }
