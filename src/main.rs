@@ -22,9 +22,9 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// Even mimalloc hands freed memory back to the OS after a delay, and a training step frees
 /// and reallocates the same large activations every few hundred milliseconds: the kernel then
 /// zeroes the pages again on the next step (7-13% of a `fast` training step in `perf`). -1
-/// keeps them; the peak resident memory is the same, since the step needs it anyway.
-/// Measured with `MIMALLOC_PURGE_DELAY=-1` against the default in BENCHMARKS.md; the
-/// environment variable still overrides this.
+/// keeps them. The cost is memory: `bench`'s peak is unchanged, but a full `fast` training
+/// run, which also validates in other batch sizes, peaked at 1,077 MiB against 790 MiB
+/// (BENCHMARKS.md). The `MIMALLOC_PURGE_DELAY` environment variable still overrides this.
 fn keep_freed_memory() {
     #[cfg(not(feature = "system-allocator"))]
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
