@@ -120,13 +120,13 @@ impl Seed {
     /// - output: `[batch, num_classes]` logits
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
         let device = images.device();
-        let x = if crate::device::is_cpu(&device) && !device.is_autodiff() {
+        let cpu = crate::device::is_cpu(&device);
+        let x = if cpu && !device.is_autodiff() {
             self.conv_relu_pool_host(images) // [batch, 32, 16, 16]
-        } else if crate::device::is_cpu(&device) {
-            max_pool_2x2(relu(self.conv_forward(images))) // [batch, 32, 32, 32] -> [batch, 32, 16, 16]
         } else {
+            let x = relu(self.conv_forward(images)); // [batch, 32, 32, 32]
             // Finding the maxima on the host would mean a round trip from the GPU.
-            self.pool.forward(relu(self.conv.forward(images)))
+            if cpu { max_pool_2x2(x) } else { self.pool.forward(x) } // [batch, 32, 16, 16]
         };
         let x: Tensor<2> = x.flatten(1, 3); // [batch, 8192], (channel, row, column) order
         let x = relu(self.hidden.forward(x)); // [batch, 512]
