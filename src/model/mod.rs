@@ -5,6 +5,7 @@
 //! loss live with the training loop and the classifier, not in the model.
 
 mod conv;
+mod conv_op;
 mod fast;
 mod seed;
 mod summary;
