@@ -35,6 +35,7 @@ use burn::prelude::*;
 use burn::tensor::DType;
 use burn::tensor::ops::ConvOptions;
 use rayon::prelude::*;
+use std::cell::RefCell;
 
 /// Patch-matrix columns (images x pixels) per product: enough for the product to run near
 /// the machine's peak, small enough that the patch matrix (`channels * 9` rows) stays a few
@@ -183,40 +184,41 @@ pub fn weight_gradient(x: &[f32], output_grad: &[f32], [batch, channels, h, w]: 
         .fold(zero, |mut sum, (x, dy)| {
             let images = x.len() / (channels * pixels);
             let columns = images * pixels;
-            let patches = patch_matrix(x, [images, channels, h, w]); // [rows, columns]
-            // The output gradient as [filters, columns]: one row per filter, images side by side.
-            let mut grad = vec![0f32; filters * columns];
-            for (image, dy) in dy.chunks_exact(filters * pixels).enumerate() {
-                for (f, plane) in dy.chunks_exact(pixels).enumerate() {
-                    grad[f * columns + image * pixels..][..pixels].copy_from_slice(plane);
+            with_scratch([rows * columns, filters * columns], |patches, grad| {
+                patch_matrix(x, [images, channels, h, w], patches); // [rows, columns]
+                // The output gradient as [filters, columns]: one row per filter, images side by side.
+                for (image, dy) in dy.chunks_exact(filters * pixels).enumerate() {
+                    for (f, plane) in dy.chunks_exact(pixels).enumerate() {
+                        grad[f * columns + image * pixels..][..pixels].copy_from_slice(plane);
+                    }
                 }
-            }
-            // sum [filters, rows] += grad [filters, columns] @ patches^T [columns, rows]
-            // SAFETY: the strides and sizes describe the three buffers just allocated, and
-            // the destination does not alias the operands.
-            unsafe {
-                gemm::gemm(
-                    filters,
-                    rows,
-                    columns,
-                    sum.as_mut_ptr(),
-                    1,
-                    rows as isize,
-                    true,
-                    grad.as_ptr(),
-                    1,
-                    columns as isize,
-                    patches.as_ptr(),
-                    columns as isize,
-                    1,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
-            }
+                // sum [filters, rows] += grad [filters, columns] @ patches^T [columns, rows]
+                // SAFETY: the strides and sizes describe the three buffers above, and
+                // the destination does not alias the operands.
+                unsafe {
+                    gemm::gemm(
+                        filters,
+                        rows,
+                        columns,
+                        sum.as_mut_ptr(),
+                        1,
+                        rows as isize,
+                        true,
+                        grad.as_ptr(),
+                        1,
+                        columns as isize,
+                        patches.as_ptr(),
+                        columns as isize,
+                        1,
+                        1.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
+            });
             sum
         })
         .reduce(zero, |mut a, b| {
@@ -246,50 +248,51 @@ pub fn forward(x: &[f32], weight: &[f32], [batch, channels, h, w]: [usize; 4], f
         |(out, x)| {
             let images = x.len() / (channels * pixels);
             let columns = images * pixels;
-            let patches = patch_matrix(x, [images, channels, h, w]); // [rows, columns]
-            let mut product = vec![0f32; filters * columns];
-            // product [filters, columns] = weight [filters, rows] @ patches [rows, columns]
-            // SAFETY: the strides and sizes describe the buffers above; no aliasing.
-            unsafe {
-                gemm::gemm(
-                    filters,
-                    columns,
-                    rows,
-                    product.as_mut_ptr(),
-                    1,
-                    columns as isize,
-                    false,
-                    weight.as_ptr(),
-                    1,
-                    rows as isize,
-                    patches.as_ptr(),
-                    1,
-                    columns as isize,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
-            }
-            for (image, out) in out.chunks_exact_mut(filters * pixels).enumerate() {
-                for (f, plane) in out.chunks_exact_mut(pixels).enumerate() {
-                    plane.copy_from_slice(&product[f * columns + image * pixels..][..pixels]);
+            with_scratch([rows * columns, filters * columns], |patches, product| {
+                patch_matrix(x, [images, channels, h, w], patches); // [rows, columns]
+                // product [filters, columns] = weight [filters, rows] @ patches [rows, columns]
+                // SAFETY: the strides and sizes describe the buffers above; no aliasing.
+                unsafe {
+                    gemm::gemm(
+                        filters,
+                        columns,
+                        rows,
+                        product.as_mut_ptr(),
+                        1,
+                        columns as isize,
+                        false,
+                        weight.as_ptr(),
+                        1,
+                        rows as isize,
+                        patches.as_ptr(),
+                        1,
+                        columns as isize,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
                 }
-            }
+                for (image, out) in out.chunks_exact_mut(filters * pixels).enumerate() {
+                    for (f, plane) in out.chunks_exact_mut(pixels).enumerate() {
+                        plane.copy_from_slice(&product[f * columns + image * pixels..][..pixels]);
+                    }
+                }
+            });
         },
     );
     out
 }
 
-/// The zero-padded 3x3 patches of `images`, as `[channels * 9, images * h * w]`: row
-/// `(channel, ky, kx)` holds, for every output pixel, the input pixel it sees through that
-/// kernel tap.
-fn patch_matrix(images: &[f32], [count, channels, h, w]: [usize; 4]) -> Vec<f32> {
+/// The zero-padded 3x3 patches of `images`, written over all of `patches` as
+/// `[channels * 9, images * h * w]`: row `(channel, ky, kx)` holds, for every output pixel,
+/// the input pixel it sees through that kernel tap.
+fn patch_matrix(images: &[f32], [count, channels, h, w]: [usize; 4], patches: &mut [f32]) {
     let pixels = h * w;
     let columns = count * pixels;
-    let mut patches = vec![0f32; channels * 9 * columns];
+    debug_assert_eq!(patches.len(), channels * 9 * columns);
     for (row, out) in patches.chunks_exact_mut(columns).enumerate() {
         let (channel, ky, kx) = (row / 9, row % 9 / 3, row % 3);
         for image in 0..count {
@@ -297,18 +300,43 @@ fn patch_matrix(images: &[f32], [count, channels, h, w]: [usize; 4]) -> Vec<f32>
             let out = &mut out[image * pixels..][..pixels];
             // Output row y reads input row y + ky - 1; column x reads x + kx - 1.
             for y in 0..h {
-                let Some(source_y) = (y + ky).checked_sub(1).filter(|&s| s < h) else { continue };
-                let source = &plane[source_y * w..][..w];
                 let out = &mut out[y * w..][..w];
+                let Some(source_y) = (y + ky).checked_sub(1).filter(|&s| s < h) else {
+                    out.fill(0.0);
+                    continue;
+                };
+                let source = &plane[source_y * w..][..w];
                 match kx {
-                    0 => out[1..].copy_from_slice(&source[..w - 1]),
+                    0 => {
+                        out[0] = 0.0;
+                        out[1..].copy_from_slice(&source[..w - 1]);
+                    }
                     1 => out.copy_from_slice(source),
-                    _ => out[..w - 1].copy_from_slice(&source[1..]),
+                    _ => {
+                        out[..w - 1].copy_from_slice(&source[1..]);
+                        out[w - 1] = 0.0;
+                    }
                 }
             }
         }
     }
-    patches
+}
+
+thread_local! {
+    /// Each thread's patch matrix and product buffers, kept between groups and calls: both
+    /// are overwritten whole each time, so reusing them saves allocating and zeroing several
+    /// megabytes per group.
+    static SCRATCH: RefCell<[Vec<f32>; 2]> = const { RefCell::new([Vec::new(), Vec::new()]) };
+}
+
+/// Runs `f` with this thread's two scratch buffers at the given lengths (contents left from
+/// earlier use: `f` must write before it reads).
+fn with_scratch<R>(lengths: [usize; 2], f: impl FnOnce(&mut [f32], &mut [f32]) -> R) -> R {
+    SCRATCH.with_borrow_mut(|[a, b]| {
+        a.resize(lengths[0], 0.0);
+        b.resize(lengths[1], 0.0);
+        f(a, b)
+    })
 }
 
 #[cfg(test)]

@@ -35,6 +35,7 @@ use burn::tensor::ops::ConvOptions;
 
 use super::conv::conv_of_constant;
 use super::conv_op;
+use super::norm_op::batch_norm_relu;
 use super::seed::max_pool_2x2;
 use super::summary::{LayerRow, Summary};
 use crate::data::{CHANNELS, IMAGE_BYTES, IMAGE_SIZE, PLANE_BYTES};
@@ -126,12 +127,14 @@ impl Block {
     /// - output: `[batch, out, h / 2, w / 2]`
     ///
     /// `constant_input` says `x` carries no gradient (block 1, fed by the fixed whitening).
+    /// On the CPU such a layer runs as [`conv_of_constant`] (a training step measured about
+    /// 5% faster that way than with the extension there); the others as [`conv_op::conv3x3`].
     fn forward(&self, x: Tensor<4>, constant_input: bool) -> Tensor<4> {
         let cpu = crate::device::is_cpu(&x.device());
         let x = if constant_input && cpu { conv_of_constant(x, &self.conv1) } else { conv_op::conv3x3(x, &self.conv1) }; // [batch, out, h, w]
         let x = if cpu { max_pool_2x2(x) } else { self.pool.forward(x) };
-        let x = relu(self.norm1.forward(x)); // [batch, out, h / 2, w / 2]
-        relu(self.norm2.forward(conv_op::conv3x3(x, &self.conv2)))
+        let x = batch_norm_relu(&self.norm1, x); // [batch, out, h / 2, w / 2]
+        batch_norm_relu(&self.norm2, conv_op::conv3x3(x, &self.conv2))
     }
 }
 

@@ -6,6 +6,7 @@
 
 mod conv;
 mod conv_op;
+mod norm_op;
 mod fast;
 mod seed;
 mod summary;

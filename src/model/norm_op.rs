@@ -1,0 +1,383 @@
+//! BatchNorm followed by ReLU, in training mode, as one burn backend extension on the CPU.
+//!
+//! burn Flex runs a training BatchNorm as the backend's generic composition: the per-channel
+//! mean and variance each through a transposing copy of the whole activation, then the
+//! normalisation, then the ReLU as a layer of its own, and in the backward pass a dozen more
+//! whole-tensor operations (three transposing copies among them). Each is a pass over an
+//! activation of up to 17 MB at batch 256, and the fast model has six such layers. Here the
+//! forward pass reads the input twice (statistics, then normalise-and-ReLU) and writes once,
+//! and the backward pass reads input and output gradient twice and writes once, with the
+//! ReLU's mask recomputed from the input rather than stored.
+//!
+//! The formulas are the textbook ones, with `x̂ = (x - mean) / sqrt(var + eps)`,
+//! `z = gamma * x̂ + beta`, `y = max(z, 0)`, `g = dy` where `z > 0` and 0 elsewhere, and `M`
+//! values per channel:
+//!
+//! ```text
+//! dbeta  = sum g          dgamma = sum g * x̂
+//! dx     = gamma / sqrt(var + eps) * (g - dbeta / M - x̂ * dgamma / M)
+//! ```
+//!
+//! The extension is routed for Flex and autodiff over Flex only; [`batch_norm_relu`] uses it
+//! there while training and burn's layers everywhere else.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::NodeId;
+use burn::backend::flex::FlexTensor;
+use burn::backend::ops::{ActivationOps, ModuleOps};
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, Flex, backend_extension};
+use burn::nn::BatchNorm;
+use burn::prelude::*;
+use burn::tensor::DType;
+use burn::tensor::activation::relu;
+use rayon::prelude::*;
+
+/// The extension: the fused forward pass (output, batch mean, biased batch variance) and its
+/// gradients (input, gamma, beta).
+#[backend_extension(Flex, Autodiff)]
+pub trait BatchNormReluBackend: Backend {
+    /// # Shapes
+    /// - x: `[batch, channels, h, w]`, gamma and beta: `[channels]`
+    /// - output: `[batch, channels, h, w]`; mean and variance: `[channels]`
+    fn batch_norm_relu(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+
+    /// Gradients with respect to x, gamma and beta, given the forward pass's inputs, its
+    /// statistics and the gradient with respect to its output.
+    fn batch_norm_relu_backward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        variance: FloatTensor<Self>,
+        epsilon: f64,
+        output_grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+}
+
+fn f32_values(t: &FlexTensor) -> FlexTensor {
+    t.to_contiguous()
+}
+
+fn flex(values: Vec<f32>, shape: impl Into<Shape>) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape.into()))
+}
+
+impl BatchNormReluBackend for Flex {
+    fn batch_norm_relu(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        epsilon: f64,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        if [&x, &gamma, &beta].iter().any(|t| t.dtype() != DType::F32) {
+            let result = Self::batch_norm_train(x, gamma, beta, epsilon);
+            return (Self::relu(result.output), result.mean, result.variance);
+        }
+        let dims: [usize; 4] = x.layout().shape().dims();
+        let (x, gamma, beta) = (f32_values(&x), f32_values(&gamma), f32_values(&beta));
+        let slice = |t: &FlexTensor| t.as_slice::<f32>().expect("contiguous f32").to_vec();
+        let stats = statistics(x.as_slice::<f32>().expect("contiguous f32"), dims);
+        let out = normalise_relu(
+            x.as_slice::<f32>().expect("contiguous f32"),
+            dims,
+            &slice(&gamma),
+            &slice(&beta),
+            &stats,
+            epsilon,
+        );
+        let channels = dims[1];
+        (flex(out, dims), flex(stats.mean, [channels]), flex(stats.variance, [channels]))
+    }
+
+    fn batch_norm_relu_backward(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        mean: FlexTensor,
+        variance: FlexTensor,
+        epsilon: f64,
+        output_grad: FlexTensor,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        let dims: [usize; 4] = x.layout().shape().dims();
+        let channels = dims[1];
+        let tensors = [&x, &gamma, &beta, &mean, &variance, &output_grad].map(f32_values);
+        let [x, gamma, beta, mean, variance, output_grad] = tensors.each_ref().map(|t| t.as_slice::<f32>().expect("f32"));
+        let stats = Statistics { mean: mean.to_vec(), variance: variance.to_vec() };
+        let (dx, dgamma, dbeta) = gradients(x, output_grad, dims, gamma, beta, &stats, epsilon);
+        (flex(dx, dims), flex(dgamma, [channels]), flex(dbeta, [channels]))
+    }
+}
+
+#[derive(Debug)]
+struct BatchNormReluBackward;
+
+impl<B: Backend + BatchNormReluBackend> Backward<B, 3> for BatchNormReluBackward {
+    /// The checkpointed input, gamma and beta; the batch statistics as the forward pass
+    /// computed them; epsilon.
+    type State = (NodeId, NodeId, NodeId, FloatTensor<B>, FloatTensor<B>, f64);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+        let [node_x, node_gamma, node_beta] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (x_state, gamma_state, beta_state, mean, variance, epsilon) = ops.state;
+        let x = checkpointer.retrieve_node_output::<FloatTensor<B>>(x_state);
+        let gamma = checkpointer.retrieve_node_output::<FloatTensor<B>>(gamma_state);
+        let beta = checkpointer.retrieve_node_output::<FloatTensor<B>>(beta_state);
+        let (dx, dgamma, dbeta) = B::batch_norm_relu_backward(x, gamma, beta, mean, variance, epsilon, grad);
+        for (node, grad) in [(node_x, dx), (node_gamma, dgamma), (node_beta, dbeta)] {
+            if let Some(node) = node {
+                grads.register::<B>(node.id, grad);
+            }
+        }
+    }
+}
+
+impl<B: Backend + BatchNormReluBackend, C: CheckpointStrategy> BatchNormReluBackend for Autodiff<B, C> {
+    fn batch_norm_relu(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let prepared = BatchNormReluBackward.prepare::<C>([x.node(), gamma.node(), beta.node()]).compute_bound().stateful();
+        let (out, mean, variance) = match prepared {
+            OpsKind::Tracked(mut prep) => {
+                let states = [prep.checkpoint(&x), prep.checkpoint(&gamma), prep.checkpoint(&beta)];
+                let (out, mean, variance) =
+                    B::batch_norm_relu(x.into_primitive(), gamma.into_primitive(), beta.into_primitive(), epsilon);
+                let [x_state, gamma_state, beta_state] = states;
+                let state = (x_state, gamma_state, beta_state, mean.clone(), variance.clone(), epsilon);
+                (prep.finish(state, out), mean, variance)
+            }
+            OpsKind::UnTracked(prep) => {
+                let (out, mean, variance) =
+                    B::batch_norm_relu(x.into_primitive(), gamma.into_primitive(), beta.into_primitive(), epsilon);
+                (prep.finish(out), mean, variance)
+            }
+        };
+        (out, Self::from_inner(mean), Self::from_inner(variance))
+    }
+
+    fn batch_norm_relu_backward(
+        _x: FloatTensor<Self>,
+        _gamma: FloatTensor<Self>,
+        _beta: FloatTensor<Self>,
+        _mean: FloatTensor<Self>,
+        _variance: FloatTensor<Self>,
+        _epsilon: f64,
+        _output_grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        unreachable!("the gradients are only taken on the inner backend, inside the backward pass")
+    }
+}
+
+/// `relu(norm.forward(x))`: while training on the CPU through the fused extension above,
+/// with the running statistics updated as burn's `BatchNorm` updates them; elsewhere, and
+/// for inference, through burn's layers.
+///
+/// # Shapes
+/// - x: `[batch, channels, h, w]`
+/// - output: `[batch, channels, h, w]`
+pub fn batch_norm_relu(norm: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
+    let device = x.device();
+    if !(crate::device::is_cpu(&device) && device.is_autodiff() && norm.training.is_enabled()) {
+        return relu(norm.forward(x));
+    }
+    let (out, mean, variance) = <Dispatch as BatchNormReluBackend>::batch_norm_relu(
+        x.into_dispatch(),
+        norm.gamma.val().into_dispatch(),
+        norm.beta.val().into_dispatch(),
+        norm.epsilon,
+    );
+    let (mean, variance) = (Tensor::<1>::from_dispatch(mean), Tensor::<1>::from_dispatch(variance));
+    let momentum = norm.momentum;
+    let update = |running: Tensor<1>, batch: Tensor<1>| {
+        running.to_device(&device).mul_scalar(1.0 - momentum).add(batch.detach().mul_scalar(momentum)).detach()
+    };
+    norm.running_mean.update(update(norm.running_mean.value_sync(), mean));
+    norm.running_var.update(update(norm.running_var.value_sync(), variance));
+    Tensor::from_dispatch(out)
+}
+
+/// Per-channel batch mean and biased variance.
+struct Statistics {
+    mean: Vec<f32>,
+    variance: Vec<f32>,
+}
+
+/// One plane is one image's map of one channel: `h * w` contiguous values.
+fn planes_of(values: &[f32], [_, channels, h, w]: [usize; 4], channel: usize) -> impl Iterator<Item = &[f32]> {
+    values.chunks_exact(h * w).skip(channel).step_by(channels)
+}
+
+/// The mean and biased variance of each channel, summed in f64 over one read of the input
+/// (`sum x` and `sum x^2`: for activations of order 1 and up to a few million values per
+/// channel, f64 keeps the difference exact to f32 precision).
+fn statistics(x: &[f32], dims: [usize; 4]) -> Statistics {
+    let [batch, channels, h, w] = dims;
+    let count = (batch * h * w).max(1) as f64;
+    let (mean, variance) = (0..channels)
+        .into_par_iter()
+        .map(|c| {
+            let (mut sum, mut squares) = (0f64, 0f64);
+            for plane in planes_of(x, dims, c) {
+                // f32 within a plane (at most 1,024 values), f64 across them.
+                let (s, q) = plane.iter().fold((0f32, 0f32), |(s, q), &v| (s + v, q + v * v));
+                sum += s as f64;
+                squares += q as f64;
+            }
+            let mean = sum / count;
+            (mean as f32, (squares / count - mean * mean).max(0.0) as f32)
+        })
+        .unzip();
+    Statistics { mean, variance }
+}
+
+/// Per channel, `scale = gamma / sqrt(var + eps)` and `shift = beta - mean * scale`, so
+/// that `z = x * scale + shift`.
+fn scale_shift(gamma: &[f32], beta: &[f32], stats: &Statistics, epsilon: f64) -> (Vec<f32>, Vec<f32>) {
+    (0..gamma.len())
+        .map(|c| {
+            let scale = gamma[c] / (stats.variance[c] as f64 + epsilon).sqrt() as f32;
+            (scale, beta[c] - stats.mean[c] * scale)
+        })
+        .unzip()
+}
+
+fn normalise_relu(x: &[f32], dims: [usize; 4], gamma: &[f32], beta: &[f32], stats: &Statistics, epsilon: f64) -> Vec<f32> {
+    let [_, channels, h, w] = dims;
+    let (scale, shift) = scale_shift(gamma, beta, stats, epsilon);
+    let mut out = vec![0f32; x.len()];
+    out.par_chunks_mut(h * w).zip(x.par_chunks(h * w)).enumerate().for_each(|(plane, (out, x))| {
+        let (scale, shift) = (scale[plane % channels], shift[plane % channels]);
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = (v * scale + shift).max(0.0);
+        }
+    });
+    out
+}
+
+/// `(dx, dgamma, dbeta)`; see the module docs for the formulas.
+fn gradients(
+    x: &[f32],
+    dy: &[f32],
+    dims: [usize; 4],
+    gamma: &[f32],
+    beta: &[f32],
+    stats: &Statistics,
+    epsilon: f64,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let [batch, channels, h, w] = dims;
+    let count = (batch * h * w).max(1) as f32;
+    let (scale, shift) = scale_shift(gamma, beta, stats, epsilon);
+    let inv_std: Vec<f32> = stats.variance.iter().map(|&v| (1.0 / (v as f64 + epsilon).sqrt()) as f32).collect();
+    // g = dy where z = x * scale + shift > 0.
+    let (dgamma, dbeta): (Vec<f32>, Vec<f32>) = (0..channels)
+        .into_par_iter()
+        .map(|c| {
+            let (mut dgamma, mut dbeta) = (0f64, 0f64);
+            for (x, dy) in planes_of(x, dims, c).zip(planes_of(dy, dims, c)) {
+                let (g_sum, gx_sum) = x.iter().zip(dy).fold((0f32, 0f32), |(g_sum, gx_sum), (&x, &dy)| {
+                    let g = if x * scale[c] + shift[c] > 0.0 { dy } else { 0.0 };
+                    (g_sum + g, gx_sum + g * x)
+                });
+                dbeta += g_sum as f64;
+                // sum g * x̂ = inv_std * (sum g x - mean * sum g)
+                dgamma += gx_sum as f64 - stats.mean[c] as f64 * g_sum as f64;
+            }
+            ((dgamma * inv_std[c] as f64) as f32, dbeta as f32)
+        })
+        .unzip();
+    let mut dx = vec![0f32; x.len()];
+    dx.par_chunks_mut(h * w).zip(x.par_chunks(h * w).zip(dy.par_chunks(h * w))).enumerate().for_each(
+        |(plane, (dx, (x, dy)))| {
+            let c = plane % channels;
+            let (scale_c, shift_c, inv_std_c) = (scale[c], shift[c], inv_std[c]);
+            let (mean_c, dbeta_mean, dgamma_mean) = (stats.mean[c], dbeta[c] / count, dgamma[c] / count);
+            for ((d, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
+                let g = if x * scale_c + shift_c > 0.0 { dy } else { 0.0 };
+                let x_hat = (x - mean_c) * inv_std_c;
+                *d = gamma[c] * inv_std_c * (g - dbeta_mean - x_hat * dgamma_mean);
+            }
+        },
+    );
+    (dx, dgamma, dbeta)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::module::Param;
+    use burn::nn::BatchNormConfig;
+    use burn::tensor::Distribution;
+
+    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data().try_to_vec::<f32>().unwrap()
+    }
+
+    fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+        a.iter().zip(b).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max)
+    }
+
+    /// Output, gradients and running statistics against burn's `BatchNorm` then `relu`, on a
+    /// layer whose gamma and beta are not the identity (so the ReLU cuts at different
+    /// places per channel) and with an output gradient that is not uniform.
+    #[test]
+    fn matches_burns_batch_norm_and_relu() {
+        let device = Device::flex().autodiff();
+        let [batch, channels, h, w] = [6, 5, 4, 3];
+        let gamma = Tensor::<1>::random([channels], Distribution::Uniform(0.5, 2.0), &device);
+        let beta = Tensor::<1>::random([channels], Distribution::Normal(0.0, 0.5), &device);
+        let x = Tensor::<4>::random([batch, channels, h, w], Distribution::Normal(1.0, 2.0), &device);
+        let probe = Tensor::<4>::random([batch, channels, h, w], Distribution::Normal(0.0, 1.0), &device);
+        let run = |ours: bool| {
+            // A fresh layer per run: clones would share the running statistics.
+            let mut norm = BatchNormConfig::new(channels).init(&device);
+            norm.gamma = Param::from_tensor(gamma.clone());
+            norm.beta = Param::from_tensor(beta.clone());
+            let x = x.clone().require_grad();
+            let out = if ours { batch_norm_relu(&norm, x.clone()) } else { relu(norm.forward(x.clone())) };
+            let grads = (out.clone() * probe.clone()).sum().backward();
+            [
+                values(out.inner()),
+                values(x.grad(&grads).unwrap()),
+                values(norm.gamma.val().grad(&grads).unwrap()),
+                values(norm.beta.val().grad(&grads).unwrap()),
+                values(norm.running_mean.value()),
+                values(norm.running_var.value()),
+            ]
+        };
+        let (ours, theirs) = (run(true), run(false));
+        for (name, (a, b)) in ["output", "x grad", "gamma grad", "beta grad", "running mean", "running var"]
+            .iter()
+            .zip(ours.iter().zip(&theirs))
+        {
+            assert_eq!(a.len(), b.len(), "{name}");
+            assert!(max_abs_diff(a, b) < 1e-4, "{name} differs: {a:?} against {b:?}");
+        }
+        // The ReLU did cut somewhere, and the gradient is not trivially zero.
+        assert!(ours[0].iter().any(|&v| v == 0.0) && ours[0].iter().any(|&v| v > 0.0));
+        assert!(ours[1].iter().any(|&v| v.abs() > 1e-3));
+    }
+
+    /// Without autodiff (inference) the layer uses the running statistics, as burn's does.
+    #[test]
+    fn inference_uses_the_running_statistics() {
+        let device = Device::flex();
+        let norm = BatchNormConfig::new(2).init(&device);
+        let x = Tensor::<4>::from_floats([[[[3.0, -1.0]], [[0.5, 2.0]]]], &device);
+        // Fresh running statistics are mean 0, variance 1: the layer is ReLU up to epsilon.
+        let out = values(batch_norm_relu(&norm, x));
+        let expected = [3.0, 0.0, 0.5, 2.0].map(|v: f32| v / (1.0f32 + 1e-5).sqrt());
+        assert!(max_abs_diff(&out, &expected) < 1e-6, "{out:?}");
+    }
+}
