@@ -13,10 +13,11 @@
 //!
 //! is one `[filters, K] @ [K, channels * 9]` product per group of images, `K` = images x
 //! pixels, over a patch matrix (im2col) built for that group only; [`weight_gradient`] does
-//! that on the host with the `gemm` crate that Flex itself uses. The forward pass and the
-//! input gradient stay burn's own kernels: the input gradient is the forward convolution of
-//! the output gradient with the filters transposed and turned by 180 degrees, which runs on
-//! Flex's fast forward path.
+//! that on the host with the `gemm` crate that Flex itself uses. The forward pass
+//! ([`forward`]) is the same kind of product, `weight @ patches` per group of images, which
+//! beat Flex's own convolution on these layers (most on the 16x16 ones); the input gradient
+//! is that forward convolution applied to the output gradient with the filters transposed
+//! and turned by 180 degrees.
 //!
 //! The extension is routed for Flex and autodiff over Flex only; [`conv3x3`] uses it there
 //! and burn's `conv2d` on every other device.
