@@ -407,6 +407,21 @@ mod tests {
         assert!(max_abs_diff(&values(weight.grad(&grads).unwrap()), &values(weight.grad(&reference).unwrap())) < 1e-4);
     }
 
+    /// Through the public wrapper, without autodiff (inference): the host forward pass
+    /// against burn's layer, with a batch large enough to make several groups of images.
+    #[test]
+    fn wrapper_matches_the_layer_for_inference() {
+        let device = Device::flex();
+        let conv = burn::nn::conv::Conv2dConfig::new([5, 6], [3, 3])
+            .with_padding(burn::nn::PaddingConfig2d::Explicit(1, 1, 1, 1))
+            .with_bias(false)
+            .init(&device);
+        let x = Tensor::<4>::random([300, 5, 3, 4], Distribution::Normal(0.0, 1.0), &device);
+        let (ours, theirs) = (values(conv3x3(x.clone(), &conv)), values(conv.forward(x)));
+        assert_eq!(ours.len(), theirs.len());
+        assert!(max_abs_diff(&ours, &theirs) < 1e-4);
+    }
+
     /// The weight gradient against its definition, summed by hand, on a case small enough
     /// to write out: one image, one channel, one filter, 2x2.
     #[test]
