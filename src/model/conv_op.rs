@@ -43,6 +43,11 @@ use std::cell::RefCell;
 /// megabytes.
 const GROUP_COLUMNS: usize = 2048;
 
+/// A Flex tensor owning `values` (row-major), for the host kernels' results.
+pub(super) fn flex_tensor(values: Vec<f32>, shape: impl Into<Shape>) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape.into()))
+}
+
 fn same_3x3() -> ConvOptions<2> {
     ConvOptions::new([1, 1], [1, 1], [1, 1], 1)
 }
@@ -78,7 +83,7 @@ impl Conv3x3Backend for Flex {
             dims,
             filters,
         );
-        FlexTensor::from_data(TensorData::new(out, [dims[0], filters, dims[2], dims[3]]))
+        flex_tensor(out, [dims[0], filters, dims[2], dims[3]])
     }
 
     fn conv3x3_weight_grad(x: FlexTensor, weight: FlexTensor, output_grad: FlexTensor) -> FlexTensor {
@@ -94,7 +99,7 @@ impl Conv3x3Backend for Flex {
             dims,
             filters,
         );
-        FlexTensor::from_data(TensorData::new(grad, [filters, dims[1], 3, 3]))
+        flex_tensor(grad, [filters, dims[1], 3, 3])
     }
 }
 

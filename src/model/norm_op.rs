@@ -29,6 +29,8 @@ use burn::backend::autodiff::NodeId;
 use burn::backend::flex::FlexTensor;
 use burn::backend::ops::{ActivationOps, ModuleOps};
 use burn::backend::tensor::FloatTensor;
+
+use super::conv_op::flex_tensor;
 use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, Flex, backend_extension};
 use burn::nn::BatchNorm;
 use burn::prelude::*;
@@ -63,14 +65,6 @@ pub trait BatchNormReluBackend: Backend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
 
-fn f32_values(t: &FlexTensor) -> FlexTensor {
-    t.to_contiguous()
-}
-
-fn flex(values: Vec<f32>, shape: impl Into<Shape>) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(values, shape.into()))
-}
-
 impl BatchNormReluBackend for Flex {
     fn batch_norm_relu(
         x: FlexTensor,
@@ -83,7 +77,7 @@ impl BatchNormReluBackend for Flex {
             return (Self::relu(result.output), result.mean, result.variance);
         }
         let dims: [usize; 4] = x.layout().shape().dims();
-        let (x, gamma, beta) = (f32_values(&x), f32_values(&gamma), f32_values(&beta));
+        let (x, gamma, beta) = (x.to_contiguous(), gamma.to_contiguous(), beta.to_contiguous());
         let slice = |t: &FlexTensor| t.as_slice::<f32>().expect("contiguous f32").to_vec();
         let stats = statistics(x.as_slice::<f32>().expect("contiguous f32"), dims);
         let out = normalise_relu(
@@ -95,7 +89,7 @@ impl BatchNormReluBackend for Flex {
             epsilon,
         );
         let channels = dims[1];
-        (flex(out, dims), flex(stats.mean, [channels]), flex(stats.variance, [channels]))
+        (flex_tensor(out, dims), flex_tensor(stats.mean, [channels]), flex_tensor(stats.variance, [channels]))
     }
 
     fn batch_norm_relu_backward(
@@ -109,11 +103,11 @@ impl BatchNormReluBackend for Flex {
     ) -> (FlexTensor, FlexTensor, FlexTensor) {
         let dims: [usize; 4] = x.layout().shape().dims();
         let channels = dims[1];
-        let tensors = [&x, &gamma, &beta, &mean, &variance, &output_grad].map(f32_values);
+        let tensors = [&x, &gamma, &beta, &mean, &variance, &output_grad].map(FlexTensor::to_contiguous);
         let [x, gamma, beta, mean, variance, output_grad] = tensors.each_ref().map(|t| t.as_slice::<f32>().expect("f32"));
         let stats = Statistics { mean: mean.to_vec(), variance: variance.to_vec() };
         let (dx, dgamma, dbeta) = gradients(x, output_grad, dims, gamma, beta, &stats, epsilon);
-        (flex(dx, dims), flex(dgamma, [channels]), flex(dbeta, [channels]))
+        (flex_tensor(dx, dims), flex_tensor(dgamma, [channels]), flex_tensor(dbeta, [channels]))
     }
 }
 
