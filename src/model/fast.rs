@@ -21,6 +21,10 @@
 //! - airbench's widths are 64/256/256; 64/128/256 halves the cost of the two largest layers
 //!   for about a point of accuracy, what a 2-core CPU can afford in an hour.
 //! - ReLU instead of airbench's GELU: GELU's `erf` cost 7% of a CPU step, for little gain.
+//! - As in airbench, each 3x3 convolution's first `min(in, out)` filters start as the
+//!   identity, and BatchNorm's running statistics take 0.4 of each batch's (burn's default
+//!   is 0.1). How the BatchNorm scales and shifts train is the recipe's business
+//!   (`src/train/recipe.rs`).
 //! - Logits are scaled by 1/9, airbench's constant: with BatchNorm the features are O(1) and
 //!   the scale keeps the initial softmax soft.
 
@@ -85,11 +89,31 @@ pub struct Fast {
     pub head: Linear,
 }
 
+/// A 3x3 convolution, no bias, whose first `min(in, out)` filters start as the identity
+/// (airbench's partial Dirac initialisation; the rest keep burn's Kaiming-uniform draw): a
+/// fresh network starts by passing its input through, and training fits what to add.
 fn conv3x3(channels_in: usize, channels_out: usize, device: &Device) -> Conv2d {
-    Conv2dConfig::new([channels_in, channels_out], [3, 3])
+    let mut conv = Conv2dConfig::new([channels_in, channels_out], [3, 3])
         .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
         .with_bias(false)
-        .init(device)
+        .init(device);
+    let shape = conv.weight.dims();
+    let mut weight = conv.weight.val().into_data().try_into_vec_as::<f32>().unwrap_or_default();
+    let filter = channels_in * 9;
+    for i in 0..channels_in.min(channels_out) {
+        let taps = &mut weight[i * filter..(i + 1) * filter];
+        taps.fill(0.0);
+        taps[i * 9 + 4] = 1.0; // channel i, centre tap
+    }
+    conv.weight = Param::from_tensor(Tensor::from_data(TensorData::new(weight, shape), device));
+    conv
+}
+
+/// A BatchNorm layer with airbench's running-statistics momentum: 0.4 of each batch's
+/// statistics (burn's default is 0.1), so the statistics used for evaluation follow the
+/// weights closely through a short, high-rate run.
+fn batch_norm(width: usize, device: &Device) -> BatchNorm {
+    BatchNormConfig::new(width).with_momentum(0.4).init(device)
 }
 
 impl FastConfig {
@@ -103,9 +127,9 @@ impl FastConfig {
                 let block = Block {
                     conv1: conv3x3(channels, width, device),
                     pool: MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init(),
-                    norm1: BatchNormConfig::new(width).init(device),
+                    norm1: batch_norm(width, device),
                     conv2: conv3x3(width, width, device),
-                    norm2: BatchNormConfig::new(width).init(device),
+                    norm2: batch_norm(width, device),
                 };
                 channels = width;
                 block
@@ -325,6 +349,21 @@ mod tests {
         }
         // Trace is preserved.
         assert!((values.iter().sum::<f64>() - 8.0).abs() < 1e-10);
+    }
+
+    #[test]
+    fn the_first_filters_start_as_the_identity() {
+        let device = Device::flex();
+        let (channels_in, channels_out) = (4, 6);
+        let conv = conv3x3(channels_in, channels_out, &device);
+        let x = Tensor::<4>::random([2, channels_in, 5, 5], burn::tensor::Distribution::Default, &device);
+        let y = conv.forward(x.clone());
+        let passed = y.clone().slice([0..2, 0..channels_in]);
+        let diff = (passed - x).abs().max().into_scalar::<f32>();
+        assert!(diff < 1e-6, "the first {channels_in} filters must copy their channel: {diff}");
+        // The remaining filters keep their random draw.
+        let rest = y.slice([0..2, channels_in..channels_out]).abs().max().into_scalar::<f32>();
+        assert!(rest > 1e-3, "the other filters must not be zero");
     }
 
     /// Images with strongly correlated neighbouring pixels and channels, as photos have.
