@@ -120,6 +120,11 @@ fn apply_job(job: &Job, mut args: TrainArgs) -> Result<TrainArgs> {
     args.momentum = args.momentum.or(job.get("momentum")?);
     args.weight_decay = args.weight_decay.or(job.get("weight-decay")?);
     args.warmup_epochs = args.warmup_epochs.or(job.get("warmup-epochs")?);
+    args.lr_start = args.lr_start.or(job.get("lr-start")?);
+    args.lr_end = args.lr_end.or(job.get("lr-end")?);
+    args.norm_bias_lr_scale = args.norm_bias_lr_scale.or(job.get("norm-bias-lr-scale")?);
+    args.freeze_norm_scale = args.freeze_norm_scale.or(job.get("freeze-norm-scale")?);
+    args.lookahead = args.lookahead.or(job.get("lookahead")?);
     args.label_smoothing = args.label_smoothing.or(job.get("label-smoothing")?);
     args.ema = args.ema.or(job.get("ema")?);
     args.patience = args.patience.or(job.get("patience")?);
@@ -223,6 +228,12 @@ fn recipe_from(args: &TrainArgs, defaults: Recipe) -> Recipe {
         weight_decay: args.weight_decay.unwrap_or(defaults.weight_decay),
         schedule: args.schedule.unwrap_or(defaults.schedule),
         warmup_epochs: args.warmup_epochs.unwrap_or(defaults.warmup_epochs),
+        lr_start: args.lr_start.unwrap_or(defaults.lr_start),
+        lr_end: args.lr_end.unwrap_or(defaults.lr_end),
+        norm_bias_lr_scale: args.norm_bias_lr_scale.unwrap_or(defaults.norm_bias_lr_scale),
+        freeze_norm_scale: args.freeze_norm_scale.unwrap_or(defaults.freeze_norm_scale),
+        // Asking for a moving average (`--ema D`) replaces a recipe's lookahead.
+        lookahead: args.lookahead.unwrap_or(defaults.lookahead && args.ema.is_none_or(|decay| decay == 0.0)),
         label_smoothing: args.label_smoothing.unwrap_or(defaults.label_smoothing),
         augment: args.augment.unwrap_or(defaults.augment),
         crop_padding: args.crop_padding.unwrap_or(defaults.crop_padding),
@@ -251,6 +262,11 @@ fn warn_ignored(args: &TrainArgs, config: &RunConfig) {
         ("--weight-decay", args.weight_decay.is_some()),
         ("--schedule", args.schedule.is_some()),
         ("--warmup-epochs", args.warmup_epochs.is_some()),
+        ("--lr-start", args.lr_start.is_some()),
+        ("--lr-end", args.lr_end.is_some()),
+        ("--norm-bias-lr-scale", args.norm_bias_lr_scale.is_some()),
+        ("--freeze-norm-scale", args.freeze_norm_scale.is_some()),
+        ("--lookahead", args.lookahead.is_some()),
         ("--label-smoothing", args.label_smoothing.is_some()),
         ("--augment", args.augment.is_some()),
         ("--crop-padding", args.crop_padding.is_some()),

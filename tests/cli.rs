@@ -242,7 +242,32 @@ fn recipe_flags_reach_the_run_config_and_bad_values_are_named() {
     assert_eq!(c["recipe"]["momentum"].as_f64(), Some(0.8));
     assert_eq!(c["recipe"]["patience"].as_u64(), Some(3));
 
-    for (flag, value) in [("--label-smoothing", "1.5"), ("--ema", "2"), ("--momentum", "1"), ("--patience", "0")] {
+    // The fast model's recipe is airbench's; --ema given alone replaces its lookahead.
+    ok(classify(root, &["train", "--data", "shapes", "--model", "fast", "--epochs", "1", "--out", "runs/fast"]));
+    let c = config("runs/fast");
+    assert_eq!((c["batch_size"].as_u64(), c["learning_rate"].as_f64()), (Some(256), Some(0.375)));
+    assert_eq!(c["recipe"]["augment"], "alt-flip-crop");
+    assert_eq!(c["recipe"]["lookahead"], true);
+    assert_eq!(c["recipe"]["freeze_norm_scale"], true);
+    assert_eq!(c["recipe"]["norm_bias_lr_scale"].as_f64(), Some(64.0));
+    assert_eq!((c["recipe"]["lr_start"].as_f64(), c["recipe"]["lr_end"].as_f64()), (Some(0.2), Some(0.07)));
+    ok(classify(root, &[
+        "train", "--data", "shapes", "--model", "fast", "--epochs", "1", "--ema", "0.99", "--freeze-norm-scale",
+        "false", "--out", "runs/fast-ema",
+    ]));
+    let c = config("runs/fast-ema");
+    assert_eq!((c["recipe"]["lookahead"].as_bool(), c["recipe"]["ema"].as_f64()), (Some(false), Some(0.99)));
+    assert_eq!(c["recipe"]["freeze_norm_scale"], false);
+
+    for (flag, value) in [
+        ("--label-smoothing", "1.5"),
+        ("--ema", "2"),
+        ("--momentum", "1"),
+        ("--patience", "0"),
+        ("--lr-start", "2"),
+        ("--lr-end", "1.5"),
+        ("--norm-bias-lr-scale", "0"),
+    ] {
         let out = classify(root, &["train", "--data", "shapes", "--epochs", "1", flag, value, "--out", "runs/bad"]);
         assert_eq!(out.status.code(), Some(1), "{flag} {value}");
         assert!(stderr(&out).contains(flag), "{flag}: {}", stderr(&out));

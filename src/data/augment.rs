@@ -28,6 +28,10 @@ pub enum Augment {
     /// A random crop of the image reflect-padded by `--crop-padding` pixels (4 by default),
     /// and a horizontal flip half of the time.
     FlipCrop,
+    /// airbench's alternating flip: the same random crop, but each image is mirrored in
+    /// every other epoch (a seeded coin decides which), so over any two epochs the network
+    /// sees both orientations of every image instead of a random half of them twice.
+    AltFlipCrop,
 }
 
 /// Test-time augmentation, chosen with `--tta`: each image is classified in several views
@@ -111,12 +115,17 @@ fn mix(mut z: u64) -> u64 {
 pub fn random_view(augment: Augment, padding: usize, seed: u64, epoch: usize, index: usize) -> View {
     match augment {
         Augment::None => View { flip: false, dx: 0, dy: 0 },
-        Augment::FlipCrop => {
+        Augment::FlipCrop | Augment::AltFlipCrop => {
             let bits = mix(mix(mix(seed) ^ epoch as u64) ^ index as u64);
             let padding = padding.min(MAX_CROP_PADDING);
             let span = 2 * padding as u64 + 1;
+            let flip = match augment {
+                // The image's own coin (seed and index only), turned over every other epoch.
+                Augment::AltFlipCrop => (mix(mix(seed) ^ index as u64) & 1 == 1) ^ (epoch % 2 == 0),
+                _ => bits & 1 == 1,
+            };
             View {
-                flip: bits & 1 == 1,
+                flip,
                 dx: ((bits >> 8) % span) as i32 - padding as i32,
                 dy: ((bits >> 32) % span) as i32 - padding as i32,
             }
@@ -214,6 +223,21 @@ mod tests {
         let small: Vec<View> = (0..1000).map(|i| random_view(Augment::FlipCrop, 2, 42, 3, i)).collect();
         assert!(small.iter().all(|v| v.dx.abs() <= 2 && v.dy.abs() <= 2));
         assert!((-2..=2).all(|d| small.iter().any(|v| v.dx == d) && small.iter().any(|v| v.dy == d)));
+    }
+
+    #[test]
+    fn alternating_flips_mirror_each_image_in_every_other_epoch() {
+        let flips = |epoch| (0..2000).map(|i| random_view(Augment::AltFlipCrop, 2, 42, epoch, i).flip).collect::<Vec<_>>();
+        let (one, two, three) = (flips(1), flips(2), flips(3));
+        assert!(one.iter().zip(&two).all(|(a, b)| a != b), "epoch 2 must mirror what epoch 1 did not");
+        assert_eq!(one, three);
+        let count = one.iter().filter(|f| **f).count();
+        assert!((900..1100).contains(&count), "{count} of 2000 flipped in epoch 1");
+        assert_ne!(one, (0..2000).map(|i| random_view(Augment::AltFlipCrop, 2, 43, 1, i).flip).collect::<Vec<_>>());
+        // Crops still change every epoch and stay within the padding.
+        let crops = |epoch| (0..200).map(|i| { let v = random_view(Augment::AltFlipCrop, 2, 42, epoch, i); (v.dx, v.dy) }).collect::<Vec<_>>();
+        assert_ne!(crops(1), crops(3));
+        assert!(crops(1).iter().all(|(dx, dy)| dx.abs() <= 2 && dy.abs() <= 2));
     }
 
     #[test]

@@ -109,20 +109,7 @@ impl ModuleMapper for Substitute<'_> {
 mod tests {
     use super::*;
     use crate::model::ModelKind;
-
-    fn first_weight(model: &Network) -> Vec<f32> {
-        struct First(Option<Vec<f32>>);
-        impl ModuleVisitor for First {
-            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-                if self.0.is_none() {
-                    self.0 = Some(param.val().into_data().try_into_vec::<f32>().unwrap());
-                }
-            }
-        }
-        let mut v = First(None);
-        model.visit(&mut v);
-        v.0.unwrap()
-    }
+    use crate::train::testing::first_weight;
 
     /// `model` with every weight set to `value`.
     fn constant(model: Network, value: f32) -> Network {

@@ -9,6 +9,7 @@
 
 pub mod adam;
 pub mod ema;
+pub mod lookahead;
 mod progress;
 pub mod recipe;
 pub mod sgd;
@@ -18,7 +19,7 @@ pub use progress::Progress;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use burn::module::Module;
+use burn::module::{Module, ParamGroup};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::store::ModuleRecord;
@@ -31,6 +32,7 @@ use crate::data::{ImageSet, Splits};
 use crate::model::{Network, images_to_tensor, labels_to_tensor};
 use crate::run::{CheckpointParts, EpochMetrics, RunConfig, RunDir, RunError};
 use ema::Ema;
+use lookahead::Lookahead;
 use recipe::OptimizerKind;
 
 /// Set to stop training at the next batch (SIGTERM, see [`stop_on_sigterm`]).
@@ -165,6 +167,7 @@ pub fn train(
     if ema.is_none() {
         ema = recipe.ema.map(|decay| Ema::new(decay, &model.valid()));
     }
+    let mut lookahead = recipe.lookahead.then(|| Lookahead::new(&model));
 
     let mut loss_config = CrossEntropyLossConfig::new();
     if recipe.label_smoothing > 0.0 {
@@ -206,6 +209,10 @@ pub fn train(
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             let lr = config.learning_rate * recipe.lr_factor(step, total_steps, batches);
             model = optimizer.step(lr, model, grads);
+            let sync_every = lookahead::every(config.batch_size, total_steps);
+            if let Some(slow) = lookahead.as_mut().filter(|_| lookahead::syncs_after(step + 1, total_steps, sync_every)) {
+                model = slow.sync(model, lookahead::decay_at(step + 1, total_steps));
+            }
             if let Some(ema) = ema.as_mut().filter(|_| (step + 1) % ema::EVERY == 0) {
                 ema.update(&model.valid(), step + 1);
             }
@@ -261,12 +268,26 @@ pub fn train(
     Ok(history)
 }
 
-/// The optimiser a run's recipe asks for on `device`.
+/// The optimiser a run's recipe asks for on `device`. BatchNorm layers are the fields named
+/// `norm*` of the models here; their shifts (`beta`) and scales (`gamma`) get their own
+/// groups when the recipe treats them apart.
 fn optimizer(config: &RunConfig, device: &Device) -> ModuleOptimizer {
-    match config.recipe.optimizer {
-        OptimizerKind::Adam => adam::optimizer(&config.optimizer, device),
-        OptimizerKind::Sgd => ModuleOptimizer::from(sgd::FusedSgd::new(config.recipe.momentum, config.recipe.weight_decay)),
+    optimizer_for(&config.recipe, &config.optimizer, device)
+}
+
+fn optimizer_for(recipe: &recipe::Recipe, adam: &crate::run::AdamSettings, device: &Device) -> ModuleOptimizer {
+    let mut optimizer = match recipe.optimizer {
+        OptimizerKind::Adam => adam::optimizer(adam, device),
+        OptimizerKind::Sgd => ModuleOptimizer::from(sgd::FusedSgd::new(recipe.momentum, recipe.weight_decay)),
+    };
+    if recipe.norm_bias_lr_scale != 1.0 && recipe.optimizer == OptimizerKind::Sgd {
+        let shifts = sgd::FusedSgd::new(recipe.momentum, recipe.weight_decay).with_lr_scale(recipe.norm_bias_lr_scale);
+        optimizer = optimizer.with_group(ParamGroup::from_predicates(vec![".norm", ".beta"]), shifts, None);
     }
+    if recipe.freeze_norm_scale {
+        optimizer = optimizer.with_group(ParamGroup::from_predicates(vec![".norm", ".gamma"]), sgd::Frozen, None);
+    }
+    optimizer
 }
 
 /// The epoch with the highest validation accuracy (the first, on ties) and that accuracy.
@@ -350,6 +371,22 @@ pub(crate) mod testing {
         Tensor::from_data(TensorData::new(values, shape), device)
     }
 
+    /// The values of `model`'s first parameter.
+    pub fn first_weight(model: &crate::model::Network) -> Vec<f32> {
+        use burn::module::{Module, ModuleVisitor, Param};
+        struct First(Option<Vec<f32>>);
+        impl ModuleVisitor for First {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+                if self.0.is_none() {
+                    self.0 = Some(param.val().into_data().try_into_vec::<f32>().unwrap());
+                }
+            }
+        }
+        let mut first = First(None);
+        model.visit(&mut first);
+        first.0.unwrap()
+    }
+
     /// The weights of a 1093 -> 64 dense layer (70k weights, more than one parallel chunk)
     /// after `steps` steps at `lr` on a squared loss.
     pub fn train_linear(optimizer: &mut ModuleOptimizer, steps: usize, lr: f64) -> Vec<f32> {
@@ -398,6 +435,45 @@ mod tests {
         let m = |epoch, val_acc| EpochMetrics { epoch, seconds: 1.0, train_loss: 1.0, train_acc: 0.5, val_loss: 1.0, val_acc };
         assert_eq!(best_epoch(&[]), None);
         assert_eq!(best_epoch(&[m(1, 0.5), m(2, 0.7), m(3, 0.7), m(4, 0.6)]), Some((2, 0.7)));
+    }
+
+    #[test]
+    fn batchnorm_shifts_step_at_their_scale_and_frozen_scales_stay_at_one() {
+        use crate::model::ModelKind;
+        use burn::prelude::*;
+        let device = Device::flex().autodiff();
+        let model = Network::init(ModelKind::Fast, 10, &device);
+        let recipe = recipe::Recipe {
+            optimizer: OptimizerKind::Sgd,
+            momentum: 0.0,
+            norm_bias_lr_scale: 64.0,
+            freeze_norm_scale: true,
+            ..recipe::Recipe::default()
+        };
+        let mut optimizer = optimizer_for(&recipe, &crate::run::AdamSettings::default(), &device);
+        let images = crate::train::testing::wave([4, 3, 32, 32], 0.3, &device).abs();
+        let loss = model.forward(images).powi_scalar(2).mean();
+        let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+        let Network::Fast(net) = &model else { unreachable!() };
+        let norm = &net.blocks[1].norm1;
+        let beta_grad = grads.get::<1>(norm.beta.id).unwrap().into_data().iter::<f32>().collect::<Vec<_>>();
+        let conv_grad = grads.get::<4>(net.blocks[1].conv2.weight.id).unwrap().into_data().iter::<f32>().collect::<Vec<_>>();
+        assert!(grads.get::<1>(norm.gamma.id).is_some(), "scales do get gradients");
+        let values = |t: Tensor<1>| t.into_data().iter::<f32>().collect::<Vec<_>>();
+        let (beta0, gamma0) = (values(norm.beta.val()), values(norm.gamma.val()));
+        let conv0 = net.blocks[1].conv2.weight.val().into_data().iter::<f32>().collect::<Vec<_>>();
+        let stepped = optimizer.step(0.01, model.clone(), std::mem::take(&mut grads));
+        let Network::Fast(after) = &stepped else { unreachable!() };
+        let norm = &after.blocks[1].norm1;
+        assert_eq!(values(norm.gamma.val()), gamma0, "frozen scales must not move");
+        for ((b, b0), g) in values(norm.beta.val()).iter().zip(&beta0).zip(&beta_grad) {
+            assert!((b - (b0 - 0.64 * g)).abs() < 1e-5, "shift {b0} -> {b} with gradient {g}");
+        }
+        let conv = after.blocks[1].conv2.weight.val().into_data().iter::<f32>().collect::<Vec<_>>();
+        for ((w, w0), g) in conv.iter().zip(&conv0).zip(&conv_grad).take(500) {
+            assert!((w - (w0 - 0.01 * g)).abs() < 1e-6, "weight {w0} -> {w} with gradient {g}");
+        }
+        assert!(beta_grad.iter().any(|g| g.abs() > 1e-6), "the test needs non-zero shift gradients");
     }
 
     #[test]

@@ -24,7 +24,14 @@ const CHUNK: usize = 1 << 16;
 pub struct FusedSgd {
     momentum: f32,
     weight_decay: f64,
+    /// Multiplies the rate of the gradient step, not of the weight decay.
+    lr_scale: f64,
 }
+
+/// The "optimiser" of parameters that stay as they are (frozen BatchNorm scales): it
+/// ignores their gradients and keeps no state.
+#[derive(Debug, Clone, Copy)]
+pub struct Frozen;
 
 /// The momentum buffer of one parameter, on the host.
 #[derive(Clone)]
@@ -34,14 +41,20 @@ pub struct FusedSgdState {
 
 impl FusedSgd {
     pub fn new(momentum: f64, weight_decay: f64) -> Self {
-        FusedSgd { momentum: momentum as f32, weight_decay }
+        FusedSgd { momentum: momentum as f32, weight_decay, lr_scale: 1.0 }
+    }
+
+    /// The same optimiser stepping at `scale` times the rate it is given, with the weight
+    /// decay per step unchanged (airbench's treatment of BatchNorm biases).
+    pub fn with_lr_scale(self, scale: f64) -> Self {
+        FusedSgd { lr_scale: scale, ..self }
     }
 
     /// One update of `params` in place.
     pub fn update(&self, lr: f64, params: &mut [f32], grads: &[f32], velocity: &mut [f32]) {
         let mu = self.momentum;
         let keep = (1.0 - lr * self.weight_decay) as f32;
-        let lr = lr as f32;
+        let lr = (lr * self.lr_scale) as f32;
         params
             .par_chunks_mut(CHUNK)
             .zip(grads.par_chunks(CHUNK))
@@ -74,6 +87,24 @@ impl Optimizer for FusedSgd {
             self.update(lr, params, grads, &mut state.velocity);
         });
         (tensor, Some(state))
+    }
+
+    fn to_device<const D: usize>(state: FusedSgdState, _device: &Device) -> FusedSgdState {
+        state
+    }
+}
+
+impl Optimizer for Frozen {
+    type State<const D: usize> = FusedSgdState;
+
+    fn step<const D: usize>(
+        &self,
+        _lr: f64,
+        tensor: Tensor<D>,
+        _grad: Tensor<D>,
+        _state: Option<FusedSgdState>,
+    ) -> (Tensor<D>, Option<FusedSgdState>) {
+        (tensor, None)
     }
 
     fn to_device<const D: usize>(state: FusedSgdState, _device: &Device) -> FusedSgdState {
@@ -125,6 +156,18 @@ mod tests {
         assert_eq!(v, vec![0.0, 0.0]);
     }
 
+
+    #[test]
+    fn a_rate_scale_scales_the_step_but_not_the_decay() {
+        // lr 0.1 x 10, decay 0.5, g = 1, no momentum history: p = 2 (1 - 0.05) - 1 (1 + 0.9).
+        let sgd = FusedSgd::new(0.9, 0.5).with_lr_scale(10.0);
+        let (mut p, mut v) = (vec![2.0f32], vec![0.0f32]);
+        sgd.update(0.1, &mut p, &[1.0], &mut v);
+        assert!((p[0] - (1.9 - 1.9)).abs() < 1e-6, "{p:?}");
+        let (mut p, mut v) = (vec![2.0f32], vec![0.0f32]);
+        sgd.update(0.1, &mut p, &[0.0], &mut v);
+        assert!((p[0] - 1.9).abs() < 1e-6, "decay must not be scaled: {p:?}");
+    }
 
     #[test]
     fn matches_burns_nesterov_sgd_without_decay() {
