@@ -3,8 +3,9 @@
 //!
 //! Averaging the last few hundred steps' weights smooths out the noise of the final steps,
 //! worth a fraction of a point to a few points of validation accuracy at a high learning
-//! rate. Only trainable parameters are averaged; a BatchNorm layer's running statistics are
-//! taken from the trained model as they are.
+//! rate. Every float tensor of the model is averaged, BatchNorm running statistics included
+//! (burn's visitors show them as parameters), so the averaged model's statistics are averages
+//! of the trained model's.
 
 use std::collections::HashMap;
 
