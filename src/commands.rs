@@ -16,7 +16,7 @@ use classify::model::{ModelKind, Network};
 use classify::quantize::Quantize;
 use classify::run::{AdamSettings, FORMAT_VERSION, RunConfig, RunDir};
 use classify::sagemaker::{self, Job};
-use classify::train::recipe::{Recipe, RecipeName};
+use classify::train::recipe::{OptimizerKind, Recipe, RecipeName};
 use classify::train::{self, Progress};
 
 use crate::cli::{
@@ -230,7 +230,11 @@ fn recipe_from(args: &TrainArgs, defaults: Recipe) -> Recipe {
         warmup_epochs: args.warmup_epochs.unwrap_or(defaults.warmup_epochs),
         lr_start: args.lr_start.unwrap_or(defaults.lr_start),
         lr_end: args.lr_end.unwrap_or(defaults.lr_end),
-        norm_bias_lr_scale: args.norm_bias_lr_scale.unwrap_or(defaults.norm_bias_lr_scale),
+        // A recipe's SGD-only setting does not follow `--optimizer adam`.
+        norm_bias_lr_scale: args.norm_bias_lr_scale.unwrap_or(match args.optimizer {
+            Some(OptimizerKind::Adam) => 1.0,
+            _ => defaults.norm_bias_lr_scale,
+        }),
         freeze_norm_scale: args.freeze_norm_scale.unwrap_or(defaults.freeze_norm_scale),
         // Asking for a moving average (`--ema D`) replaces a recipe's lookahead.
         lookahead: args.lookahead.unwrap_or(defaults.lookahead && args.ema.is_none_or(|decay| decay == 0.0)),

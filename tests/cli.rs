@@ -258,6 +258,13 @@ fn recipe_flags_reach_the_run_config_and_bad_values_are_named() {
     let c = config("runs/fast-ema");
     assert_eq!((c["recipe"]["lookahead"].as_bool(), c["recipe"]["ema"].as_f64()), (Some(false), Some(0.99)));
     assert_eq!(c["recipe"]["freeze_norm_scale"], false);
+    // Adam on the fast model drops the SGD-only shift rate; asking for both is an error.
+    ok(classify(root, &["train", "--data", "shapes", "--model", "fast", "--epochs", "1", "--optimizer", "adam", "--out", "runs/fast-adam"]));
+    assert_eq!(config("runs/fast-adam")["recipe"]["norm_bias_lr_scale"].as_f64(), Some(1.0));
+    let out = classify(root, &[
+        "train", "--data", "shapes", "--model", "fast", "--optimizer", "adam", "--norm-bias-lr-scale", "8", "--out", "runs/bad",
+    ]);
+    assert!(out.status.code() == Some(1) && stderr(&out).contains("--norm-bias-lr-scale"), "{}", stderr(&out));
 
     for (flag, value) in [
         ("--label-smoothing", "1.5"),

@@ -177,6 +177,7 @@ pub fn train(
     let n = splits.train.len();
     let batches = n.div_ceil(config.batch_size);
     let total_steps = batches * config.epochs;
+    let sync_every = lookahead::every(config.batch_size, total_steps);
     let mut best = best_epoch(&history);
     for epoch in history.len() + 1..=config.epochs {
         if let (Some(patience), Some((best_epoch, _))) = (recipe.patience, best) {
@@ -209,7 +210,6 @@ pub fn train(
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             let lr = config.learning_rate * recipe.lr_factor(step, total_steps, batches);
             model = optimizer.step(lr, model, grads);
-            let sync_every = lookahead::every(config.batch_size, total_steps);
             if let Some(slow) = lookahead.as_mut().filter(|_| lookahead::syncs_after(step + 1, total_steps, sync_every)) {
                 model = slow.sync(model, lookahead::decay_at(step + 1, total_steps));
             }

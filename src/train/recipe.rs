@@ -228,6 +228,9 @@ impl Recipe {
         if !(self.norm_bias_lr_scale > 0.0 && self.norm_bias_lr_scale.is_finite()) {
             return Err(format!("--norm-bias-lr-scale must be positive, got {}", self.norm_bias_lr_scale));
         }
+        if self.norm_bias_lr_scale != 1.0 && self.optimizer != OptimizerKind::Sgd {
+            return Err("--norm-bias-lr-scale applies to --optimizer sgd only".into());
+        }
         if self.lookahead && self.ema.is_some() {
             return Err("--lookahead and --ema are two ways of averaging the weights: pass --ema 0 or --lookahead false".into());
         }
@@ -328,6 +331,7 @@ mod tests {
         bad(Recipe { lr_start: 1.5, ..Recipe::default() }, "--lr-start");
         bad(Recipe { lr_end: -0.1, ..Recipe::default() }, "--lr-end");
         bad(Recipe { norm_bias_lr_scale: 0.0, ..Recipe::default() }, "--norm-bias-lr-scale");
+        bad(Recipe { norm_bias_lr_scale: 64.0, ..Recipe::default() }, "--norm-bias-lr-scale");
         bad(Recipe { lookahead: true, ema: Some(0.99), ..Recipe::default() }, "--lookahead");
     }
 
