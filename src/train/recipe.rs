@@ -160,7 +160,8 @@ impl RecipeName {
             // BatchNorm shifts at 64x the rate and scales frozen, a warm-up from 0.2x over
             // 23% of the run and a linear decay to 0.07x, label smoothing 0.2, 2-pixel
             // translates with alternating flips, and lookahead instead of a moving average.
-            // 15 epochs fit in an hour on 2 cores (BENCHMARKS.md).
+            // 15 epochs: 61 minutes on 2 cores, 2 of them the validation passes, and the
+            // run still gaining at its end (BENCHMARKS.md).
             (RecipeName::Modern, ModelKind::Fast) => TrainDefaults {
                 epochs: 15,
                 batch_size: 256,
