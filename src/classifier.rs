@@ -41,7 +41,7 @@ impl Classifier {
                      run's checkpoint/ folder or a backup, or retrain with `classify train`"
                 ))
             })?;
-        let model = Network::init(config.model, config.classes.len(), device)
+        let model = Network::init_revision(config.model, config.model_revision, config.classes.len(), device)
             .try_load_record(record)
             .map_err(|e| {
                 invalid(format!(

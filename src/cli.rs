@@ -119,7 +119,7 @@ pub struct TrainArgs {
     /// decay, weight averaging) [default: original for seed, modern for fast].
     #[arg(long, value_enum)]
     pub recipe: Option<RecipeName>,
-    /// Passes over the training set [default: 30; seed modern: 15; fast: 15].
+    /// Passes over the training set [default: 30; seed modern: 15; fast: 16].
     #[arg(long)]
     pub epochs: Option<usize>,
     /// Images per optimiser step [default: 32; seed modern: 64; fast: 256].
@@ -143,7 +143,7 @@ pub struct TrainArgs {
     #[arg(long, value_enum)]
     pub schedule: Option<Schedule>,
     /// Epochs of linear learning-rate warm-up (fractions allowed) [default: 0; seed modern:
-    /// 1; fast: 3.5].
+    /// 1; fast: 3.7].
     #[arg(long)]
     pub warmup_epochs: Option<f64>,
     /// The learning rate's factor at the first warm-up step [default: 0; fast: 0.2].

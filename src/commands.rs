@@ -184,6 +184,7 @@ fn train_run(args: TrainArgs, device: &Device, device_name: &str) -> Result<()> 
             format_version: FORMAT_VERSION,
             classify_version: env!("CARGO_PKG_VERSION").to_string(),
             model,
+            model_revision: classify::model::MODEL_REVISION,
             data: spec,
             val_split,
             epochs: args.epochs.unwrap_or(defaults.epochs),

@@ -108,7 +108,8 @@ fn fast_graph(g: &mut Graph, net: &Fast) -> String {
     if let Some(b) = &net.whiten.bias {
         inputs.push(g.float("whiten.bias", b.val()));
     }
-    let mut x = g.conv(&inputs, 2, [0, 0, 1, 1]);
+    let pad = i64::from(net.padded_whitening);
+    let mut x = g.conv(&inputs, 2, [0, 0, pad, pad]);
     x = g.node("Relu", &[&x], Vec::new());
     for (i, block) in net.blocks.iter().enumerate() {
         let prefix = format!("blocks.{i}");

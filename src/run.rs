@@ -80,6 +80,10 @@ pub struct RunConfig {
     /// Version of classify that started the run.
     pub classify_version: String,
     pub model: ModelKind,
+    /// The model's layout revision ([`crate::model::MODEL_REVISION`] when the run started);
+    /// absent in runs written before revisions existed, which are revision 1.
+    #[serde(default = "first_revision")]
+    pub model_revision: u32,
     /// The `--data` value the run was started with.
     pub data: String,
     /// Fraction of each class held out for validation.
@@ -99,6 +103,10 @@ pub struct RunConfig {
     pub classes: Vec<String>,
     pub train_images: usize,
     pub val_images: usize,
+}
+
+fn first_revision() -> u32 {
+    1
 }
 
 /// Metrics of one completed epoch: one line of `metrics.jsonl`.
@@ -392,6 +400,7 @@ mod tests {
             format_version: FORMAT_VERSION,
             classify_version: "test".into(),
             model: ModelKind::Seed,
+            model_revision: crate::model::MODEL_REVISION,
             data: "x".into(),
             val_split: 0.1,
             epochs: 2,
@@ -420,6 +429,17 @@ mod tests {
         run.save_config(&cfg).unwrap();
         assert_eq!(run.load_config().unwrap(), cfg);
         assert_eq!(fs::read_to_string(run.path(CLASSES_FILE)).unwrap(), "cat\ndog\n");
+    }
+
+    #[test]
+    fn a_config_without_a_model_revision_reads_as_revision_1() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::new(dir.path());
+        let mut value = serde_json::to_value(config(&["a"])).unwrap();
+        value.as_object_mut().unwrap().remove("model_revision");
+        fs::write(run.path(CONFIG_FILE), value.to_string()).unwrap();
+        assert_eq!(run.load_config().unwrap().model_revision, 1);
+        assert_eq!(config(&["a"]).model_revision, crate::model::MODEL_REVISION);
     }
 
     #[test]

@@ -47,6 +47,11 @@ impl std::fmt::Display for ModelKind {
     }
 }
 
+/// The layout revision new runs are saved with. Revision 2 made the `fast` model's whitening
+/// convolution unpadded (maps of 31, 15, 7 and 3 pixels, as in airbench); runs saved before
+/// revisions existed are revision 1 and load with the layout they trained with.
+pub const MODEL_REVISION: u32 = 2;
+
 /// A network of any supported architecture.
 #[derive(Module, Debug)]
 pub enum Network {
@@ -57,11 +62,20 @@ pub enum Network {
 }
 
 impl Network {
-    /// Builds a freshly initialised network for `num_classes` classes on `device`.
+    /// Builds a freshly initialised network for `num_classes` classes on `device`, in the
+    /// current layout ([`MODEL_REVISION`]).
     pub fn init(kind: ModelKind, num_classes: usize, device: &Device) -> Self {
+        Self::init_revision(kind, MODEL_REVISION, num_classes, device)
+    }
+
+    /// As [`Network::init`], in the layout of model revision `revision` (a run's
+    /// `model_revision`), so saved weights run as they were trained.
+    pub fn init_revision(kind: ModelKind, revision: u32, num_classes: usize, device: &Device) -> Self {
         match kind {
             ModelKind::Seed => Network::Seed(SeedConfig::new(num_classes).init(device)),
-            ModelKind::Fast => Network::Fast(FastConfig::new(num_classes).init(device)),
+            ModelKind::Fast => Network::Fast(
+                FastConfig::new(num_classes).with_padded_whitening(revision < 2).init(device),
+            ),
         }
     }
 

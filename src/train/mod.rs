@@ -115,7 +115,7 @@ pub fn train(
 
     let train_device = device.clone().autodiff();
     train_device.seed(config.seed);
-    let mut model = Network::init(config.model, config.classes.len(), &train_device);
+    let mut model = Network::init_revision(config.model, config.model_revision, config.classes.len(), &train_device);
     let mut optimizer = optimizer(config, device);
     let mut ema = None;
     let mut history = Vec::new();
@@ -139,7 +139,7 @@ pub fn train(
             let load = |name: &str, what: &'static str| -> Result<Network, TrainError> {
                 let weights = Bytes::from_bytes_vec(run.read(name)?);
                 let record = ModuleRecord::from_bytes(weights).map_err(record_err(what))?;
-                Network::init(config.model, config.classes.len(), &train_device)
+                Network::init_revision(config.model, config.model_revision, config.classes.len(), &train_device)
                     .try_load_record(record)
                     .map_err(record_err("checkpoint weights do not fit the model"))
             };

@@ -21,6 +21,7 @@ pub fn synthetic_config(classes: &[String], epochs: usize) -> RunConfig {
         format_version: FORMAT_VERSION,
         classify_version: "test".into(),
         model: ModelKind::Seed,
+        model_revision: classify::model::MODEL_REVISION,
         data: "synthetic".into(),
         val_split: 0.2,
         epochs,
