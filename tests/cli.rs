@@ -196,7 +196,7 @@ fn model_summary_documents_the_fast_model() {
     let dir = tempfile::tempdir().unwrap();
     let text = stdout(&ok(classify(dir.path(), &["model", "summary", "--model", "fast"])));
     assert!(text.contains("whiten"), "{text}");
-    assert!(text.contains("(None, 256, 4, 4)"), "{text}");
+    assert!(text.contains("(None, 256, 3, 3)"), "{text}");
     assert!(text.contains("Total params: 1,163,064"), "{text}");
     assert!(text.contains("Non-trainable params: 2,104"), "{text}");
 }

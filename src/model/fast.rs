@@ -28,7 +28,7 @@
 //! - As in airbench, the whitening convolution is unpadded, so the maps are 31, 15, 7 and 3
 //!   pixels wide. Runs saved before model revision 2 padded it by one pixel at the bottom
 //!   and right (maps of 32, 16, 8 and 4) and load with that layout ([`Fast::padded_whitening`]);
-//!   the unpadded layout measured 25-30% faster per training step here, since the six
+//!   the unpadded layout measured 20-30% faster per training step here, since the six
 //!   convolutions see 19% fewer pixels.
 //! - Logits are scaled by 1/9, airbench's constant: with BatchNorm the features are O(1) and
 //!   the scale keeps the initial softmax soft.
