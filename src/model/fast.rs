@@ -71,7 +71,8 @@ const WHITEN_SAMPLE: usize = 5000;
 pub struct FastConfig {
     /// Number of output classes.
     pub num_classes: usize,
-    /// Pad the whitening layer's output back to 32x32 (model revision 1; see the module docs).
+    /// Pad the whitening layer's input so its maps stay 32x32 (model revision 1; see the
+    /// module docs).
     #[config(default = false)]
     pub padded_whitening: bool,
 }
