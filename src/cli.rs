@@ -119,7 +119,7 @@ pub struct TrainArgs {
     /// decay, weight averaging) [default: original for seed, modern for fast].
     #[arg(long, value_enum)]
     pub recipe: Option<RecipeName>,
-    /// Passes over the training set [default: 30; seed modern: 15; fast: 16].
+    /// Passes over the training set [default: 30; seed modern: 15; fast: 17].
     #[arg(long)]
     pub epochs: Option<usize>,
     /// Images per optimiser step [default: 32; seed modern: 64; fast: 256].
