@@ -66,62 +66,269 @@ pub fn conv3x3_relu_pool(images: &[f32], dims: [usize; 4], weight: &[f32], bias:
         return out;
     }
     out.par_chunks_mut(filters * pooled).zip(images.par_chunks(channels * h * w)).for_each(|(out, image)| {
-        conv_image(image, [channels, h, w], weight, bias, out)
+        conv_image(image, [channels, h, w], weight, bias, out, None)
     });
     out
 }
 
-/// [`conv_image_body`] with the widest vector instructions this CPU has.
-fn conv_image(image: &[f32], dims: [usize; 3], weight: &[f32], bias: &[f32], out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: AVX2 was just detected on this CPU.
-        return unsafe { conv_image_avx2(image, dims, weight, bias, out) };
+/// [`conv3x3_relu_pool`] for training: also returns, for every pooled value, where it came
+/// from, as the index into its image's `h * w` map of that filter, or -1 where the ReLU
+/// zeroed it (the window's maximum was not positive, so no gradient flows back). Ties go to
+/// the first maximum in row-major order, as in [`crate::model::max_pool_2x2`].
+///
+/// # Shapes
+/// As [`conv3x3_relu_pool`]; the sources have the output's shape.
+pub fn conv3x3_relu_pool_sources(
+    images: &[f32],
+    dims: [usize; 4],
+    weight: &[f32],
+    bias: &[f32],
+) -> (Vec<f32>, Vec<i32>) {
+    let [batch, channels, h, w] = dims;
+    let filters = bias.len();
+    assert_eq!(images.len(), batch * channels * h * w, "images do not match their shape");
+    assert_eq!(weight.len(), filters * channels * 9, "weight does not match the bias");
+    let pooled = (h / 2) * (w / 2);
+    let mut out = vec![0f32; batch * filters * pooled];
+    let mut sources = vec![-1i32; out.len()];
+    if out.is_empty() {
+        return (out, sources);
     }
-    conv_image_body(image, dims, weight, bias, out)
+    out.par_chunks_mut(filters * pooled)
+        .zip(sources.par_chunks_mut(filters * pooled))
+        .zip(images.par_chunks(channels * h * w))
+        .for_each(|((out, sources), image)| conv_image(image, [channels, h, w], weight, bias, out, Some(sources)));
+    (out, sources)
+}
+
+/// The weight and bias gradients of [`conv3x3_relu_pool`], given the `sources` its training
+/// form returned and the gradient with respect to its output: each pooled value's gradient
+/// goes back to the one pixel it came from (none where the ReLU zeroed it), and the
+/// convolution's weight gradient is taken over that sparse map with
+/// [`super::conv_op::weight_gradient`].
+///
+/// # Shapes
+/// - images: `[batch, channels, h, w]`; sources and pooled_grad: `[batch, filters, h / 2, w / 2]`
+/// - output: weight gradient `[filters, channels, 3, 3]`, bias gradient `[filters]`
+pub fn conv3x3_relu_pool_grads(
+    images: &[f32],
+    dims: [usize; 4],
+    sources: &[i32],
+    pooled_grad: &[f32],
+    filters: usize,
+) -> (Vec<f32>, Vec<f32>) {
+    let [batch, _, h, w] = dims;
+    let pixels = h * w;
+    let pooled = (h / 2) * (w / 2);
+    assert_eq!(sources.len(), batch * filters * pooled, "sources do not match the images");
+    assert_eq!(pooled_grad.len(), sources.len(), "output gradient does not match the sources");
+    let mut map_grad = vec![0f32; batch * filters * pixels];
+    let mut bias_grad = vec![0f32; filters];
+    if pooled == 0 {
+        return (vec![0f32; filters * dims[1] * 9], bias_grad);
+    }
+    map_grad
+        .par_chunks_mut(pixels)
+        .zip(sources.par_chunks(pooled).zip(pooled_grad.par_chunks(pooled)))
+        .for_each(|(map, (sources, grads))| {
+            for (&source, &grad) in sources.iter().zip(grads) {
+                if let Ok(source) = usize::try_from(source) {
+                    map[source] = grad;
+                }
+            }
+        });
+    for (plane, (sources, grads)) in sources.chunks_exact(pooled).zip(pooled_grad.chunks_exact(pooled)).enumerate() {
+        let live = sources.iter().zip(grads).filter(|(s, _)| **s >= 0).map(|(_, g)| g).sum::<f32>();
+        bias_grad[plane % filters] += live;
+    }
+    (super::conv_op::weight_gradient(images, &map_grad, dims, filters), bias_grad)
+}
+
+/// [`conv_image_body`] with the widest vector instructions this CPU has.
+fn conv_image(image: &[f32], dims: [usize; 3], weight: &[f32], bias: &[f32], out: &mut [f32], sources: Option<&mut [i32]>) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: AVX-512F was just detected on this CPU.
+            return unsafe { conv_image_avx512(image, dims, weight, bias, out, sources) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 was just detected on this CPU.
+            return unsafe { conv_image_avx2(image, dims, weight, bias, out, sources) };
+        }
+    }
+    conv_image_body(image, dims, weight, bias, out, sources, None)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn conv_image_avx512(image: &[f32], dims: [usize; 3], weight: &[f32], bias: &[f32], out: &mut [f32], sources: Option<&mut [i32]>) {
+    conv_image_body(image, dims, weight, bias, out, sources, Some(conv_row_pair_avx512))
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn conv_image_avx2(image: &[f32], dims: [usize; 3], weight: &[f32], bias: &[f32], out: &mut [f32]) {
-    conv_image_body(image, dims, weight, bias, out)
+fn conv_image_avx2(image: &[f32], dims: [usize; 3], weight: &[f32], bias: &[f32], out: &mut [f32], sources: Option<&mut [i32]>) {
+    conv_image_body(image, dims, weight, bias, out, sources, None)
 }
 
-/// One image: each filter's map is accumulated row by row from the zero-padded image (rows
-/// are contiguous, so the inner loop vectorises), then pooled with the ReLU folded in
-/// (`max(relu(a), ...) = relu(max(a, ...))`).
+/// Filters whose maps a row kernel accumulates together, sharing each load of the image.
+const FILTER_BLOCK: usize = 4;
+/// The image width the row kernel is built for (CIFAR's 32).
+const ROW: usize = 32;
+
+/// A row kernel: two output rows (`y`, `y + 1`) of [`FILTER_BLOCK`] filters, from the
+/// zero-padded image (`[channels, ROW + 2 + ..., ROW + 2]`, row pitch `ROW + 2`), the
+/// block's weights tap-major (`taps x FILTER_BLOCK`) and biases, into `rows`
+/// (`[filter][row][pixel]`).
+type RowPairKernel = unsafe fn(&[f32], usize, &[[f32; FILTER_BLOCK]], [f32; FILTER_BLOCK], usize, &mut [[[f32; ROW]; 2]; FILTER_BLOCK]);
+
+/// The row kernel in AVX-512: a 32-pixel row is two registers, so the block's two rows
+/// of four filters are 16 accumulators; each of the 27 taps loads its four shifted image
+/// half-rows once and does 16 fused multiply-adds with them.
+///
+/// # Safety
+/// The CPU must have AVX-512F; `padded` must hold `channels` planes of `padded_height`
+/// rows of `ROW + 2` floats with `y + 3 < padded_height`, and `taps` must be `channels * 9`
+/// long.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn conv_row_pair_avx512(
+    padded: &[f32],
+    padded_height: usize,
+    taps: &[[f32; FILTER_BLOCK]],
+    bias: [f32; FILTER_BLOCK],
+    y: usize,
+    rows: &mut [[[f32; ROW]; 2]; FILTER_BLOCK],
+) {
+    use std::arch::x86_64::*;
+    let wp = ROW + 2;
+    let plane = padded_height * wp;
+    assert!(y + 3 < padded_height && padded.len() >= taps.len() / 9 * plane, "row pair outside the padded image");
+    let mut acc = [[[_mm512_setzero_ps(); 2]; 2]; FILTER_BLOCK];
+    for (k, filter) in acc.iter_mut().enumerate() {
+        *filter = [[_mm512_set1_ps(bias[k]); 2]; 2];
+    }
+    for (t, tap) in taps.iter().enumerate() {
+        let (c, dy, dx) = (t / 9, t % 9 / 3, t % 3);
+        // SAFETY: the assert above keeps rows y + dy and y + dy + 1, 32 floats from dx <= 2,
+        // inside plane c.
+        let src = unsafe { padded.as_ptr().add(c * plane + (y + dy) * wp + dx) };
+        let s = unsafe {
+            [[_mm512_loadu_ps(src), _mm512_loadu_ps(src.add(16))], [_mm512_loadu_ps(src.add(wp)), _mm512_loadu_ps(src.add(wp + 16))]]
+        };
+        for (filter, &wv) in acc.iter_mut().zip(tap) {
+            let wv = _mm512_set1_ps(wv);
+            for (row, s) in filter.iter_mut().zip(&s) {
+                row[0] = _mm512_fmadd_ps(wv, s[0], row[0]);
+                row[1] = _mm512_fmadd_ps(wv, s[1], row[1]);
+            }
+        }
+    }
+    for (filter, out) in acc.iter().zip(rows.iter_mut()) {
+        for (row, out) in filter.iter().zip(out.iter_mut()) {
+            // SAFETY: each output row is 32 floats.
+            unsafe {
+                _mm512_storeu_ps(out.as_mut_ptr(), row[0]);
+                _mm512_storeu_ps(out.as_mut_ptr().add(16), row[1]);
+            }
+        }
+    }
+}
+
+/// 2x2 max pooling with the ReLU folded in, of one pair of map rows (`top` is row `y` of a
+/// map `w` wide, `bottom` row `y + 1`), into `out`; and, when `sources` is not empty,
+/// where each maximum came from in the map (ties to the first in row-major order) or -1
+/// where it is not positive. Branch-free, so that it vectorises: the comparisons are on
+/// arbitrary data and would mispredict half the time.
 #[inline(always)]
-fn conv_image_body(image: &[f32], [channels, h, w]: [usize; 3], weight: &[f32], bias: &[f32], out: &mut [f32]) {
+fn pool_rows(top: &[f32], bottom: &[f32], y: usize, w: usize, out: &mut [f32], sources: &mut [i32]) {
+    let (top, bottom) = (&top[..2 * out.len()], &bottom[..2 * out.len()]);
+    let wide = w as i32;
+    for (px, value) in out.iter_mut().enumerate() {
+        let mut best = top[2 * px];
+        let mut offset = 0;
+        for (v, o) in [(top[2 * px + 1], 1), (bottom[2 * px], wide), (bottom[2 * px + 1], wide + 1)] {
+            let better = v > best;
+            best = if better { v } else { best };
+            offset = if better { o } else { offset };
+        }
+        *value = if best > 0.0 { best } else { 0.0 };
+        if let Some(source) = sources.get_mut(px) {
+            *source = if best > 0.0 { (y * w + 2 * px) as i32 + offset } else { -1 };
+        }
+    }
+}
+
+/// One image: each filter's map is accumulated from the zero-padded image, then pooled with
+/// the ReLU folded in (`max(relu(a), ...) = relu(max(a, ...))`), noting each maximum's
+/// position in `sources` when given.
+///
+/// With a row kernel (32-pixel-wide images, filters in blocks of [`FILTER_BLOCK`]), two
+/// rows of a block's maps are built at a time in registers and pooled at once. Otherwise
+/// each map is accumulated whole, tap by tap (rows are contiguous, so the loop vectorises).
+#[inline(always)]
+fn conv_image_body(
+    image: &[f32],
+    [channels, h, w]: [usize; 3],
+    weight: &[f32],
+    bias: &[f32],
+    out: &mut [f32],
+    mut sources: Option<&mut [i32]>,
+    kernel: Option<RowPairKernel>,
+) {
+    let filters = bias.len();
     let (hp, wp) = (h + 2, w + 2);
-    let mut padded = vec![0f32; channels * hp * wp];
+    let mut padded = vec![0f32; channels * hp * wp + 16];
     for c in 0..channels {
         for y in 0..h {
             let row = c * hp * wp + (y + 1) * wp + 1;
             padded[row..row + w].copy_from_slice(&image[(c * h + y) * w..][..w]);
         }
     }
+    let taps = channels * 9;
     let (ph, pw) = (h / 2, w / 2);
+    if let Some(kernel) = kernel.filter(|_| w == ROW && filters % FILTER_BLOCK == 0) {
+        let mut rows = [[[0f32; ROW]; 2]; FILTER_BLOCK];
+        for first in (0..filters).step_by(FILTER_BLOCK) {
+            let mut block_weights = vec![[0f32; FILTER_BLOCK]; taps];
+            for (k, f) in (first..first + FILTER_BLOCK).enumerate() {
+                for (t, tap) in block_weights.iter_mut().enumerate() {
+                    tap[k] = weight[f * taps + t];
+                }
+            }
+            let block_bias = std::array::from_fn(|k| bias[first + k]);
+            for py in 0..ph {
+                // SAFETY: the caller chose a kernel its CPU runs; `padded` has `hp` rows of
+                // `ROW + 2` per plane and 2 * py + 3 < hp.
+                unsafe { kernel(&padded, hp, &block_weights, block_bias, 2 * py, &mut rows) };
+                for (k, rows) in rows.iter().enumerate() {
+                    let at = (first + k) * ph * pw + py * pw;
+                    let sources = sources.as_deref_mut().map_or(&mut [][..], |s| &mut s[at..at + pw]);
+                    pool_rows(&rows[0], &rows[1], 2 * py, w, &mut out[at..at + pw], sources);
+                }
+            }
+        }
+        return;
+    }
     let mut map = vec![0f32; h * w];
     for (f, out) in out.chunks_exact_mut(ph * pw).enumerate() {
         map.fill(bias[f]);
-        for c in 0..channels {
-            for dy in 0..3 {
-                for dx in 0..3 {
-                    let wv = weight[((f * channels + c) * 3 + dy) * 3 + dx];
-                    for y in 0..h {
-                        let src = &padded[c * hp * wp + (y + dy) * wp + dx..][..w];
-                        for (m, s) in map[y * w..][..w].iter_mut().zip(src) {
-                            *m += wv * s;
-                        }
-                    }
+        for t in 0..taps {
+            let (c, dy, dx) = (t / 9, t % 9 / 3, t % 3);
+            let wv = weight[f * taps + t];
+            for y in 0..h {
+                let src = &padded[c * hp * wp + (y + dy) * wp + dx..][..w];
+                for (m, s) in map[y * w..][..w].iter_mut().zip(src) {
+                    *m += wv * s;
                 }
             }
         }
         for py in 0..ph {
-            for px in 0..pw {
-                let i = 2 * py * w + 2 * px;
-                out[py * pw + px] = map[i].max(map[i + 1]).max(map[i + w]).max(map[i + w + 1]).max(0.0);
-            }
+            let at = f * ph * pw + py * pw;
+            let sources = sources.as_deref_mut().map_or(&mut [][..], |s| &mut s[at..at + pw]);
+            let rows = &map[2 * py * w..][..2 * w];
+            pool_rows(&rows[..w], &rows[w..], 2 * py, w, &mut out[py * pw..][..pw], sources);
         }
     }
 }
@@ -170,28 +377,30 @@ mod tests {
         }
     }
 
+    /// The inference form at 32x32 with 8 filters (the register-blocked row kernel, where
+    /// the CPU has one) and at 6x4 with 8 filters (the plain loop).
     #[test]
     fn fused_conv_relu_pool_matches_the_layers_one_by_one() {
         let device = Device::flex();
         device.seed(5);
-        let conv = Conv2dConfig::new([3, 8], [3, 3]).with_padding(PaddingConfig2d::Same).init(&device);
-        let conv = Conv2d {
-            bias: Some(burn::module::Param::from_tensor(Tensor::random([8], Distribution::Normal(0.0, 0.5), &device))),
-            ..conv
-        };
-        let images = Tensor::<4>::random([3, 3, 6, 4], Distribution::Default, &device);
-        let expected = crate::model::max_pool_2x2(burn::tensor::activation::relu(conv.forward(images.clone())));
-        let values = |t: Tensor<4>| t.into_data().convert::<f32>().try_into_vec::<f32>().unwrap();
-        let ours = conv3x3_relu_pool(
-            &values(images),
-            [3, 3, 6, 4],
-            &values(conv.weight.val()),
-            &conv.bias.as_ref().unwrap().val().into_data().try_into_vec::<f32>().unwrap(),
-        );
-        let expected = values(expected);
-        assert_eq!(ours.len(), 3 * 8 * 3 * 2);
-        let worst = ours.iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-        assert!(worst < 1e-5, "largest difference {worst}");
-        assert!(expected.iter().any(|&v| v == 0.0) && expected.iter().any(|&v| v > 0.0), "ReLU must matter here");
+        for [h, w] in [[32, 32], [6, 4]] {
+            let conv = Conv2dConfig::new([3, 8], [3, 3]).with_padding(PaddingConfig2d::Same).init(&device);
+            let bias = Tensor::random([8], Distribution::Normal(0.0, 0.5), &device);
+            let conv = Conv2d { bias: Some(burn::module::Param::from_tensor(bias)), ..conv };
+            let images = Tensor::<4>::random([3, 3, h, w], Distribution::Default, &device);
+            let expected = crate::model::max_pool_2x2(burn::tensor::activation::relu(conv.forward(images.clone())));
+            let values = |t: Tensor<4>| t.into_data().convert::<f32>().try_into_vec::<f32>().unwrap();
+            let ours = conv3x3_relu_pool(
+                &values(images),
+                [3, 3, h, w],
+                &values(conv.weight.val()),
+                &conv.bias.as_ref().unwrap().val().into_data().try_into_vec::<f32>().unwrap(),
+            );
+            let expected = values(expected);
+            assert_eq!(ours.len(), 3 * 8 * (h / 2) * (w / 2));
+            let worst = ours.iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            assert!(worst < 1e-5, "largest difference {worst} at {h}x{w}");
+            assert!(expected.iter().any(|&v| v == 0.0) && expected.iter().any(|&v| v > 0.0), "ReLU must matter here");
+        }
     }
 }

@@ -6,6 +6,8 @@
 
 mod conv;
 mod conv_op;
+mod conv_pool_op;
+mod dense_op;
 mod norm_op;
 mod fast;
 mod seed;

@@ -13,6 +13,8 @@ use burn::tensor::activation::relu;
 use rayon::prelude::*;
 
 use super::conv::{conv3x3_relu_pool, conv_of_constant};
+use super::conv_pool_op;
+use super::dense_op::dense;
 use super::summary::{LayerRow, Summary};
 
 /// Filters of the one convolution.
@@ -123,15 +125,17 @@ impl Seed {
         let cpu = crate::device::is_cpu(&device);
         let x = if cpu && !device.is_autodiff() {
             self.conv_relu_pool_host(images) // [batch, 32, 16, 16]
+        } else if conv_pool_op::fused_on(&self.conv, &device) {
+            conv_pool_op::conv_relu_pool(images, &self.conv) // [batch, 32, 16, 16]
         } else {
             let x = relu(self.conv_forward(images)); // [batch, 32, 32, 32]
             // Finding the maxima on the host would mean a round trip from the GPU.
             if cpu { max_pool_2x2(x) } else { self.pool.forward(x) } // [batch, 32, 16, 16]
         };
         let x: Tensor<2> = x.flatten(1, 3); // [batch, 8192], (channel, row, column) order
-        let x = relu(self.hidden.forward(x)); // [batch, 512]
+        let x = relu(dense(&self.hidden, x)); // [batch, 512]
         let x = self.dropout.forward(x);
-        self.output.forward(x) // [batch, num_classes]
+        dense(&self.output, x) // [batch, num_classes]
     }
 
     /// The 3x3 "same" convolution as one matrix product per image ([`conv_of_constant`]):
