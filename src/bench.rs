@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::data::{IMAGE_BYTES, ImageSet};
 use crate::model::{ModelKind, Network, images_to_tensor, labels_to_tensor};
+use crate::quantize::{Quantize, quantize};
 use crate::run::AdamSettings;
 use crate::train::predict_logits;
 
@@ -32,6 +33,8 @@ pub struct BenchSettings {
     pub infer_images: usize,
     /// Single-image calls for the latency figures.
     pub latency_calls: usize,
+    /// Weight precision of the trained model for the inference and latency figures.
+    pub quantize: Quantize,
 }
 
 /// The measurements; times in milliseconds unless named otherwise.
@@ -45,6 +48,8 @@ pub struct BenchResult {
     pub data: String,
     pub batch_size: usize,
     pub steps: usize,
+    /// Weight precision of the inference and latency figures (`none` or `int8`).
+    pub quantize: Quantize,
     pub train_images_per_s: f64,
     pub train_ms_per_step: f64,
     /// Gathering the batch and building its tensors.
@@ -104,7 +109,7 @@ pub fn run(settings: &BenchSettings, images: Option<&ImageSet>, device: &Device)
     let steps = settings.steps as f64;
     let per_step_ms = |s: f64| round2(1000.0 * s / steps);
 
-    let model = model.valid();
+    let model = quantize(model.valid(), settings.quantize);
     let infer: Vec<u8> = (0..settings.infer_images)
         .flat_map(|i| data.image(i % data.len()).iter().copied())
         .collect();
@@ -132,6 +137,7 @@ pub fn run(settings: &BenchSettings, images: Option<&ImageSet>, device: &Device)
         data: data_name,
         batch_size: bs,
         steps: settings.steps,
+        quantize: settings.quantize,
         train_images_per_s: round1(steps * bs as f64 / timed_s),
         train_ms_per_step: per_step_ms(timed_s),
         data_ms: per_step_ms(phases[0]),
@@ -197,7 +203,8 @@ impl fmt::Display for BenchResult {
             "  data {:.2} ms, forward {:.2} ms, backward {:.2} ms, optimizer {:.2} ms",
             self.data_ms, self.forward_ms, self.backward_ms, self.optimizer_ms
         )?;
-        writeln!(f, "inference, batch {INFER_BATCH}: {:.1} images/s", self.infer_images_per_s_batch256)?;
+        let precision = if self.quantize == Quantize::Int8 { ", int8 weights" } else { "" };
+        writeln!(f, "inference, batch {INFER_BATCH}{precision}: {:.1} images/s", self.infer_images_per_s_batch256)?;
         writeln!(f, "single-image latency: p50 {:.2} ms, p99 {:.2} ms", self.latency_ms_p50, self.latency_ms_p99)?;
         match self.peak_rss_mb {
             Some(mb) => write!(f, "peak resident memory: {mb:.1} MiB"),
@@ -231,7 +238,14 @@ mod tests {
 
     #[test]
     fn bench_reports_every_figure_on_a_tiny_run() {
-        let settings = BenchSettings { model: ModelKind::Seed, batch_size: 4, steps: 2, infer_images: 8, latency_calls: 3 };
+        let settings = BenchSettings {
+            model: ModelKind::Seed,
+            batch_size: 4,
+            steps: 2,
+            infer_images: 8,
+            latency_calls: 3,
+            quantize: Quantize::None,
+        };
         let r = run(&settings, Some(&synthetic(16)), &Device::flex());
         assert_eq!(r.steps, 2);
         assert_eq!(r.data, "16 images");
@@ -245,5 +259,8 @@ mod tests {
         if cfg!(target_os = "linux") {
             assert!(r.peak_rss_mb.unwrap() > 1.0);
         }
+        let int8 = run(&BenchSettings { quantize: Quantize::Int8, ..settings }, Some(&synthetic(16)), &Device::flex());
+        assert_eq!(int8.quantize, Quantize::Int8);
+        assert!(int8.infer_images_per_s_batch256 > 0.0 && int8.latency_ms_p50 > 0.0, "{int8:?}");
     }
 }

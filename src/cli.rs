@@ -350,6 +350,11 @@ pub struct BenchArgs {
     /// Single-image calls for the latency measurement.
     #[arg(long, default_value_t = 1_000)]
     pub latency_calls: usize,
+    /// Weight precision for the inference and latency figures (training is always fp32).
+    /// `int8` runs the seed model's hidden layer in integers on the CPU, as `eval`,
+    /// `predict` and `serve` do with `--quantize int8`.
+    #[arg(long, value_enum, default_value = "none")]
+    pub quantize: Quantize,
     /// Use these images instead of synthetic ones (any --data value; nothing is downloaded
     /// unless you name `cifar10`).
     #[arg(long)]

@@ -467,6 +467,7 @@ fn bench(args: BenchArgs, device: &Device) -> Result<()> {
         steps: args.steps.max(1),
         infer_images: args.infer_images.max(1),
         latency_calls: args.latency_calls.max(1),
+        quantize: args.quantize,
     };
     let result = classify::bench::run(&settings, images.as_ref(), device);
     if args.json {

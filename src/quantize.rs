@@ -4,8 +4,13 @@
 //! dimensions) is stored as signed 8-bit integers with one symmetric scale per tensor, from
 //! its own minimum and maximum: a quarter of the fp32 size. Biases, BatchNorm parameters
 //! and the `fast` model's whitening filters stay fp32: they are small, and the accuracy lost
-//! to rounding a per-channel scale or shift is not worth the bytes. Activations stay fp32,
-//! so this buys memory and file size, not arithmetic speed on the CPU (BENCHMARKS.md).
+//! to rounding a per-channel scale or shift is not worth the bytes.
+//!
+//! For most layers activations stay fp32 (the weights are expanded back to floats), so this
+//! buys memory and file size, not speed. The exception is the seed model's 8192 -> 512
+//! dense layer on the CPU, most of its inference work: it runs in integers, its input
+//! quantized per row as it arrives ([`crate::model::Int8Dense`]), which is where int8 pays
+//! for itself (BENCHMARKS.md).
 
 use burn::module::{Module, ModuleMapper, Param};
 use burn::prelude::*;
@@ -14,7 +19,8 @@ use burn::tensor::quantization::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::model::Network;
+use crate::model::{Int8Dense, Network, Seed};
+use std::sync::Arc;
 
 /// Weight precision for inference, chosen with `--quantize`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -36,7 +42,13 @@ pub fn int8_scheme() -> QuantScheme {
 pub fn quantize(model: Network, precision: Quantize) -> Network {
     match precision {
         Quantize::None => model,
-        Quantize::Int8 => model.map(&mut Int8Weights { path: Vec::new() }),
+        Quantize::Int8 => match model.map(&mut Int8Weights { path: Vec::new() }) {
+            Network::Seed(seed) if crate::device::is_cpu(&seed.hidden.weight.device()) => {
+                let hidden_int8 = Int8Dense::from_linear(&seed.hidden).map(Arc::new);
+                Network::Seed(Seed { hidden_int8, ..seed })
+            }
+            model => model,
+        },
     }
 }
 
@@ -118,6 +130,25 @@ mod tests {
             assert!(diff > 0.0, "{kind}: quantization changed nothing");
             assert!(diff < 0.05 * scale, "{kind}: max difference {diff} with logits up to {scale}");
         }
+    }
+
+    /// The seed's hidden layer runs in integers after quantizing, and its logits are those
+    /// of the same int8 weights in fp32 arithmetic up to the rounding of its inputs to 8 bits.
+    #[test]
+    fn seed_hidden_layer_runs_in_integers_close_to_its_fp32_arithmetic() {
+        let device = Device::flex();
+        device.seed(4);
+        let model = Network::init(ModelKind::Seed, 10, &device).valid();
+        let images = Tensor::<4>::random([12, 3, 32, 32], Distribution::Default, &device);
+        let Network::Seed(int8) = quantize(model, Quantize::Int8) else { unreachable!() };
+        assert!(int8.hidden_int8.is_some(), "quantizing prepares the integer layer");
+        let weight_only = crate::model::Seed { hidden_int8: None, ..int8.clone() };
+        let integers = int8.forward(images.clone());
+        let floats = weight_only.forward(images);
+        let scale = floats.clone().abs().max().into_scalar::<f32>();
+        let diff = (integers - floats).abs().max().into_scalar::<f32>();
+        assert!(diff > 0.0, "the integer path was not taken");
+        assert!(diff < 0.02 * scale, "max difference {diff} with logits up to {scale}");
     }
 
     #[test]

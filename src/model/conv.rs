@@ -244,8 +244,15 @@ unsafe fn conv_row_pair_avx512(
 #[inline(always)]
 fn pool_rows(top: &[f32], bottom: &[f32], y: usize, w: usize, out: &mut [f32], sources: &mut [i32]) {
     let (top, bottom) = (&top[..2 * out.len()], &bottom[..2 * out.len()]);
+    if sources.is_empty() {
+        for (px, value) in out.iter_mut().enumerate() {
+            let best = top[2 * px].max(top[2 * px + 1]).max(bottom[2 * px]).max(bottom[2 * px + 1]);
+            *value = best.max(0.0);
+        }
+        return;
+    }
     let wide = w as i32;
-    for (px, value) in out.iter_mut().enumerate() {
+    for ((px, value), source) in out.iter_mut().enumerate().zip(&mut sources[..]) {
         let mut best = top[2 * px];
         let mut offset = 0;
         for (v, o) in [(top[2 * px + 1], 1), (bottom[2 * px], wide), (bottom[2 * px + 1], wide + 1)] {
@@ -254,9 +261,7 @@ fn pool_rows(top: &[f32], bottom: &[f32], y: usize, w: usize, out: &mut [f32], s
             offset = if better { o } else { offset };
         }
         *value = if best > 0.0 { best } else { 0.0 };
-        if let Some(source) = sources.get_mut(px) {
-            *source = if best > 0.0 { (y * w + 2 * px) as i32 + offset } else { -1 };
-        }
+        *source = if best > 0.0 { (y * w + 2 * px) as i32 + offset } else { -1 };
     }
 }
 

@@ -8,11 +8,13 @@ mod conv;
 mod conv_op;
 mod conv_pool_op;
 mod dense_op;
+mod int8_dense;
 mod norm_op;
 mod fast;
 mod seed;
 mod summary;
 
+pub use int8_dense::Int8Dense;
 pub use fast::{Fast, FastConfig, LOGIT_SCALE as FAST_LOGIT_SCALE};
 pub use seed::{Seed, SeedConfig, max_pool_2x2};
 pub use summary::{LayerRow, Summary};

@@ -15,6 +15,8 @@ use rayon::prelude::*;
 use super::conv::{conv3x3_relu_pool, conv_of_constant};
 use super::conv_pool_op;
 use super::dense_op::dense;
+use super::int8_dense::Int8Dense;
+use std::sync::Arc;
 use super::summary::{LayerRow, Summary};
 
 /// Filters of the one convolution.
@@ -50,6 +52,10 @@ pub struct Seed {
     pub dropout: Dropout,
     /// Dense 512 -> classes, giving logits.
     pub output: Linear,
+    /// The hidden layer in integer form, set by [`crate::quantize::quantize`] when its
+    /// weights are int8; CPU inference then runs it with [`Int8Dense`]. Not saved.
+    #[module(skip)]
+    pub hidden_int8: Option<Arc<Int8Dense>>,
 }
 
 impl SeedConfig {
@@ -72,6 +78,7 @@ impl SeedConfig {
             hidden: Linear { bias: zero_bias(HIDDEN, device), ..hidden },
             dropout: DropoutConfig::new(self.dropout).init(),
             output: Linear { bias: zero_bias(self.num_classes, device), ..output },
+            hidden_int8: None,
         }
     }
 }
@@ -133,9 +140,30 @@ impl Seed {
             if cpu { max_pool_2x2(x) } else { self.pool.forward(x) } // [batch, 32, 16, 16]
         };
         let x: Tensor<2> = x.flatten(1, 3); // [batch, 8192], (channel, row, column) order
-        let x = relu(dense(&self.hidden, x)); // [batch, 512]
+        let x = relu(self.hidden_forward(x)); // [batch, 512]
         let x = self.dropout.forward(x);
         dense(&self.output, x) // [batch, num_classes]
+    }
+
+    /// The hidden layer before its ReLU: in integers when [`Seed::hidden_int8`] is set and
+    /// this is CPU inference (falling back to fp32 for an input with negative values,
+    /// which the seed's never has), else [`dense`].
+    ///
+    /// # Shapes
+    /// - x: `[batch, 8192]`
+    /// - output: `[batch, 512]`
+    fn hidden_forward(&self, x: Tensor<2>) -> Tensor<2> {
+        let device = x.device();
+        let Some(int8) = self.hidden_int8.as_ref().filter(|_| crate::device::is_cpu(&device) && !device.is_autodiff())
+        else {
+            return dense(&self.hidden, x);
+        };
+        let [batch, inputs] = x.dims();
+        let values = x.into_data().convert::<f32>().try_into_vec::<f32>().unwrap_or_default();
+        match int8.forward(&values) {
+            Some(y) => Tensor::from_data(TensorData::new(y, [batch, HIDDEN]), &device),
+            None => dense(&self.hidden, Tensor::from_data(TensorData::new(values, [batch, inputs]), &device)),
+        }
     }
 
     /// The 3x3 "same" convolution as one matrix product per image ([`conv_of_constant`]):
