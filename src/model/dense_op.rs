@@ -310,7 +310,7 @@ mod panels {
     /// # Safety
     /// `c` must be valid for writes of `m * n` floats (and reads, with `accumulate`) and
     /// must not overlap the operands.
-    unsafe fn run<const M: usize, const T: usize>(
+    pub(super) unsafe fn run<const M: usize, const T: usize>(
         c: *mut f32,
         accumulate: bool,
         (a, row_stride, column_stride): (&[f32], usize, usize),
@@ -325,12 +325,18 @@ mod panels {
             let rows_per_task = M * 32;
             let tasks = (n / width) * m.div_ceil(rows_per_task);
             let out = Shared(c);
+            // Rows and tiles are multiples of 16 floats, so an aligned base aligns every store.
+            let aligned = c as usize % 64 == 0;
             (0..tasks).into_par_iter().for_each(|task| {
                 let (strip, chunk) = (task % (n / width), task / (n / width));
                 let (first, last) = (chunk * rows_per_task, ((chunk + 1) * rows_per_task).min(m));
                 for depth in (0..k).step_by(DEPTH) {
                     let steps = DEPTH.min(k - depth);
                     let load = accumulate || depth > 0;
+                    // The last depth block of a fresh product writes each value once and
+                    // nothing reads it before the optimiser: streaming stores skip reading
+                    // the destination's lines first (16 MiB for the seed's weight gradient).
+                    let stream = !accumulate && depth + steps == k && aligned;
                     let mut row = first;
                     while row < last {
                         let a_at = row * row_stride + depth * column_stride;
@@ -340,15 +346,18 @@ mod panels {
                         unsafe {
                             let c_at = out.get().add(row * n + strip * width);
                             if row + M <= last {
-                                tile::<M, T>(a.as_ptr().add(a_at), [row_stride, column_stride], b.as_ptr().add(b_at), n, steps, c_at, load);
+                                tile::<M, T>(a.as_ptr().add(a_at), [row_stride, column_stride], b.as_ptr().add(b_at), n, steps, c_at, load, stream);
                                 row += M;
                             } else {
-                                tile::<1, T>(a.as_ptr().add(a_at), [row_stride, column_stride], b.as_ptr().add(b_at), n, steps, c_at, load);
+                                tile::<1, T>(a.as_ptr().add(a_at), [row_stride, column_stride], b.as_ptr().add(b_at), n, steps, c_at, load, stream);
                                 row += 1;
                             }
                         }
                     }
                 }
+                // SAFETY: SSE is part of x86_64. Streaming stores are weakly ordered: the
+                // fence makes them visible before the task reports itself done.
+                unsafe { std::arch::x86_64::_mm_sfence() };
             });
             return true;
         }
@@ -386,6 +395,7 @@ mod panels {
         steps: usize,
         c: *mut f32,
         load: bool,
+        stream: bool,
     ) {
         use std::arch::x86_64::*;
         let mut acc = [[_mm512_setzero_ps(); T]; M];
@@ -413,8 +423,14 @@ mod panels {
         }
         for (i, row) in acc.iter().enumerate() {
             for (t, v) in row.iter().enumerate() {
-                // SAFETY: inside c's tile (caller).
-                unsafe { _mm512_storeu_ps(c.add(i * n + 16 * t), *v) };
+                // SAFETY: inside c's tile (caller), 64-byte aligned when streaming.
+                unsafe {
+                    if stream {
+                        _mm512_stream_ps(c.add(i * n + 16 * t), *v);
+                    } else {
+                        _mm512_storeu_ps(c.add(i * n + 16 * t), *v);
+                    }
+                }
             }
         }
     }
@@ -493,6 +509,19 @@ mod tests {
                 let worst = fresh.iter().zip(&expected).map(|(x, y)| (x + 0.5 - y).abs()).fold(0f32, f32::max);
                 assert!(worst < 2e-3, "without accumulating: off by {worst}");
             }
+        }
+        // A fresh product into a 64-byte-aligned destination takes the streaming stores.
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            let (m, k, n) = (7, 40, 64);
+            let b: Vec<f32> = (0..k * n).map(|i| (i % 13) as f32 - 6.0).collect();
+            let expected: Vec<f32> = (0..m * n).map(|e| (0..k).map(|j| a[e / n * k + j] * b[j * n + e % n]).sum()).collect();
+            let mut buffer = vec![f32::NAN; m * n + 16];
+            let offset = buffer.as_ptr().align_offset(64);
+            // SAFETY: the destination lies inside `buffer` (16 spare floats cover the offset).
+            assert!(unsafe { panels::run::<6, 4>(buffer.as_mut_ptr().add(offset), false, (&a, k, 1), &b, [m, k, n]) });
+            let worst = buffer[offset..offset + m * n].iter().zip(&expected).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+            assert!(worst < 1e-3, "streamed product off by {worst}");
+            assert!(buffer[..offset].iter().chain(&buffer[offset + m * n..]).all(|v| v.is_nan()), "wrote outside its rows");
         }
         // A width that is not a multiple of the tile is left to the caller.
         assert!(panels::product::<4, 4>((&[1.0; 10], 1, 1), &[1.0; 10], [1, 1, 10]).is_none());
