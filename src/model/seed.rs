@@ -11,12 +11,12 @@ use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 use rayon::prelude::*;
+use std::sync::Arc;
 
 use super::conv::{conv3x3_relu_pool, conv_of_constant};
 use super::conv_pool_op;
 use super::dense_op::dense;
 use super::int8_dense::Int8Dense;
-use std::sync::Arc;
 use super::summary::{LayerRow, Summary};
 
 /// Filters of the one convolution.
