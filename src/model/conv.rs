@@ -1,6 +1,9 @@
 //! Convolution of an input that needs no gradient (the images, or a fixed first layer's
 //! output): as one matrix product per image over its patch matrix (im2col) while training,
-//! and, for inference on the CPU, fused with its ReLU and 2x2 max pool on the host.
+//! and, on the CPU, fused with its ReLU and 2x2 max pool on the host: for inference
+//! ([`conv3x3_relu_pool`]) and, with the pooled values' sources and gradients, for the seed
+//! model's training step ([`conv3x3_relu_pool_sources`], [`conv3x3_relu_pool_grads`],
+//! driven by `conv_pool_op`).
 //!
 //! On the CPU this trains faster than burn Flex's convolution, which computes the weight
 //! gradient as another convolution whose "kernel" is the whole output gradient: a product
@@ -42,8 +45,9 @@ pub fn conv_of_constant(input: Tensor<4>, conv: &Conv2d) -> Tensor<4> {
     out.reshape([batch, filters, height, width])
 }
 
-/// Inference only: a 3x3 "same" convolution with bias, then ReLU, then 2x2 max pooling
-/// with stride 2, computed per image on the host in one pass.
+/// A 3x3 "same" convolution with bias, then ReLU, then 2x2 max pooling with stride 2,
+/// computed per image on the host in one pass (inference; training takes
+/// [`conv3x3_relu_pool_sources`]).
 ///
 /// Through burn, these three layers write and reread the full-resolution activation six
 /// or more times (patches, product, bias, ReLU, the pool's copy and gather), which took
