@@ -60,19 +60,7 @@ pub fn conv_of_constant(input: Tensor<4>, conv: &Conv2d) -> Tensor<4> {
 /// - weight: `[filters, channels, 3, 3]`, bias: `[filters]`
 /// - output: `[batch, filters, h / 2, w / 2]`, row-major
 pub fn conv3x3_relu_pool(images: &[f32], dims: [usize; 4], weight: &[f32], bias: &[f32]) -> Vec<f32> {
-    let [batch, channels, h, w] = dims;
-    let filters = bias.len();
-    assert_eq!(images.len(), batch * channels * h * w, "images do not match their shape");
-    assert_eq!(weight.len(), filters * channels * 9, "weight does not match the bias");
-    let pooled = (h / 2) * (w / 2);
-    let mut out = vec![0f32; batch * filters * pooled];
-    if out.is_empty() {
-        return out;
-    }
-    out.par_chunks_mut(filters * pooled).zip(images.par_chunks(channels * h * w)).for_each(|(out, image)| {
-        conv_image(image, [channels, h, w], weight, bias, out, None)
-    });
-    out
+    fused_images(images, dims, weight, bias, None)
 }
 
 /// [`conv3x3_relu_pool`] for training: also returns, for every pooled value, where it came
@@ -88,21 +76,32 @@ pub fn conv3x3_relu_pool_sources(
     weight: &[f32],
     bias: &[f32],
 ) -> (Vec<f32>, Vec<i32>) {
+    let [batch, _, h, w] = dims;
+    let mut sources = vec![-1i32; batch * bias.len() * (h / 2) * (w / 2)];
+    let out = fused_images(images, dims, weight, bias, Some(&mut sources));
+    (out, sources)
+}
+
+/// Both forms above: the images in parallel, each through [`conv_image`], writing its
+/// block of `sources` when given (sized like the output).
+fn fused_images(images: &[f32], dims: [usize; 4], weight: &[f32], bias: &[f32], sources: Option<&mut [i32]>) -> Vec<f32> {
     let [batch, channels, h, w] = dims;
     let filters = bias.len();
     assert_eq!(images.len(), batch * channels * h * w, "images do not match their shape");
     assert_eq!(weight.len(), filters * channels * 9, "weight does not match the bias");
-    let pooled = (h / 2) * (w / 2);
-    let mut out = vec![0f32; batch * filters * pooled];
-    let mut sources = vec![-1i32; out.len()];
+    let per_image = filters * (h / 2) * (w / 2);
+    let mut out = vec![0f32; batch * per_image];
     if out.is_empty() {
-        return (out, sources);
+        return out;
     }
-    out.par_chunks_mut(filters * pooled)
-        .zip(sources.par_chunks_mut(filters * pooled))
-        .zip(images.par_chunks(channels * h * w))
-        .for_each(|((out, sources), image)| conv_image(image, [channels, h, w], weight, bias, out, Some(sources)));
-    (out, sources)
+    let pairs = out.par_chunks_mut(per_image).zip(images.par_chunks(channels * h * w));
+    match sources {
+        None => pairs.for_each(|(out, image)| conv_image(image, [channels, h, w], weight, bias, out, None)),
+        Some(sources) => pairs
+            .zip(sources.par_chunks_mut(per_image))
+            .for_each(|((out, image), sources)| conv_image(image, [channels, h, w], weight, bias, out, Some(sources))),
+    }
+    out
 }
 
 /// The weight and bias gradients of [`conv3x3_relu_pool`], given the `sources` its training
