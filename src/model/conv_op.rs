@@ -48,6 +48,12 @@ pub(super) fn flex_tensor(values: Vec<f32>, shape: impl Into<Shape>) -> FlexTens
     FlexTensor::from_data(TensorData::new(values, shape.into()))
 }
 
+/// The values of a contiguous f32 Flex tensor, for the host kernels; the extensions made it
+/// contiguous and their callers route only f32 tensors here.
+pub(super) fn f32_values(t: &FlexTensor) -> &[f32] {
+    t.as_slice::<f32>().expect("contiguous f32 tensor")
+}
+
 fn same_3x3() -> ConvOptions<2> {
     ConvOptions::new([1, 1], [1, 1], [1, 1], 1)
 }
@@ -78,8 +84,8 @@ impl Conv3x3Backend for Flex {
         let filters = weight.layout().shape().dims::<4>()[0];
         let (x, weight) = (x.to_contiguous(), weight.to_contiguous());
         let out = forward(
-            x.as_slice::<f32>().expect("contiguous f32"),
-            weight.as_slice::<f32>().expect("contiguous f32"),
+            f32_values(&x),
+            f32_values(&weight),
             dims,
             filters,
         );
@@ -94,8 +100,8 @@ impl Conv3x3Backend for Flex {
         let filters = weight.layout().shape().dims::<4>()[0];
         let (x, output_grad) = (x.to_contiguous(), output_grad.to_contiguous());
         let grad = weight_gradient(
-            x.as_slice::<f32>().expect("contiguous f32"),
-            output_grad.as_slice::<f32>().expect("contiguous f32"),
+            f32_values(&x),
+            f32_values(&output_grad),
             dims,
             filters,
         );

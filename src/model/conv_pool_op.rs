@@ -26,7 +26,7 @@ use burn::prelude::*;
 use burn::tensor::DType;
 
 use super::conv::{conv3x3_relu_pool_grads, conv3x3_relu_pool_sources};
-use super::conv_op::flex_tensor;
+use super::conv_op::{f32_values, flex_tensor};
 
 /// The extension: the fused forward pass and the parameter gradients.
 #[backend_extension(Flex, Autodiff)]
@@ -51,10 +51,6 @@ pub trait ConvReluPoolBackend: Backend {
         sources: IntTensor<Self>,
         output_grad: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
-}
-
-fn f32_values(t: &FlexTensor) -> &[f32] {
-    t.as_slice::<f32>().expect("contiguous f32 (checked by `conv_relu_pool`)")
 }
 
 impl ConvReluPoolBackend for Flex {

@@ -33,7 +33,7 @@ use burn::prelude::*;
 use burn::tensor::DType;
 use rayon::prelude::*;
 
-use super::conv_op::flex_tensor;
+use super::conv_op::{f32_values, flex_tensor};
 
 /// The extension: the layer and its three gradients.
 #[backend_extension(Flex, Autodiff)]
@@ -50,10 +50,6 @@ pub trait DenseBackend: Backend {
         weight: FloatTensor<Self>,
         output_grad: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
-}
-
-fn f32_values(t: &FlexTensor) -> &[f32] {
-    t.as_slice::<f32>().expect("contiguous f32 (checked by `dense_on`)")
 }
 
 impl DenseBackend for Flex {

@@ -30,7 +30,7 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::ops::{ActivationOps, ModuleOps};
 use burn::backend::tensor::FloatTensor;
 
-use super::conv_op::flex_tensor;
+use super::conv_op::{f32_values, flex_tensor};
 use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, Flex, backend_extension};
 use burn::nn::BatchNorm;
 use burn::prelude::*;
@@ -78,10 +78,10 @@ impl BatchNormReluBackend for Flex {
         }
         let dims: [usize; 4] = x.layout().shape().dims();
         let (x, gamma, beta) = (x.to_contiguous(), gamma.to_contiguous(), beta.to_contiguous());
-        let slice = |t: &FlexTensor| t.as_slice::<f32>().expect("contiguous f32").to_vec();
-        let stats = statistics(x.as_slice::<f32>().expect("contiguous f32"), dims);
+        let slice = |t: &FlexTensor| f32_values(t).to_vec();
+        let stats = statistics(f32_values(&x), dims);
         let out = normalise_relu(
-            x.as_slice::<f32>().expect("contiguous f32"),
+            f32_values(&x),
             dims,
             &slice(&gamma),
             &slice(&beta),
@@ -104,7 +104,7 @@ impl BatchNormReluBackend for Flex {
         let dims: [usize; 4] = x.layout().shape().dims();
         let channels = dims[1];
         let tensors = [&x, &gamma, &beta, &mean, &variance, &output_grad].map(FlexTensor::to_contiguous);
-        let [x, gamma, beta, mean, variance, output_grad] = tensors.each_ref().map(|t| t.as_slice::<f32>().expect("f32"));
+        let [x, gamma, beta, mean, variance, output_grad] = tensors.each_ref().map(f32_values);
         let stats = Statistics { mean: mean.to_vec(), variance: variance.to_vec() };
         let (dx, dgamma, dbeta) = gradients(x, output_grad, dims, gamma, beta, &stats, epsilon);
         (flex_tensor(dx, dims), flex_tensor(dgamma, [channels]), flex_tensor(dbeta, [channels]))
