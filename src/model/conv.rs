@@ -344,13 +344,10 @@ fn conv_image_body(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::max_abs_diff;
     use burn::nn::PaddingConfig2d;
     use burn::nn::conv::Conv2dConfig;
     use burn::tensor::Distribution;
-
-    fn max_abs_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
-        (a - b).abs().max().into_scalar::<f32>()
-    }
 
     /// Same values and same weight and bias gradients as burn's convolution, for the seed
     /// model's 3 -> 32 layer with a bias and the fast model's 24 -> 64 layer without.

@@ -158,15 +158,12 @@ pub fn conv_relu_pool(images: Tensor<4>, conv: &Conv2d) -> Tensor<4> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::max_abs_diff;
     use crate::model::max_pool_2x2;
     use burn::nn::PaddingConfig2d;
     use burn::nn::conv::Conv2dConfig;
     use burn::tensor::Distribution;
     use burn::tensor::activation::relu;
-
-    fn max_abs_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
-        (a - b).abs().max().into_scalar::<f32>()
-    }
 
     /// Same output and same weight and bias gradients as burn's convolution, ReLU and the
     /// gathered max pool, one by one; with a bias spread around zero, so that some windows

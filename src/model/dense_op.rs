@@ -435,12 +435,9 @@ mod panels {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::max_abs_diff;
     use burn::nn::LinearConfig;
     use burn::tensor::Distribution;
-
-    fn max_abs_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
-        (a - b).abs().max().into_scalar::<f32>()
-    }
 
     /// Same output and same input, weight and bias gradients as burn's `Linear`, at shapes
     /// where every dimension differs (so a swapped stride or transpose shows).

@@ -129,3 +129,10 @@ pub fn labels_to_tensor(labels: &[u8], device: &Device) -> Tensor<1, Int> {
     let n = ints.len();
     Tensor::from_data(TensorData::new(ints, [n]), device)
 }
+
+/// The largest absolute difference between two tensors, for the tests that hold a host
+/// kernel to burn's own layers.
+#[cfg(test)]
+pub(crate) fn max_abs_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
+    (a - b).abs().max().into_scalar::<f32>()
+}

@@ -218,10 +218,7 @@ impl Seed {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn max_abs_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
-        (a - b).abs().max().into_scalar::<f32>()
-    }
+    use crate::model::max_abs_diff;
 
     #[test]
     fn gathered_max_pool_matches_burns_max_pool_forward_and_gradient() {
