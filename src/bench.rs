@@ -110,9 +110,7 @@ pub fn run(settings: &BenchSettings, images: Option<&ImageSet>, device: &Device)
     let per_step_ms = |s: f64| round2(1000.0 * s / steps);
 
     let model = quantize(model.valid(), settings.quantize);
-    let infer: Vec<u8> = (0..settings.infer_images)
-        .flat_map(|i| data.image(i % data.len()).iter().copied())
-        .collect();
+    let infer: Vec<u8> = (0..settings.infer_images).flat_map(|i| data.image(i % data.len()).iter().copied()).collect();
     predict_logits(&model, &infer[..IMAGE_BYTES * INFER_BATCH.min(settings.infer_images)], device);
     let t = Instant::now();
     for chunk in infer.chunks(INFER_BATCH * IMAGE_BYTES) {
@@ -195,7 +193,11 @@ fn round2(x: f64) -> f64 {
 
 impl fmt::Display for BenchResult {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "classify {} bench, model {}, {} threads, {} data", self.classify_version, self.model, self.threads, self.data)?;
+        writeln!(
+            f,
+            "classify {} bench, model {}, {} threads, {} data",
+            self.classify_version, self.model, self.threads, self.data
+        )?;
         writeln!(f, "training, batch {} over {} steps:", self.batch_size, self.steps)?;
         writeln!(f, "  {:>10.1} images/s   {:.2} ms/step", self.train_images_per_s, self.train_ms_per_step)?;
         writeln!(
@@ -249,8 +251,15 @@ mod tests {
         let r = run(&settings, Some(&synthetic(16)), &Device::flex());
         assert_eq!(r.steps, 2);
         assert_eq!(r.data, "16 images");
-        for v in [r.train_images_per_s, r.train_ms_per_step, r.forward_ms, r.backward_ms, r.optimizer_ms,
-                  r.infer_images_per_s_batch256, r.latency_ms_p50] {
+        for v in [
+            r.train_images_per_s,
+            r.train_ms_per_step,
+            r.forward_ms,
+            r.backward_ms,
+            r.optimizer_ms,
+            r.infer_images_per_s_batch256,
+            r.latency_ms_p50,
+        ] {
             assert!(v > 0.0 && v.is_finite(), "{r:?}");
         }
         assert!(r.latency_ms_p99 >= r.latency_ms_p50);

@@ -34,13 +34,12 @@ impl Classifier {
         let weights = run.load_weights()?;
         let path = run.path(crate::run::WEIGHTS_FILE);
         let invalid = |reason: String| RunError::Invalid { path: path.clone(), reason };
-        let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(weights))
-            .map_err(|e| {
-                invalid(format!(
-                    "unreadable weights ({e}); the file is damaged or truncated: restore it from the \
+        let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(weights)).map_err(|e| {
+            invalid(format!(
+                "unreadable weights ({e}); the file is damaged or truncated: restore it from the \
                      run's checkpoint/ folder or a backup, or retrain with `classify train`"
-                ))
-            })?;
+            ))
+        })?;
         let model = Network::init_revision(config.model, config.model_revision, config.classes.len(), device)
             .try_load_record(record)
             .map_err(|e| {
@@ -118,10 +117,7 @@ impl Classifier {
 
     /// The most probable label of each image.
     pub fn predict(&self, images: &[u8]) -> Vec<u8> {
-        self.probabilities(images)
-            .iter()
-            .map(|p| crate::eval::argmax(p) as u8)
-            .collect()
+        self.probabilities(images).iter().map(|p| crate::eval::argmax(p) as u8).collect()
     }
 }
 

@@ -6,10 +6,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use classify::data::BadImagePolicy;
 use classify::data::augment::{Augment, Tta};
-use classify::quantize::Quantize;
-use classify::train::recipe::{OptimizerKind, RecipeName, Schedule};
 use classify::device::DeviceKind;
 use classify::model::ModelKind;
+use classify::quantize::Quantize;
+use classify::train::recipe::{OptimizerKind, RecipeName, Schedule};
 
 /// Train, evaluate and predict with small-image classifiers (CIFAR-10 or any image folder).
 #[derive(Debug, Parser)]

@@ -170,10 +170,7 @@ fn train_run(args: TrainArgs, device: &Device, device_name: &str) -> Result<()> 
         (config, splits)
     } else {
         if run.exists() || run.path(classify::run::CHECKPOINT_FILE).exists() {
-            bail!(
-                "{} already holds a run: pass --resume to continue it, or choose another --out",
-                out.display()
-            );
+            bail!("{} already holds a run: pass --resume to continue it, or choose another --out", out.display());
         }
         let spec = args.data.data.clone().unwrap_or_else(|| data::CIFAR10_SPEC.to_string());
         let val_split = args.val_split.unwrap_or(0.1);
@@ -306,9 +303,7 @@ fn load_eval_set(
         SplitName::Val => ("val", splits.val),
         SplitName::Test => match splits.test {
             Some(test) => ("test", test),
-            None => bail!(
-                "--data {spec} has no test split (no test_batch.bin or test/ folder): use --split val"
-            ),
+            None => bail!("--data {spec} has no test split (no test_batch.bin or test/ folder): use --split val"),
         },
     };
     if set.is_empty() {
@@ -382,8 +377,7 @@ fn predict(args: PredictArgs, device: &Device) -> Result<()> {
     let mut images = vec![0u8; args.images.len() * IMAGE_BYTES];
     for (path, slot) in args.images.iter().zip(images.chunks_mut(IMAGE_BYTES)) {
         let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        data::folder::decode_into(&bytes, slot)
-            .map_err(|reason| anyhow::anyhow!("{}: {reason}", path.display()))?;
+        data::folder::decode_into(&bytes, slot).map_err(|reason| anyhow::anyhow!("{}: {reason}", path.display()))?;
     }
     let classes = classifier.classes();
     let k = args.top_k.clamp(1, classes.len());

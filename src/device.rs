@@ -29,7 +29,9 @@ impl DeviceKind {
 
 /// A device this build cannot provide.
 #[derive(Debug, thiserror::Error)]
-#[error("this classify was built without {feature} support: rebuild with `cargo build --release --features {feature}`, or use `--device cpu`")]
+#[error(
+    "this classify was built without {feature} support: rebuild with `cargo build --release --features {feature}`, or use `--device cpu`"
+)]
 pub struct UnsupportedDevice {
     feature: &'static str,
 }

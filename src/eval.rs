@@ -75,11 +75,7 @@ fn ratio(a: u64, b: u64) -> f64 {
 
 /// The label with the highest probability; the first on ties.
 pub fn argmax(probs: &[f32]) -> usize {
-    probs
-        .iter()
-        .enumerate()
-        .fold((0, f32::NEG_INFINITY), |best, (i, &p)| if p > best.1 { (i, p) } else { best })
-        .0
+    probs.iter().enumerate().fold((0, f32::NEG_INFINITY), |best, (i, &p)| if p > best.1 { (i, p) } else { best }).0
 }
 
 /// The `k` most probable labels with their probabilities, most probable first.

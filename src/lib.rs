@@ -4,16 +4,16 @@
 //! (loop, checkpoints, metrics) -> [`run`] (the run folder) -> [`classifier`] (a loaded
 //! model that predicts) -> [`eval`] and the command line.
 
-pub mod data;
+pub mod bench;
 pub mod classifier;
+pub mod data;
 pub mod device;
 pub mod eval;
 pub mod model;
 pub mod onnx;
 pub mod quantize;
-pub mod run;
-pub mod train;
-pub mod bench;
 pub mod report;
-pub mod serve;
+pub mod run;
 pub mod sagemaker;
+pub mod serve;
+pub mod train;

@@ -127,7 +127,10 @@ fn fast_graph(g: &mut Graph, net: &Fast) -> String {
     x = g.node("Flatten", &[&x], vec![attr_int("axis", 1)]);
     let w = g.weight("head.weight", net.head.weight.val());
     x = g.node("MatMul", &[&x, &w], Vec::new());
-    let scale = g.float("logit_scale", Tensor::<1>::from_floats([crate::model::FAST_LOGIT_SCALE as f32], &net.head.weight.device()));
+    let scale = g.float(
+        "logit_scale",
+        Tensor::<1>::from_floats([crate::model::FAST_LOGIT_SCALE as f32], &net.head.weight.device()),
+    );
     g.node("Mul", &[&x, &scale], Vec::new())
 }
 
@@ -164,11 +167,8 @@ impl Graph {
 
     fn conv(&mut self, inputs: &[String], kernel: i64, pads: [i64; 4]) -> String {
         let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
-        let attrs = vec![
-            attr_ints("kernel_shape", &[kernel, kernel]),
-            attr_ints("pads", &pads),
-            attr_ints("strides", &[1, 1]),
-        ];
+        let attrs =
+            vec![attr_ints("kernel_shape", &[kernel, kernel]), attr_ints("pads", &pads), attr_ints("strides", &[1, 1])];
         self.node("Conv", &inputs, attrs)
     }
 
@@ -192,7 +192,11 @@ impl Graph {
         let bias = self.float(&format!("{name}.beta"), norm.beta.val());
         let mean = self.float(&format!("{name}.running_mean"), norm.running_mean.value());
         let var = self.float(&format!("{name}.running_var"), norm.running_var.value());
-        self.node("BatchNormalization", &[x, &scale, &bias, &mean, &var], vec![attr_float("epsilon", norm.epsilon as f32)])
+        self.node(
+            "BatchNormalization",
+            &[x, &scale, &bias, &mean, &var],
+            vec![attr_float("epsilon", norm.epsilon as f32)],
+        )
     }
 
     /// A trained weight: fp32, or int8 behind a `DequantizeLinear` node when exporting int8

@@ -14,9 +14,7 @@
 
 use burn::module::{Module, ModuleMapper, Param};
 use burn::prelude::*;
-use burn::tensor::quantization::{
-    Calibration, QuantScheme, QuantStore, QuantValue, compute_q_params, compute_range,
-};
+use burn::tensor::quantization::{Calibration, QuantScheme, QuantStore, QuantValue, compute_q_params, compute_range};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Int8Dense, Network, Seed};

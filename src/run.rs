@@ -49,7 +49,9 @@ pub enum RunError {
     Json { path: PathBuf, source: serde_json::Error },
     #[error("{0} is not a run folder (no config.json): run `classify train --out {0}` first")]
     NotARun(PathBuf),
-    #[error("{path} was written by a newer classify (run format {found}, this build reads {FORMAT_VERSION}): upgrade classify")]
+    #[error(
+        "{path} was written by a newer classify (run format {found}, this build reads {FORMAT_VERSION}): upgrade classify"
+    )]
     NewerFormat { path: PathBuf, found: u32 },
     #[error("no weights in {0}: the run has not completed an epoch yet; run `classify train --resume --out {0}`")]
     NoWeights(PathBuf),
@@ -366,8 +368,8 @@ fn read_string(path: &Path) -> Result<String, RunError> {
 }
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), RunError> {
-    let mut text = serde_json::to_string_pretty(value)
-        .map_err(|source| RunError::Json { path: path.to_path_buf(), source })?;
+    let mut text =
+        serde_json::to_string_pretty(value).map_err(|source| RunError::Json { path: path.to_path_buf(), source })?;
     text.push('\n');
     write_atomic(path, text.as_bytes())
 }
@@ -419,7 +421,7 @@ mod tests {
             learning_rate: 0.001,
             seed: 1,
             optimizer: AdamSettings::default(),
-        recipe: Default::default(),
+            recipe: Default::default(),
             device: "cpu".into(),
             classes: classes.iter().map(|s| s.to_string()).collect(),
             train_images: 10,

@@ -86,7 +86,8 @@ impl Job {
         let path = root.join("input/config/hyperparameters.json");
         let mut hyperparameters = BTreeMap::new();
         if path.is_file() {
-            let text = std::fs::read_to_string(&path).map_err(|source| SageMakerError::Io { path: path.clone(), source })?;
+            let text =
+                std::fs::read_to_string(&path).map_err(|source| SageMakerError::Io { path: path.clone(), source })?;
             let value: serde_json::Value = serde_json::from_str(&text)
                 .map_err(|e| SageMakerError::Json { path: path.clone(), reason: e.to_string() })?;
             let object = value
@@ -125,18 +126,13 @@ impl Job {
     pub fn data_dir(&self) -> Result<PathBuf, SageMakerError> {
         let channel = self.hyperparameters.get("channel").map_or(DEFAULT_CHANNEL, String::as_str);
         let path = self.root.join("input/data").join(channel);
-        if path.is_dir() {
-            Ok(path)
-        } else {
-            Err(SageMakerError::NoChannel { channel: channel.to_string(), path })
-        }
+        if path.is_dir() { Ok(path) } else { Err(SageMakerError::NoChannel { channel: channel.to_string(), path }) }
     }
 
     /// Where the run folder goes: everything SageMaker uploads as the model artefact.
     pub fn model_dir(&self) -> PathBuf {
         self.root.join("model")
     }
-
 }
 
 /// Records why the job rooted at `root` failed, where SageMaker shows it; best effort, since

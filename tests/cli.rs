@@ -16,14 +16,16 @@ fn train_eval_predict_resume() {
     let root = dir.path();
     util::write_image_folder(&root.join("shapes"), &CLASSES, 12, 4);
 
-    let out = ok(classify(root, &[
-        "train", "--data", "shapes", "--epochs", "2", "--batch-size", "8", "--val-split", "0.25", "--out", "runs/a",
-    ]));
+    let out = ok(classify(
+        root,
+        &["train", "--data", "shapes", "--epochs", "2", "--batch-size", "8", "--val-split", "0.25", "--out", "runs/a"],
+    ));
     assert!(stdout(&out).contains("runs/a: 2 epochs"), "{}", stdout(&out));
     // Not a terminal: one plain line per epoch.
     assert!(stderr(&out).contains("epoch 2/2  train loss"), "{}", stderr(&out));
     let run = root.join("runs/a");
-    for f in ["config.json", "classes.txt", "model.bpk", "metrics.jsonl", "checkpoint.json", "accuracy.png", "loss.png"] {
+    for f in ["config.json", "classes.txt", "model.bpk", "metrics.jsonl", "checkpoint.json", "accuracy.png", "loss.png"]
+    {
         assert!(run.join(f).is_file(), "missing {f}");
     }
     assert_eq!(fs::read_to_string(run.join("classes.txt")).unwrap(), "blue\ngreen\nred\n");
@@ -78,10 +80,8 @@ fn train_eval_predict_resume() {
     // --resume continues to a raised epoch count and keeps the history.
     ok(classify(root, &["train", "--out", "runs/a", "--resume", "--epochs", "3"]));
     let metrics = fs::read_to_string(run.join("metrics.jsonl")).unwrap();
-    let epochs: Vec<u64> = metrics
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["epoch"].as_u64().unwrap())
-        .collect();
+    let epochs: Vec<u64> =
+        metrics.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["epoch"].as_u64().unwrap()).collect();
     assert_eq!(epochs, vec![1, 2, 3]);
     assert_eq!(lines[0], serde_json::from_str::<Value>(metrics.lines().next().unwrap()).unwrap());
     let ckpt: Value = serde_json::from_str(&fs::read_to_string(run.join("checkpoint.json")).unwrap()).unwrap();
@@ -112,9 +112,10 @@ fn test_time_augmentation_and_int8_weights_in_eval_and_predict() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     util::write_image_folder(&root.join("shapes"), &CLASSES, 8, 2);
-    ok(classify(root, &[
-        "train", "--data", "shapes", "--epochs", "1", "--batch-size", "8", "--val-split", "0.25", "--out", "r",
-    ]));
+    ok(classify(
+        root,
+        &["train", "--data", "shapes", "--epochs", "1", "--batch-size", "8", "--val-split", "0.25", "--out", "r"],
+    ));
 
     let plain: Value = serde_json::from_str(&stdout(&ok(classify(root, &["eval", "--run", "r", "--json"])))).unwrap();
     assert_eq!(plain["tta"], "none");
@@ -220,10 +221,24 @@ fn recipe_flags_reach_the_run_config_and_bad_values_are_named() {
     assert!(c["recipe"]["ema"].is_null());
 
     // --recipe modern, with two of its choices overridden.
-    ok(classify(root, &[
-        "train", "--data", "shapes", "--epochs", "1", "--recipe", "modern", "--schedule", "onecycle", "--ema", "0",
-        "--out", "runs/modern",
-    ]));
+    ok(classify(
+        root,
+        &[
+            "train",
+            "--data",
+            "shapes",
+            "--epochs",
+            "1",
+            "--recipe",
+            "modern",
+            "--schedule",
+            "onecycle",
+            "--ema",
+            "0",
+            "--out",
+            "runs/modern",
+        ],
+    ));
     let c = config("runs/modern");
     assert_eq!(c["batch_size"].as_u64(), Some(64));
     assert_eq!(c["recipe"]["augment"], "flip-crop");
@@ -232,10 +247,27 @@ fn recipe_flags_reach_the_run_config_and_bad_values_are_named() {
     assert!(c["recipe"]["ema"].is_null());
 
     // --ema alone means 0.999; sgd with its settings.
-    ok(classify(root, &[
-        "train", "--data", "shapes", "--epochs", "1", "--ema", "--optimizer", "sgd", "--momentum", "0.8",
-        "--weight-decay", "0.01", "--patience", "3", "--out", "runs/sgd",
-    ]));
+    ok(classify(
+        root,
+        &[
+            "train",
+            "--data",
+            "shapes",
+            "--epochs",
+            "1",
+            "--ema",
+            "--optimizer",
+            "sgd",
+            "--momentum",
+            "0.8",
+            "--weight-decay",
+            "0.01",
+            "--patience",
+            "3",
+            "--out",
+            "runs/sgd",
+        ],
+    ));
     let c = config("runs/sgd");
     assert_eq!(c["recipe"]["ema"].as_f64(), Some(0.999));
     assert_eq!(c["recipe"]["optimizer"], "sgd");
@@ -251,19 +283,61 @@ fn recipe_flags_reach_the_run_config_and_bad_values_are_named() {
     assert_eq!(c["recipe"]["freeze_norm_scale"], true);
     assert_eq!(c["recipe"]["norm_bias_lr_scale"].as_f64(), Some(64.0));
     assert_eq!((c["recipe"]["lr_start"].as_f64(), c["recipe"]["lr_end"].as_f64()), (Some(0.2), Some(0.07)));
-    ok(classify(root, &[
-        "train", "--data", "shapes", "--model", "fast", "--epochs", "1", "--ema", "0.99", "--freeze-norm-scale",
-        "false", "--out", "runs/fast-ema",
-    ]));
+    ok(classify(
+        root,
+        &[
+            "train",
+            "--data",
+            "shapes",
+            "--model",
+            "fast",
+            "--epochs",
+            "1",
+            "--ema",
+            "0.99",
+            "--freeze-norm-scale",
+            "false",
+            "--out",
+            "runs/fast-ema",
+        ],
+    ));
     let c = config("runs/fast-ema");
     assert_eq!((c["recipe"]["lookahead"].as_bool(), c["recipe"]["ema"].as_f64()), (Some(false), Some(0.99)));
     assert_eq!(c["recipe"]["freeze_norm_scale"], false);
     // Adam on the fast model drops the SGD-only shift rate; asking for both is an error.
-    ok(classify(root, &["train", "--data", "shapes", "--model", "fast", "--epochs", "1", "--optimizer", "adam", "--out", "runs/fast-adam"]));
+    ok(classify(
+        root,
+        &[
+            "train",
+            "--data",
+            "shapes",
+            "--model",
+            "fast",
+            "--epochs",
+            "1",
+            "--optimizer",
+            "adam",
+            "--out",
+            "runs/fast-adam",
+        ],
+    ));
     assert_eq!(config("runs/fast-adam")["recipe"]["norm_bias_lr_scale"].as_f64(), Some(1.0));
-    let out = classify(root, &[
-        "train", "--data", "shapes", "--model", "fast", "--optimizer", "adam", "--norm-bias-lr-scale", "8", "--out", "runs/bad",
-    ]);
+    let out = classify(
+        root,
+        &[
+            "train",
+            "--data",
+            "shapes",
+            "--model",
+            "fast",
+            "--optimizer",
+            "adam",
+            "--norm-bias-lr-scale",
+            "8",
+            "--out",
+            "runs/bad",
+        ],
+    );
     assert!(out.status.code() == Some(1) && stderr(&out).contains("--norm-bias-lr-scale"), "{}", stderr(&out));
 
     for (flag, value) in [

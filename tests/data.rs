@@ -12,9 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use classify::data::cifar::{self, META_FILE, TEST_FILE, TRAIN_FILES};
 use classify::data::download::{self, Archive, MARKER};
-use classify::data::{
-    CIFAR10_CLASSES, DataError, IMAGE_BYTES, ImageSet, LoadOptions, PLANE_BYTES, load, split,
-};
+use classify::data::{CIFAR10_CLASSES, DataError, IMAGE_BYTES, ImageSet, LoadOptions, PLANE_BYTES, load, split};
 use md5::{Digest, Md5};
 
 // ---------------------------------------------------------------------------------------------
@@ -52,16 +50,13 @@ fn write_cifar_dir(dir: &Path) {
 
 fn png(img: image::DynamicImage) -> Vec<u8> {
     let mut buf = Vec::new();
-    img.write_to(&mut Cursor::new(&mut buf), image::ImageFormat::Png)
-        .unwrap();
+    img.write_to(&mut Cursor::new(&mut buf), image::ImageFormat::Png).unwrap();
     buf
 }
 
 fn jpeg(img: image::RgbImage) -> Vec<u8> {
     let mut buf = Vec::new();
-    image::DynamicImage::ImageRgb8(img)
-        .write_to(&mut Cursor::new(&mut buf), image::ImageFormat::Jpeg)
-        .unwrap();
+    image::DynamicImage::ImageRgb8(img).write_to(&mut Cursor::new(&mut buf), image::ImageFormat::Jpeg).unwrap();
     buf
 }
 
@@ -88,29 +83,18 @@ fn close(a: [u8; 3], b: [u8; 3], tol: u8) -> bool {
 fn write_image_folder(root: &Path) {
     let train = root.join("train");
     // Classes created out of order: they must come back sorted (bird, cat, dog).
-    put(
-        &train.join("dog/b.png"),
-        &png(image::DynamicImage::ImageRgb8(rgb(32, 32, [10, 20, 30]))),
-    );
+    put(&train.join("dog/b.png"), &png(image::DynamicImage::ImageRgb8(rgb(32, 32, [10, 20, 30]))));
     put(&train.join("dog/a.JPG"), &jpeg(rgb(32, 32, [200, 40, 40])));
     put(&train.join("dog/notes.txt"), b"not an image, ignored");
     put(&train.join("cat/c.Jpeg"), &jpeg(rgb(40, 50, [40, 200, 40])));
     put(
         &train.join("cat/d.png"),
-        &png(image::DynamicImage::ImageLuma8(
-            image::GrayImage::from_pixel(32, 32, image::Luma([90])),
-        )),
+        &png(image::DynamicImage::ImageLuma8(image::GrayImage::from_pixel(32, 32, image::Luma([90])))),
     );
-    put(
-        &train.join("bird/e.jpeg"),
-        &jpeg(rgb(32, 32, [40, 40, 200])),
-    );
+    put(&train.join("bird/e.jpeg"), &jpeg(rgb(32, 32, [40, 40, 200])));
     fs::create_dir_all(train.join(".hidden")).unwrap();
     put(&train.join("README"), b"a stray file in train/, ignored");
-    put(
-        &root.join("test/cat/t.png"),
-        &png(image::DynamicImage::ImageRgb8(rgb(32, 32, [1, 2, 3]))),
-    );
+    put(&root.join("test/cat/t.png"), &png(image::DynamicImage::ImageRgb8(rgb(32, 32, [1, 2, 3]))));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -130,21 +114,10 @@ fn cifar_folder_loads_labels_planes_and_names() {
         assert_eq!(data.train.labels[i], (i % 3 % 10) as u8, "label {i}");
         let k = i / 3;
         let j = i % 3;
-        assert_eq!(
-            pixel0(&data.train, i),
-            [(j + 3 * k) as u8, j as u8, 255 - j as u8]
-        );
+        assert_eq!(pixel0(&data.train, i), [(j + 3 * k) as u8, j as u8, 255 - j as u8]);
         // Whole planes, not just pixel 0.
-        assert!(
-            data.train.image(i)[..PLANE_BYTES]
-                .iter()
-                .all(|&v| v == (j + 3 * k) as u8)
-        );
-        assert!(
-            data.train.image(i)[2 * PLANE_BYTES..]
-                .iter()
-                .all(|&v| v == 255 - j as u8)
-        );
+        assert!(data.train.image(i)[..PLANE_BYTES].iter().all(|&v| v == (j + 3 * k) as u8));
+        assert!(data.train.image(i)[2 * PLANE_BYTES..].iter().all(|&v| v == 255 - j as u8));
     }
     let test = data.test.unwrap();
     assert_eq!(test.labels, vec![0, 1, 2, 3]);
@@ -167,19 +140,13 @@ fn cifar_folder_errors_name_the_file() {
     bytes.truncate(bytes.len() - 10);
     fs::write(&path, &bytes).unwrap();
     let msg = cifar::load_dir(dir).unwrap_err().to_string();
-    assert!(
-        msg.contains("data_batch_3.bin") && msg.contains("not a multiple"),
-        "{msg}"
-    );
+    assert!(msg.contains("data_batch_3.bin") && msg.contains("not a multiple"), "{msg}");
 
     // A label beyond the meta file's names.
     write_cifar_dir(dir);
     fs::write(dir.join(META_FILE), "a\nb\n").unwrap();
     let msg = cifar::load_dir(dir).unwrap_err().to_string();
-    assert!(
-        msg.contains("data_batch_1.bin") && msg.contains("record 2"),
-        "{msg}"
-    );
+    assert!(msg.contains("data_batch_1.bin") && msg.contains("record 2"), "{msg}");
     assert!(msg.contains("label 2"), "{msg}");
 
     // A missing batch.
@@ -202,11 +169,7 @@ fn image_folder_reads_formats_sizes_and_sorted_classes() {
     // Class by class, files by name: bird/e.jpeg, cat/c.Jpeg, cat/d.png, dog/a.JPG, dog/b.png.
     assert_eq!(data.train.labels, vec![0, 1, 1, 2, 2]);
     assert_eq!(data.train.images.len(), 5 * IMAGE_BYTES);
-    assert!(
-        close(pixel0(&data.train, 0), [40, 40, 200], 3),
-        "{:?}",
-        pixel0(&data.train, 0)
-    );
+    assert!(close(pixel0(&data.train, 0), [40, 40, 200], 3), "{:?}", pixel0(&data.train, 0));
     // 40x50 JPEG resized to 32x32: still the same colour everywhere.
     let c = data.train.image(1);
     for i in [0, 31, 1023] {
@@ -238,17 +201,9 @@ fn image_folder_without_test_has_no_test_set() {
 fn image_folder_unknown_test_class_is_an_error() {
     let tmp = tempfile::tempdir().unwrap();
     write_image_folder(tmp.path());
-    put(
-        &tmp.path().join("test/horse/h.png"),
-        &png(image::DynamicImage::ImageRgb8(rgb(32, 32, [0, 0, 0]))),
-    );
-    let msg = load(tmp.path().to_str().unwrap(), &LoadOptions::default())
-        .unwrap_err()
-        .to_string();
-    assert!(
-        msg.contains("horse") && msg.contains("bird, cat, dog"),
-        "{msg}"
-    );
+    put(&tmp.path().join("test/horse/h.png"), &png(image::DynamicImage::ImageRgb8(rgb(32, 32, [0, 0, 0]))));
+    let msg = load(tmp.path().to_str().unwrap(), &LoadOptions::default()).unwrap_err().to_string();
+    assert!(msg.contains("horse") && msg.contains("bird, cat, dog"), "{msg}");
 }
 
 #[test]
@@ -290,14 +245,9 @@ fn image_folder_validation_split_takes_last_files_by_name() {
 #[test]
 fn load_rejects_unknown_specs_with_a_hint() {
     let tmp = tempfile::tempdir().unwrap();
-    let msg = load(tmp.path().to_str().unwrap(), &LoadOptions::default())
-        .unwrap_err()
-        .to_string();
+    let msg = load(tmp.path().to_str().unwrap(), &LoadOptions::default()).unwrap_err().to_string();
     assert!(msg.contains(&*tmp.path().to_string_lossy()), "{msg}");
-    assert!(
-        msg.contains("cifar10") && msg.contains("train/<class>"),
-        "{msg}"
-    );
+    assert!(msg.contains("cifar10") && msg.contains("train/<class>"), "{msg}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -353,10 +303,7 @@ fn serve(reply: Reply) -> Server {
             let _ = stream.shutdown(std::net::Shutdown::Write);
         }
     });
-    Server {
-        url: format!("http://{addr}/cifar-10-binary.tar.gz"),
-        hits,
-    }
+    Server { url: format!("http://{addr}/cifar-10-binary.tar.gz"), hits }
 }
 
 /// A `.tar.gz` holding a tiny `cifar-10-batches-bin/` folder.
@@ -365,8 +312,7 @@ fn cifar_archive() -> Vec<u8> {
     write_cifar_dir(src.path());
     let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     let mut tar = tar::Builder::new(gz);
-    tar.append_dir_all("cifar-10-batches-bin", src.path())
-        .unwrap();
+    tar.append_dir_all("cifar-10-batches-bin", src.path()).unwrap();
     tar.into_inner().unwrap().finish().unwrap()
 }
 
@@ -381,10 +327,8 @@ fn archive_for(url: &str, bytes: &[u8]) -> Archive {
 
 /// Names in `dir`, sorted.
 fn listing(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let mut names: Vec<String> =
+        fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     names.sort();
     names
 }
@@ -437,33 +381,19 @@ fn download_with_bad_checksum_leaves_nothing() {
     let err = download::fetch(&archive, cache.path(), false).unwrap_err();
     assert!(matches!(err, DataError::Checksum { .. }), "{err}");
     let msg = err.to_string();
-    assert!(
-        msg.contains(&server.url) && msg.contains("expected md5 0000"),
-        "{msg}"
-    );
+    assert!(msg.contains(&server.url) && msg.contains("expected md5 0000"), "{msg}");
     assert!(msg.contains("classify data fetch cifar10"), "{msg}");
-    assert!(
-        listing(cache.path()).is_empty(),
-        "{:?}",
-        listing(cache.path())
-    );
+    assert!(listing(cache.path()).is_empty(), "{:?}", listing(cache.path()));
 }
 
 #[test]
 fn download_truncated_body_leaves_nothing() {
     let bytes = cifar_archive();
-    let server = serve(Reply::Truncated {
-        body: bytes.clone(),
-        send: bytes.len() / 2,
-    });
+    let server = serve(Reply::Truncated { body: bytes.clone(), send: bytes.len() / 2 });
     let cache = tempfile::tempdir().unwrap();
     let err = download::fetch(&archive_for(&server.url, &bytes), cache.path(), false).unwrap_err();
     assert!(matches!(err, DataError::Download { .. }), "{err}");
-    assert!(
-        listing(cache.path()).is_empty(),
-        "{:?}",
-        listing(cache.path())
-    );
+    assert!(listing(cache.path()).is_empty(), "{:?}", listing(cache.path()));
 
     // A later run is not fooled: it downloads again (and fails again here).
     let _ = download::fetch(&archive_for(&server.url, &bytes), cache.path(), false);
@@ -483,11 +413,7 @@ fn download_http_error_and_wrong_size_are_reported() {
     archive.size += 1;
     let err = download::fetch(&archive, cache.path(), false).unwrap_err();
     assert!(err.to_string().contains("announced"), "{err}");
-    assert!(
-        listing(cache.path()).is_empty(),
-        "{:?}",
-        listing(cache.path())
-    );
+    assert!(listing(cache.path()).is_empty(), "{:?}", listing(cache.path()));
 }
 
 #[test]

@@ -40,8 +40,12 @@ fn onnx_check() -> PathBuf {
 /// weights are not at their initial values).
 fn trained_run(dir: &Path, model: ModelKind) -> RunDir {
     let classes = util::names(&["tl", "tr", "bl", "br"]);
-    let splits =
-        Splits { classes: classes.clone(), train: util::quadrant_set(4, 16, 1), val: util::quadrant_set(4, 4, 2), test: None };
+    let splits = Splits {
+        classes: classes.clone(),
+        train: util::quadrant_set(4, 16, 1),
+        val: util::quadrant_set(4, 4, 2),
+        test: None,
+    };
     let defaults = RecipeName::Original.defaults(model);
     let config = RunConfig { model, recipe: defaults.recipe, ..util::synthetic_config(&classes, 1) };
     let run = RunDir::new(dir.join(model.name()));
@@ -74,9 +78,10 @@ fn exported_graphs_give_classifys_logits_in_tract() {
         let mut sizes = Vec::new();
         for (precision, flag) in [(Quantize::None, "none"), (Quantize::Int8, "int8")] {
             let file = dir.path().join(format!("{model}-{flag}.onnx"));
-            let out = ok(classify(dir.path(), &[
-                "export", "--run", run.root().to_str().unwrap(), "--quantize", flag, "--out", file.to_str().unwrap(),
-            ]));
+            let out = ok(classify(
+                dir.path(),
+                &["export", "--run", run.root().to_str().unwrap(), "--quantize", flag, "--out", file.to_str().unwrap()],
+            ));
             assert!(stdout(&out).contains(&format!("{model} model")), "{}", stdout(&out));
             let bytes = std::fs::read(&file).unwrap();
             sizes.push(bytes.len());
@@ -85,11 +90,8 @@ fn exported_graphs_give_classifys_logits_in_tract() {
             assert!(bytes.windows(needle.len()).any(|w| w == needle), "class names missing from the metadata");
 
             let logits_path = dir.path().join("logits.f32");
-            let status = Command::new(&checker)
-                .args([&file, &input_path, &logits_path])
-                .arg("logits")
-                .status()
-                .unwrap();
+            let status =
+                Command::new(&checker).args([&file, &input_path, &logits_path]).arg("logits").status().unwrap();
             assert!(status.success(), "tract could not run {}", file.display());
             let theirs = floats(&std::fs::read(&logits_path).unwrap());
 
@@ -108,7 +110,10 @@ fn exported_graphs_give_classifys_logits_in_tract() {
                     let integers = logits(classifier.model());
                     let range = theirs.iter().fold(0f32, |m, v| m.max(v.abs()));
                     let diff = largest_difference(&integers);
-                    assert!(diff < 0.02 * range, "{model} {flag}: integer logits differ by up to {diff} (range {range})");
+                    assert!(
+                        diff < 0.02 * range,
+                        "{model} {flag}: integer logits differ by up to {diff} (range {range})"
+                    );
                     logits(&Network::Seed(Seed { hidden_int8: None, ..seed.clone() }))
                 }
                 network => logits(network),

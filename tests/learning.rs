@@ -87,7 +87,8 @@ fn fast_model_learns_quadrants_with_the_modern_recipe() {
     };
     let dir = tempfile::tempdir().unwrap();
     let run = RunDir::new(dir.path().join("run"));
-    let history = train::train(&splits, &config, &run, &Device::flex(), false, &Progress::silent()).expect("training runs");
+    let history =
+        train::train(&splits, &config, &run, &Device::flex(), false, &Progress::silent()).expect("training runs");
     let last = history.last().unwrap();
     assert!(last.val_acc >= 0.85, "val accuracy {} after 4 epochs: {history:?}", last.val_acc);
     // The recipe's lookahead ends the run on its slow weights; there is no separate
@@ -107,13 +108,12 @@ fn early_stopping_keeps_the_best_epochs_weights() {
         val: util::quadrant_set(4, 10, 8),
         test: None,
     };
-    let config = RunConfig {
-        recipe: Recipe { patience: Some(2), ema: Some(0.9), ..Recipe::default() },
-        ..config(&classes, 12)
-    };
+    let config =
+        RunConfig { recipe: Recipe { patience: Some(2), ema: Some(0.9), ..Recipe::default() }, ..config(&classes, 12) };
     let dir = tempfile::tempdir().unwrap();
     let run = RunDir::new(dir.path().join("run"));
-    let history = train::train(&splits, &config, &run, &Device::flex(), false, &Progress::silent()).expect("training runs");
+    let history =
+        train::train(&splits, &config, &run, &Device::flex(), false, &Progress::silent()).expect("training runs");
     let (best, best_acc) = train::best_epoch(&history).unwrap();
     // The task is learned perfectly within a few epochs, after which nothing can be better.
     assert!(history.len() < 12, "never stopped early: {history:?}");

@@ -56,8 +56,7 @@ fn seed_model_output_shape_follows_the_class_count() {
 
 #[test]
 fn seed_model_matches_keras_reference_values() {
-    let reference: Reference =
-        serde_json::from_str(include_str!("reference/seed_keras.json")).expect("reference JSON");
+    let reference: Reference = serde_json::from_str(include_str!("reference/seed_keras.json")).expect("reference JSON");
     let device = Device::flex();
     let mut net = SeedConfig::new(10).init(&device);
     // The formulas of seed_keras_reference.py, over burn's logical indices.
@@ -75,11 +74,8 @@ fn seed_model_matches_keras_reference_values() {
     net.output.bias = Some(Param::from_tensor(from_fn([10], |i| 0.01 * i[0] as f64 - 0.05, &device)));
     let net = Network::Seed(net).valid();
 
-    let images = from_fn(
-        [2, 3, 32, 32],
-        |i| ((i[0] * 7 + i[1] * 31 + i[2] * 5 + i[3] * 3) % 17) as f64 / 16.0,
-        &device,
-    );
+    let images =
+        from_fn([2, 3, 32, 32], |i| ((i[0] * 7 + i[1] * 31 + i[2] * 5 + i[3] * 3) % 17) as f64 / 16.0, &device);
     let logits = net.forward(images);
     let probs = burn::tensor::activation::softmax(logits.clone(), 1);
     let logits = logits.into_data().try_to_vec::<f32>().unwrap();

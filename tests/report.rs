@@ -32,21 +32,32 @@ fn png_file_size(path: &Path) -> (u32, u32) {
 fn assert_self_contained(html: &str) -> Vec<(u32, u32)> {
     let lower = html.to_lowercase();
     for outside in [
-        "href=", "<link", "<script", "<iframe", "<object", "<embed", "@import", "url(", "http://", "https://",
-        "srcset", "src=\"/", "src=\"file", "src=\"http",
+        "href=",
+        "<link",
+        "<script",
+        "<iframe",
+        "<object",
+        "<embed",
+        "@import",
+        "url(",
+        "http://",
+        "https://",
+        "srcset",
+        "src=\"/",
+        "src=\"file",
+        "src=\"http",
     ] {
         assert!(!lower.contains(outside), "report.html contains {outside:?}");
     }
-    let sources: Vec<&str> = html
-        .split(" src=\"")
-        .skip(1)
-        .map(|rest| &rest[..rest.find('"').expect("closed src attribute")])
-        .collect();
+    let sources: Vec<&str> =
+        html.split(" src=\"").skip(1).map(|rest| &rest[..rest.find('"').expect("closed src attribute")]).collect();
     assert_eq!(sources.len(), lower.matches("<img").count(), "an <img> without a double-quoted src");
     sources
         .iter()
         .map(|src| {
-            let b64 = src.strip_prefix("data:image/png;base64,").unwrap_or_else(|| panic!("src is not a PNG data URI: {}", &src[..src.len().min(60)]));
+            let b64 = src
+                .strip_prefix("data:image/png;base64,")
+                .unwrap_or_else(|| panic!("src is not a PNG data URI: {}", &src[..src.len().min(60)]));
             let png = base64::engine::general_purpose::STANDARD.decode(b64).expect("valid base64");
             png_size(&png)
         })
@@ -72,9 +83,10 @@ fn report_command_writes_figures_and_a_self_contained_page() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     util::write_image_folder(&root.join("shapes"), &["blue", "green", "red"], 12, 4);
-    ok(classify(root, &[
-        "train", "--data", "shapes", "--epochs", "2", "--batch-size", "8", "--val-split", "0.25", "--out", "runs/a",
-    ]));
+    ok(classify(
+        root,
+        &["train", "--data", "shapes", "--epochs", "2", "--batch-size", "8", "--val-split", "0.25", "--out", "runs/a"],
+    ));
 
     let out = ok(classify(root, &["report", "--run", "runs/a", "--out", "rep"]));
     let printed: Vec<PathBuf> = stdout(&out).lines().map(PathBuf::from).collect();
@@ -86,7 +98,11 @@ fn report_command_writes_figures_and_a_self_contained_page() {
     assert_eq!(sizes[0], report::CURVE_SIZE);
     assert_eq!(sizes[1], report::CURVE_SIZE);
     // 3 classes of confusion cells plus names and titles; bars for 3 classes.
-    assert!(sizes[2].0 >= 3 * layout::confusion_cell(3) && sizes[2].1 >= 3 * layout::confusion_cell(3), "{:?}", sizes[2]);
+    assert!(
+        sizes[2].0 >= 3 * layout::confusion_cell(3) && sizes[2].1 >= 3 * layout::confusion_cell(3),
+        "{:?}",
+        sizes[2]
+    );
     assert!(sizes[3].0 >= 480 && sizes[3].1 >= 3 * 30, "{:?}", sizes[3]);
     assert!(sizes[4].0 >= report::mistakes_size(0).0, "{:?}", sizes[4]);
 
@@ -99,7 +115,8 @@ fn report_command_writes_figures_and_a_self_contained_page() {
         assert!(html.contains(needle), "report.html lacks {needle:?}");
     }
     // No temporary files left behind.
-    let names: Vec<String> = fs::read_dir(&rep).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let names: Vec<String> =
+        fs::read_dir(&rep).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert_eq!(names.len(), 6, "{names:?}");
 
     // Without --out the report goes into the run folder; --split val is honoured.
@@ -118,8 +135,7 @@ fn write_report_escapes_class_names_and_sizes_the_mistake_grid() {
         val: util::quadrant_set(4, 6, 12),
         test: None,
     };
-    let config =
-        RunConfig { seed: 5, train_images: 40, val_images: 24, ..util::synthetic_config(&classes, 3) };
+    let config = RunConfig { seed: 5, train_images: 40, val_images: 24, ..util::synthetic_config(&classes, 3) };
     let dir = tempfile::tempdir().unwrap();
     let run = RunDir::new(dir.path().join("run"));
     let device = Device::flex();

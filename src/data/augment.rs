@@ -227,7 +227,8 @@ mod tests {
 
     #[test]
     fn alternating_flips_mirror_each_image_in_every_other_epoch() {
-        let flips = |epoch| (0..2000).map(|i| random_view(Augment::AltFlipCrop, 2, 42, epoch, i).flip).collect::<Vec<_>>();
+        let flips =
+            |epoch| (0..2000).map(|i| random_view(Augment::AltFlipCrop, 2, 42, epoch, i).flip).collect::<Vec<_>>();
         let (one, two, three) = (flips(1), flips(2), flips(3));
         assert!(one.iter().zip(&two).all(|(a, b)| a != b), "epoch 2 must mirror what epoch 1 did not");
         assert_eq!(one, three);
@@ -235,7 +236,14 @@ mod tests {
         assert!((900..1100).contains(&count), "{count} of 2000 flipped in epoch 1");
         assert_ne!(one, (0..2000).map(|i| random_view(Augment::AltFlipCrop, 2, 43, 1, i).flip).collect::<Vec<_>>());
         // Crops still change every epoch and stay within the padding.
-        let crops = |epoch| (0..200).map(|i| { let v = random_view(Augment::AltFlipCrop, 2, 42, epoch, i); (v.dx, v.dy) }).collect::<Vec<_>>();
+        let crops = |epoch| {
+            (0..200)
+                .map(|i| {
+                    let v = random_view(Augment::AltFlipCrop, 2, 42, epoch, i);
+                    (v.dx, v.dy)
+                })
+                .collect::<Vec<_>>()
+        };
         assert_ne!(crops(1), crops(3));
         assert!(crops(1).iter().all(|(dx, dy)| dx.abs() <= 2 && dy.abs() <= 2));
     }

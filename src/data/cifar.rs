@@ -15,13 +15,8 @@ use super::{DataError, Dataset, IMAGE_BYTES, ImageSet};
 pub const RECORD_BYTES: usize = 1 + IMAGE_BYTES;
 
 /// The training batch files, in the order their records are loaded.
-pub const TRAIN_FILES: [&str; 5] = [
-    "data_batch_1.bin",
-    "data_batch_2.bin",
-    "data_batch_3.bin",
-    "data_batch_4.bin",
-    "data_batch_5.bin",
-];
+pub const TRAIN_FILES: [&str; 5] =
+    ["data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin"];
 
 /// The test batch file.
 pub const TEST_FILE: &str = "test_batch.bin";
@@ -50,12 +45,7 @@ pub fn load_dir(dir: &Path) -> Result<Dataset, DataError> {
         "loaded CIFAR binary folder"
     );
     warn_unused_classes(dir, &classes, &train);
-    Ok(Dataset {
-        classes,
-        train,
-        test: Some(test),
-        skipped: Vec::new(),
-    })
+    Ok(Dataset { classes, train, test: Some(test), skipped: Vec::new() })
 }
 
 /// Warns when `batches.meta.txt` names classes that no training record uses: a model would
@@ -63,12 +53,7 @@ pub fn load_dir(dir: &Path) -> Result<Dataset, DataError> {
 /// Not an error, since a small CIFAR-format set may legitimately lack some classes.
 fn warn_unused_classes(dir: &Path, classes: &[String], train: &ImageSet) {
     let counts = train.class_counts(classes.len());
-    let unused: Vec<&str> = classes
-        .iter()
-        .zip(&counts)
-        .filter(|(_, n)| **n == 0)
-        .map(|(c, _)| c.as_str())
-        .collect();
+    let unused: Vec<&str> = classes.iter().zip(&counts).filter(|(_, n)| **n == 0).map(|(c, _)| c.as_str()).collect();
     if !unused.is_empty() {
         tracing::warn!(
             "{} names {} classes, but no training record has the label of {}: check that \
@@ -87,20 +72,11 @@ fn warn_unused_classes(dir: &Path, classes: &[String], train: &ImageSet) {
 /// If the file cannot be read, is not UTF-8, or names no class.
 pub fn read_meta(path: &Path) -> Result<Vec<String>, DataError> {
     let bytes = fs::read(path).map_err(|e| missing_or_io(path, e))?;
-    let text = String::from_utf8(bytes).map_err(|_| {
-        DataError::format(path, "is not UTF-8 text; expected one class name per line")
-    })?;
-    let classes: Vec<String> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(str::to_string)
-        .collect();
+    let text = String::from_utf8(bytes)
+        .map_err(|_| DataError::format(path, "is not UTF-8 text; expected one class name per line"))?;
+    let classes: Vec<String> = text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect();
     if classes.is_empty() {
-        return Err(DataError::format(
-            path,
-            "names no classes; expected one class name per line",
-        ));
+        return Err(DataError::format(path, "names no classes; expected one class name per line"));
     }
     if classes.len() > 256 {
         return Err(DataError::format(
@@ -130,9 +106,7 @@ pub fn read_meta(path: &Path) -> Result<Vec<String>, DataError> {
 /// record's label is `>= n_classes` (the message names the record's index).
 pub fn read_records(path: &Path, n_classes: usize) -> Result<ImageSet, DataError> {
     // The size is checked before reading, so a wrong multi-gigabyte file is refused at once.
-    let len = fs::metadata(path)
-        .map_err(|e| missing_or_io(path, e))?
-        .len();
+    let len = fs::metadata(path).map_err(|e| missing_or_io(path, e))?.len();
     if len > 0 && !len.is_multiple_of(RECORD_BYTES as u64) {
         return Err(not_a_multiple(path, len));
     }
@@ -157,10 +131,7 @@ fn not_a_multiple(path: &Path, len: u64) -> DataError {
 /// As [`read_records`].
 pub fn parse_records(path: &Path, bytes: &[u8], n_classes: usize) -> Result<ImageSet, DataError> {
     if bytes.is_empty() {
-        return Err(DataError::format(
-            path,
-            "is empty; re-download the dataset (`classify data fetch cifar10`)",
-        ));
+        return Err(DataError::format(path, "is empty; re-download the dataset (`classify data fetch cifar10`)"));
     }
     if !bytes.len().is_multiple_of(RECORD_BYTES) {
         return Err(not_a_multiple(path, bytes.len() as u64));
@@ -282,10 +253,7 @@ mod tests {
         bytes.pop();
         let err = parse_records(Path::new("dir/data_batch_2.bin"), &bytes, 10).unwrap_err();
         let msg = err.to_string();
-        assert!(
-            msg.contains("data_batch_2.bin") && msg.contains("3072"),
-            "{msg}"
-        );
+        assert!(msg.contains("data_batch_2.bin") && msg.contains("3072"), "{msg}");
         assert!(msg.contains("3073"), "{msg}");
     }
 
@@ -296,10 +264,7 @@ mod tests {
         bytes.extend(record(10, 0, 0, 0));
         let err = parse_records(Path::new("test_batch.bin"), &bytes, 10).unwrap_err();
         let msg = err.to_string();
-        assert!(
-            msg.contains("test_batch.bin") && msg.contains("record 2"),
-            "{msg}"
-        );
+        assert!(msg.contains("test_batch.bin") && msg.contains("record 2"), "{msg}");
         assert!(msg.contains("label 10"), "{msg}");
     }
 
@@ -314,10 +279,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(META_FILE);
         fs::write(&path, "\nairplane\r\n  automobile \n\n\nbird\n\n").unwrap();
-        assert_eq!(
-            read_meta(&path).unwrap(),
-            vec!["airplane", "automobile", "bird"]
-        );
+        assert_eq!(read_meta(&path).unwrap(), vec!["airplane", "automobile", "bird"]);
         fs::write(&path, "\n \n").unwrap();
         assert!(read_meta(&path).is_err());
     }
@@ -343,9 +305,6 @@ mod tests {
         write_meta(&dir.path().join(META_FILE), &["a".to_string()]).unwrap();
         let err = load_dir(dir.path()).unwrap_err();
         let msg = err.to_string();
-        assert!(
-            msg.contains("data_batch_1.bin") && msg.contains("missing"),
-            "{msg}"
-        );
+        assert!(msg.contains("data_batch_1.bin") && msg.contains("missing"), "{msg}");
     }
 }

@@ -61,11 +61,7 @@ const READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// # Errors
 /// [`DataError::NoCacheDir`] if none of those variables is set.
 pub fn cache_dir() -> Result<PathBuf, DataError> {
-    cache_dir_from(
-        std::env::var_os(HOME_ENV),
-        std::env::var_os("XDG_CACHE_HOME"),
-        std::env::var_os("HOME"),
-    )
+    cache_dir_from(std::env::var_os(HOME_ENV), std::env::var_os("XDG_CACHE_HOME"), std::env::var_os("HOME"))
 }
 
 fn cache_dir_from(
@@ -136,8 +132,7 @@ pub fn fetch(archive: &Archive, cache: &Path, progress: bool) -> Result<PathBuf,
         cache = %cache.display(),
         "downloading dataset"
     );
-    let result =
-        download(archive, &part, progress).and_then(|()| install(archive, &part, cache, &dest));
+    let result = download(archive, &part, progress).and_then(|()| install(archive, &part, cache, &dest));
     // The archive is not kept once extracted, nor after a failure.
     let _ = fs::remove_file(&part);
     result?;
@@ -147,10 +142,7 @@ pub fn fetch(archive: &Archive, cache: &Path, progress: bool) -> Result<PathBuf,
 /// Streams `archive.url` into `part`, checking size and MD5.
 fn download(archive: &Archive, part: &Path, progress: bool) -> Result<(), DataError> {
     let url = archive.url.as_ref();
-    let fail = |reason: String| DataError::Download {
-        url: url.to_string(),
-        reason,
-    };
+    let fail = |reason: String| DataError::Download { url: url.to_string(), reason };
     let agent = ureq::Agent::config_builder()
         .timeout_connect(Some(CONNECT_TIMEOUT))
         .timeout_per_read(Some(READ_TIMEOUT))
@@ -163,20 +155,15 @@ fn download(archive: &Archive, part: &Path, progress: bool) -> Result<(), DataEr
     if let Some(len) = response.body().content_length()
         && len != archive.size
     {
-        return Err(fail(format!(
-            "the server announced {len} bytes, expected {} (wrong URL?)",
-            archive.size
-        )));
+        return Err(fail(format!("the server announced {len} bytes, expected {} (wrong URL?)", archive.size)));
     }
     let mut body = response.into_body().into_reader();
 
     let bar = if progress {
         indicatif::ProgressBar::new(archive.size).with_style(
-            indicatif::ProgressStyle::with_template(
-                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
+            indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
         )
     } else {
         indicatif::ProgressBar::hidden()
@@ -194,41 +181,26 @@ fn download(archive: &Archive, part: &Path, progress: bool) -> Result<(), DataEr
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 bar.abandon();
-                return Err(fail(format!(
-                    "the connection broke after {received} of {} bytes: {e}",
-                    archive.size
-                )));
+                return Err(fail(format!("the connection broke after {received} of {} bytes: {e}", archive.size)));
             }
         };
         received += n as u64;
         if received > archive.size {
             bar.abandon();
-            return Err(fail(format!(
-                "the server sent more than the expected {} bytes (wrong URL?)",
-                archive.size
-            )));
+            return Err(fail(format!("the server sent more than the expected {} bytes (wrong URL?)", archive.size)));
         }
         hasher.update(&buf[..n]);
-        file.write_all(&buf[..n])
-            .map_err(|e| DataError::io("cannot write", part, e))?;
+        file.write_all(&buf[..n]).map_err(|e| DataError::io("cannot write", part, e))?;
         bar.inc(n as u64);
     }
     bar.finish_and_clear();
     if received != archive.size {
-        return Err(fail(format!(
-            "the download is truncated: received {received} of {} bytes",
-            archive.size
-        )));
+        return Err(fail(format!("the download is truncated: received {received} of {} bytes", archive.size)));
     }
-    file.sync_all()
-        .map_err(|e| DataError::io("cannot write", part, e))?;
+    file.sync_all().map_err(|e| DataError::io("cannot write", part, e))?;
     let actual = format!("{:x}", hasher.finalize());
     if !actual.eq_ignore_ascii_case(&archive.md5) {
-        return Err(DataError::Checksum {
-            url: url.to_string(),
-            expected: archive.md5.to_lowercase(),
-            actual,
-        });
+        return Err(DataError::Checksum { url: url.to_string(), expected: archive.md5.to_lowercase(), actual });
     }
     Ok(())
 }
@@ -236,9 +208,7 @@ fn download(archive: &Archive, part: &Path, progress: bool) -> Result<(), DataEr
 /// Extracts the verified archive at `part` into a temporary folder in `cache`, marks its
 /// top-level folder complete, and renames that into `dest`.
 fn install(archive: &Archive, part: &Path, cache: &Path, dest: &Path) -> Result<(), DataError> {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
     let tmp = cache.join(format!(".tmp-{}-{nanos:09}", std::process::id()));
     fs::create_dir(&tmp).map_err(|e| DataError::io("cannot create", &tmp, e))?;
     let result = extract_and_place(archive, part, &tmp, dest);
@@ -246,12 +216,7 @@ fn install(archive: &Archive, part: &Path, cache: &Path, dest: &Path) -> Result<
     result
 }
 
-fn extract_and_place(
-    archive: &Archive,
-    part: &Path,
-    tmp: &Path,
-    dest: &Path,
-) -> Result<(), DataError> {
+fn extract_and_place(archive: &Archive, part: &Path, tmp: &Path, dest: &Path) -> Result<(), DataError> {
     let file = fs::File::open(part).map_err(|e| DataError::io("cannot read", part, e))?;
     // `unpack` refuses entries that would land outside `tmp` (absolute paths, `..`).
     tar::Archive::new(flate2::read::GzDecoder::new(BufReader::new(file)))
@@ -261,26 +226,19 @@ fn extract_and_place(
     if !extracted.is_dir() {
         return Err(DataError::format(
             part,
-            format!(
-                "the archive has no {}/ folder; is the URL {} right?",
-                archive.folder, archive.url
-            ),
+            format!("the archive has no {}/ folder; is the URL {} right?", archive.folder, archive.url),
         ));
     }
     // Marked before the rename, so the folder never appears in place without its marker.
     let marker = extracted.join(MARKER);
-    fs::write(
-        &marker,
-        format!("url = {}\nmd5 = {}\n", archive.url, archive.md5),
-    )
-    .map_err(|e| DataError::io("cannot write", &marker, e))?;
+    fs::write(&marker, format!("url = {}\nmd5 = {}\n", archive.url, archive.md5))
+        .map_err(|e| DataError::io("cannot write", &marker, e))?;
     if dest.exists() {
         if is_complete(dest) {
             // Another process finished first; keep its copy.
             return Ok(());
         }
-        fs::remove_dir_all(dest)
-            .map_err(|e| DataError::io("cannot remove incomplete dataset folder", dest, e))?;
+        fs::remove_dir_all(dest).map_err(|e| DataError::io("cannot remove incomplete dataset folder", dest, e))?;
     }
     fs::rename(&extracted, dest).map_err(|e| DataError::io("cannot move dataset into", dest, e))?;
     tracing::info!(dir = %dest.display(), "dataset ready");
@@ -297,27 +255,12 @@ mod tests {
 
     #[test]
     fn cache_dir_precedence() {
-        assert_eq!(
-            cache_dir_from(os("/c"), os("/x"), os("/h")).unwrap(),
-            PathBuf::from("/c")
-        );
-        assert_eq!(
-            cache_dir_from(None, os("/x"), os("/h")).unwrap(),
-            PathBuf::from("/x/classify")
-        );
-        assert_eq!(
-            cache_dir_from(os(""), os(""), os("/h")).unwrap(),
-            PathBuf::from("/h/.cache/classify")
-        );
+        assert_eq!(cache_dir_from(os("/c"), os("/x"), os("/h")).unwrap(), PathBuf::from("/c"));
+        assert_eq!(cache_dir_from(None, os("/x"), os("/h")).unwrap(), PathBuf::from("/x/classify"));
+        assert_eq!(cache_dir_from(os(""), os(""), os("/h")).unwrap(), PathBuf::from("/h/.cache/classify"));
         // A relative XDG_CACHE_HOME is ignored, per the XDG base-directory spec.
-        assert_eq!(
-            cache_dir_from(None, os("rel"), os("/h")).unwrap(),
-            PathBuf::from("/h/.cache/classify")
-        );
-        assert!(matches!(
-            cache_dir_from(None, None, None),
-            Err(DataError::NoCacheDir)
-        ));
+        assert_eq!(cache_dir_from(None, os("rel"), os("/h")).unwrap(), PathBuf::from("/h/.cache/classify"));
+        assert!(matches!(cache_dir_from(None, None, None), Err(DataError::NoCacheDir)));
     }
 
     #[test]

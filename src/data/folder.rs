@@ -14,10 +14,7 @@ use std::path::{Path, PathBuf};
 use image::imageops::FilterType;
 use rayon::prelude::*;
 
-use super::{
-    BadImagePolicy, DataError, Dataset, IMAGE_BYTES, IMAGE_SIZE, ImageSet, PLANE_BYTES,
-    SkippedImage,
-};
+use super::{BadImagePolicy, DataError, Dataset, IMAGE_BYTES, IMAGE_SIZE, ImageSet, PLANE_BYTES, SkippedImage};
 
 /// Subfolder of the root holding the training classes.
 pub const TRAIN_DIR: &str = "train";
@@ -60,57 +57,38 @@ pub fn load_dir(root: &Path, progress: bool) -> Result<Dataset, DataError> {
 /// skipped), `test/` class folders that are not training classes (all named), a folder that
 /// cannot be listed, or, under [`BadImagePolicy::Fail`], an image that cannot be read or
 /// decoded (the error names the file).
-pub fn load_dir_with(
-    root: &Path,
-    progress: bool,
-    policy: BadImagePolicy,
-) -> Result<Dataset, DataError> {
+pub fn load_dir_with(root: &Path, progress: bool, policy: BadImagePolicy) -> Result<Dataset, DataError> {
     let train_dir = root.join(TRAIN_DIR);
     let classes = list_classes(&train_dir)?;
     if classes.is_empty() {
-        return Err(DataError::format(
-            &train_dir,
-            "has no class folders; expected train/<class>/*.png|jpg",
-        ));
+        return Err(DataError::format(&train_dir, "has no class folders; expected train/<class>/*.png|jpg"));
     }
     if classes.len() > 256 {
         return Err(DataError::format(
             &train_dir,
-            format!(
-                "has {} class folders; at most 256 are supported",
-                classes.len()
-            ),
+            format!("has {} class folders; at most 256 are supported", classes.len()),
         ));
     }
     let names: Vec<String> = classes
         .iter()
         .map(|c| {
-            c.clone().into_string().map_err(|c| {
-                DataError::format(
-                    &train_dir.join(&c),
-                    "class folder name is not valid UTF-8; rename it",
-                )
-            })
+            c.clone()
+                .into_string()
+                .map_err(|c| DataError::format(&train_dir.join(&c), "class folder name is not valid UTF-8; rename it"))
         })
         .collect::<Result<_, _>>()?;
 
     let train_items = list_items(&train_dir, &classes)?;
     if train_items.is_empty() {
-        return Err(DataError::format(
-            &train_dir,
-            "holds no .png/.jpg/.jpeg images in its class folders",
-        ));
+        return Err(DataError::format(&train_dir, "holds no .png/.jpg/.jpeg images in its class folders"));
     }
     check_no_empty_class(&train_dir, &names, &train_items, "")?;
 
     let test_dir = root.join(TEST_DIR);
     let test_items = if test_dir.is_dir() {
         let test_classes = list_classes(&test_dir)?;
-        let unknown: Vec<String> = test_classes
-            .iter()
-            .filter(|c| !classes.contains(c))
-            .map(|c| c.to_string_lossy().into_owned())
-            .collect();
+        let unknown: Vec<String> =
+            test_classes.iter().filter(|c| !classes.contains(c)).map(|c| c.to_string_lossy().into_owned()).collect();
         if !unknown.is_empty() {
             return Err(DataError::format(
                 &test_dir,
@@ -122,12 +100,8 @@ pub fn load_dir_with(
                 ),
             ));
         }
-        let missing: Vec<&str> = classes
-            .iter()
-            .zip(&names)
-            .filter(|(c, _)| !test_classes.contains(c))
-            .map(|(_, n)| n.as_str())
-            .collect();
+        let missing: Vec<&str> =
+            classes.iter().zip(&names).filter(|(c, _)| !test_classes.contains(c)).map(|(_, n)| n.as_str()).collect();
         if !missing.is_empty() {
             tracing::warn!(
                 "{} has no folder for the training classes {}: they are not tested",
@@ -143,11 +117,9 @@ pub fn load_dir_with(
     let total = train_items.len() + test_items.as_ref().map_or(0, Vec::len);
     let bar = if progress {
         indicatif::ProgressBar::new(total as u64).with_style(
-            indicatif::ProgressStyle::with_template(
-                "decoding {pos}/{len} images [{bar:30}] {per_sec} ETA {eta}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
+            indicatif::ProgressStyle::with_template("decoding {pos}/{len} images [{bar:30}] {per_sec} ETA {eta}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
         )
     } else {
         indicatif::ProgressBar::hidden()
@@ -157,33 +129,19 @@ pub fn load_dir_with(
     let train = decode_items(&train_items, &bar, policy, &mut skipped)?;
     if !skipped.is_empty() {
         let kept: Vec<(PathBuf, u8)> = train.labels.iter().map(|&l| (PathBuf::new(), l)).collect();
-        check_no_empty_class(
-            &train_dir,
-            &names,
-            &kept,
-            " (all of its images were skipped as bad)",
-        )?;
+        check_no_empty_class(&train_dir, &names, &kept, " (all of its images were skipped as bad)")?;
     }
-    let test = test_items
-        .map(|items| decode_items(&items, &bar, policy, &mut skipped))
-        .transpose()?;
+    let test = test_items.map(|items| decode_items(&items, &bar, policy, &mut skipped)).transpose()?;
     bar.finish_and_clear();
     if !skipped.is_empty() {
         const SHOWN: usize = 5;
-        let first: Vec<String> = skipped
-            .iter()
-            .take(SHOWN)
-            .map(|s| format!("{} ({})", s.path.display(), s.reason))
-            .collect();
+        let first: Vec<String> =
+            skipped.iter().take(SHOWN).map(|s| format!("{} ({})", s.path.display(), s.reason)).collect();
         tracing::warn!(
             "skipped {} bad image file(s) of {total} under {}{}: {}",
             skipped.len(),
             root.display(),
-            if skipped.len() > SHOWN {
-                format!(", the first {SHOWN}")
-            } else {
-                String::new()
-            },
+            if skipped.len() > SHOWN { format!(", the first {SHOWN}") } else { String::new() },
             first.join("; ")
         );
     }
@@ -194,12 +152,7 @@ pub fn load_dir_with(
         seconds = start.elapsed().as_secs_f64(),
         "decoded image folder"
     );
-    Ok(Dataset {
-        classes: names,
-        train,
-        test,
-        skipped,
-    })
+    Ok(Dataset { classes: names, train, test, skipped })
 }
 
 /// Fails, naming them all, if some of `names` has no item in `items`.
@@ -213,12 +166,7 @@ fn check_no_empty_class(
     for (_, label) in items {
         counts[usize::from(*label)] += 1;
     }
-    let empty: Vec<&str> = names
-        .iter()
-        .zip(&counts)
-        .filter(|(_, n)| **n == 0)
-        .map(|(c, _)| c.as_str())
-        .collect();
+    let empty: Vec<&str> = names.iter().zip(&counts).filter(|(_, n)| **n == 0).map(|(c, _)| c.as_str()).collect();
     if empty.is_empty() {
         return Ok(());
     }
@@ -260,9 +208,7 @@ fn list_items(dir: &Path, classes: &[OsString]) -> Result<Vec<(PathBuf, u8)>, Da
             continue;
         }
         let mut files = Vec::new();
-        for entry in
-            fs::read_dir(&class_dir).map_err(|e| DataError::io("cannot list", &class_dir, e))?
-        {
+        for entry in fs::read_dir(&class_dir).map_err(|e| DataError::io("cannot list", &class_dir, e))? {
             let entry = entry.map_err(|e| DataError::io("cannot list", &class_dir, e))?;
             let name = entry.file_name();
             if has_image_extension(&name) && entry.path().is_file() {
@@ -295,10 +241,7 @@ fn decode_items(
     let mut images = vec![0u8; items.len() * IMAGE_BYTES];
     let decode_one = |out: &mut [u8], path: &PathBuf| {
         let bytes = fs::read(path).map_err(|e| DataError::io("cannot read", path, e))?;
-        decode_into(&bytes, out).map_err(|reason| DataError::Decode {
-            path: path.clone(),
-            reason,
-        })?;
+        decode_into(&bytes, out).map_err(|reason| DataError::Decode { path: path.clone(), reason })?;
         bar.inc(1);
         Ok::<(), DataError>(())
     };
@@ -307,10 +250,7 @@ fn decode_items(
             .par_chunks_mut(IMAGE_BYTES)
             .zip(items.par_iter())
             .try_for_each(|(out, (path, _))| decode_one(out, path))?;
-        return Ok(ImageSet {
-            images,
-            labels: items.iter().map(|(_, l)| *l).collect(),
-        });
+        return Ok(ImageSet { images, labels: items.iter().map(|(_, l)| *l).collect() });
     }
     let results: Vec<Result<(), DataError>> = images
         .par_chunks_mut(IMAGE_BYTES)
@@ -328,10 +268,7 @@ fn decode_items(
                     DataError::Io { source, .. } => format!("cannot read: {source}"),
                     other => other.to_string(),
                 };
-                skipped.push(SkippedImage {
-                    path: path.clone(),
-                    reason,
-                });
+                skipped.push(SkippedImage { path: path.clone(), reason });
             }
         }
     }
@@ -350,40 +287,26 @@ fn decode_items(
 /// # Panics
 /// If `out` is not [`IMAGE_BYTES`] long (a bug in the caller, never a property of the input).
 pub fn decode_into(bytes: &[u8], out: &mut [u8]) -> Result<(), String> {
-    assert_eq!(
-        out.len(),
-        IMAGE_BYTES,
-        "decode_into: out must be {IMAGE_BYTES} bytes"
-    );
+    assert_eq!(out.len(), IMAGE_BYTES, "decode_into: out must be {IMAGE_BYTES} bytes");
     if bytes.is_empty() {
         return Err("the file is empty (0 bytes)".into());
     }
-    let reader = || {
-        image::ImageReader::new(Cursor::new(bytes))
-            .with_guessed_format()
-            .map_err(|e| e.to_string())
-    };
+    let reader = || image::ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| e.to_string());
     match reader()?.format() {
         Some(image::ImageFormat::Png | image::ImageFormat::Jpeg) => {}
         Some(other) => {
-            return Err(format!(
-                "a {other:?} image; only PNG and JPEG are read, convert it first"
-            ));
+            return Err(format!("a {other:?} image; only PNG and JPEG are read, convert it first"));
         }
         None => {
-            return Err(
-                "not a PNG or JPEG image (its content is neither, whatever its name says)".into(),
-            );
+            return Err("not a PNG or JPEG image (its content is neither, whatever its name says)".into());
         }
     }
     if reader()?.format() == Some(image::ImageFormat::Jpeg) && jpeg_is_truncated(bytes) {
         // The JPEG decoder pads a cut-off scan with grey instead of failing; PIL (and so
         // Keras's `load_img`) refuses such files, and so does this reader.
-        return Err(
-            "the JPEG is truncated (no end-of-image marker after its last scan); copy or \
+        return Err("the JPEG is truncated (no end-of-image marker after its last scan); copy or \
              export it again"
-                .into(),
-        );
+            .into());
     }
     let (width, height) = reader()?.into_dimensions().map_err(|e| e.to_string())?;
     check_dimensions(width, height)?;
@@ -423,9 +346,7 @@ pub fn jpeg_is_truncated(bytes: &[u8]) -> bool {
 /// Refuses images with no pixels or more than [`MAX_PIXELS`].
 pub fn check_dimensions(width: u32, height: u32) -> Result<(), String> {
     if width == 0 || height == 0 {
-        return Err(format!(
-            "the image is {width}x{height} pixels: it has no pixels"
-        ));
+        return Err(format!("the image is {width}x{height} pixels: it has no pixels"));
     }
     if u64::from(width) * u64::from(height) > MAX_PIXELS {
         return Err(format!(
@@ -442,8 +363,7 @@ mod tests {
 
     fn encode_png(img: &image::DynamicImage) -> Vec<u8> {
         let mut buf = Vec::new();
-        img.write_to(&mut Cursor::new(&mut buf), image::ImageFormat::Png)
-            .unwrap();
+        img.write_to(&mut Cursor::new(&mut buf), image::ImageFormat::Png).unwrap();
         buf
     }
 
@@ -459,9 +379,8 @@ mod tests {
 
     #[test]
     fn png_32x32_rgb_passes_through_bit_exact_as_chw() {
-        let img = image::RgbImage::from_fn(32, 32, |x, y| {
-            image::Rgb([(x * 8) as u8, (y * 8) as u8, (x * y % 256) as u8])
-        });
+        let img =
+            image::RgbImage::from_fn(32, 32, |x, y| image::Rgb([(x * 8) as u8, (y * 8) as u8, (x * y % 256) as u8]));
         let png = encode_png(&image::DynamicImage::ImageRgb8(img.clone()));
         let mut out = vec![0; IMAGE_BYTES];
         decode_into(&png, &mut out).unwrap();
@@ -469,11 +388,7 @@ mod tests {
             for x in 0..32u32 {
                 let p = img.get_pixel(x, y);
                 let i = (y * 32 + x) as usize;
-                assert_eq!(
-                    [out[i], out[PLANE_BYTES + i], out[2 * PLANE_BYTES + i]],
-                    p.0,
-                    "pixel ({x}, {y})"
-                );
+                assert_eq!([out[i], out[PLANE_BYTES + i], out[2 * PLANE_BYTES + i]], p.0, "pixel ({x}, {y})");
             }
         }
     }
@@ -482,19 +397,11 @@ mod tests {
     fn grey_and_alpha_are_converted_to_rgb() {
         let grey = image::GrayImage::from_pixel(32, 32, image::Luma([77]));
         let mut out = vec![0; IMAGE_BYTES];
-        decode_into(
-            &encode_png(&image::DynamicImage::ImageLuma8(grey)),
-            &mut out,
-        )
-        .unwrap();
+        decode_into(&encode_png(&image::DynamicImage::ImageLuma8(grey)), &mut out).unwrap();
         assert!(out.iter().all(|&v| v == 77));
 
         let rgba = image::RgbaImage::from_pixel(32, 32, image::Rgba([1, 2, 3, 0]));
-        decode_into(
-            &encode_png(&image::DynamicImage::ImageRgba8(rgba)),
-            &mut out,
-        )
-        .unwrap();
+        decode_into(&encode_png(&image::DynamicImage::ImageRgba8(rgba)), &mut out).unwrap();
         assert!(out[..PLANE_BYTES].iter().all(|&v| v == 1));
         assert!(out[2 * PLANE_BYTES..].iter().all(|&v| v == 3));
     }
@@ -502,13 +409,14 @@ mod tests {
     #[test]
     fn other_sizes_are_resized_to_32x32() {
         // Left half red, right half blue, 64x40: after resizing, the left edge is red.
-        let img = image::RgbImage::from_fn(64, 40, |x, _| {
-            if x < 32 {
-                image::Rgb([255, 0, 0])
-            } else {
-                image::Rgb([0, 0, 255])
-            }
-        });
+        let img =
+            image::RgbImage::from_fn(
+                64,
+                40,
+                |x, _| {
+                    if x < 32 { image::Rgb([255, 0, 0]) } else { image::Rgb([0, 0, 255]) }
+                },
+            );
         let mut out = vec![0; IMAGE_BYTES];
         decode_into(&encode_png(&image::DynamicImage::ImageRgb8(img)), &mut out).unwrap();
         assert_eq!(out[0], 255); // R at (0, 0)
@@ -519,12 +427,9 @@ mod tests {
 
     #[test]
     fn truncated_jpeg_is_refused_but_trailing_bytes_are_not() {
-        let img =
-            image::RgbImage::from_fn(48, 48, |x, y| image::Rgb([(x * 5) as u8, (y * 5) as u8, 7]));
+        let img = image::RgbImage::from_fn(48, 48, |x, y| image::Rgb([(x * 5) as u8, (y * 5) as u8, 7]));
         let mut jpeg = Vec::new();
-        image::DynamicImage::ImageRgb8(img)
-            .write_to(&mut Cursor::new(&mut jpeg), image::ImageFormat::Jpeg)
-            .unwrap();
+        image::DynamicImage::ImageRgb8(img).write_to(&mut Cursor::new(&mut jpeg), image::ImageFormat::Jpeg).unwrap();
         let mut out = vec![0; IMAGE_BYTES];
         assert!(!jpeg_is_truncated(&jpeg));
         decode_into(&jpeg, &mut out).unwrap();

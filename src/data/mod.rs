@@ -30,18 +30,8 @@ pub const PLANE_BYTES: usize = IMAGE_SIZE * IMAGE_SIZE;
 
 /// The CIFAR-10 class names in the official label order (label 0 is `airplane`), as listed in
 /// `batches.meta.txt` of the official archive.
-pub const CIFAR10_CLASSES: [&str; 10] = [
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
-];
+pub const CIFAR10_CLASSES: [&str; 10] =
+    ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
 
 /// The spec that [`load`] resolves to the cached official CIFAR-10 set.
 pub const CIFAR10_SPEC: &str = "cifar10";
@@ -145,19 +135,12 @@ pub enum DataError {
 impl DataError {
     /// Wraps an I/O error with the action and path it came from.
     pub(crate) fn io(action: &'static str, path: &Path, source: std::io::Error) -> Self {
-        DataError::Io {
-            action,
-            path: path.to_path_buf(),
-            source,
-        }
+        DataError::Io { action, path: path.to_path_buf(), source }
     }
 
     /// A layout or content error about `path`.
     pub(crate) fn format(path: &Path, reason: impl Into<String>) -> Self {
-        DataError::Format {
-            path: path.to_path_buf(),
-            reason: reason.into(),
-        }
+        DataError::Format { path: path.to_path_buf(), reason: reason.into() }
     }
 }
 
@@ -185,10 +168,7 @@ impl ImageSet {
 
     /// An empty set with room for `n` images.
     pub fn with_capacity(n: usize) -> Self {
-        ImageSet {
-            images: Vec::with_capacity(n * IMAGE_BYTES),
-            labels: Vec::with_capacity(n),
-        }
+        ImageSet { images: Vec::with_capacity(n * IMAGE_BYTES), labels: Vec::with_capacity(n) }
     }
 
     /// Number of images.
@@ -215,11 +195,7 @@ impl ImageSet {
     /// If `img` is not exactly [`IMAGE_BYTES`] long: that is a bug in the caller, never a
     /// property of user data, since every source converts to this size first.
     pub fn push(&mut self, img: &[u8], label: u8) {
-        assert_eq!(
-            img.len(),
-            IMAGE_BYTES,
-            "ImageSet::push: an image must be {IMAGE_BYTES} bytes (CHW 3x32x32)"
-        );
+        assert_eq!(img.len(), IMAGE_BYTES, "ImageSet::push: an image must be {IMAGE_BYTES} bytes (CHW 3x32x32)");
         self.images.extend_from_slice(img);
         self.labels.push(label);
     }
@@ -322,16 +298,9 @@ pub fn val_count(n: usize, val_fraction: f64) -> usize {
 /// [`DataError::NothingToTrain`] if the split would leave no training images.
 pub fn split(dataset: Dataset, val_fraction: f64) -> Result<Splits, DataError> {
     if !(0.0..1.0).contains(&val_fraction) {
-        return Err(DataError::ValFraction {
-            value: val_fraction,
-        });
+        return Err(DataError::ValFraction { value: val_fraction });
     }
-    let Dataset {
-        classes,
-        train: all,
-        test,
-        skipped: _,
-    } = dataset;
+    let Dataset { classes, train: all, test, skipped: _ } = dataset;
 
     // Load-order positions of each label's images.
     let mut per_class: Vec<Vec<usize>> = vec![Vec::new(); 256];
@@ -349,12 +318,7 @@ pub fn split(dataset: Dataset, val_fraction: f64) -> Result<Splits, DataError> {
     if train_idx.is_empty() && !all.is_empty() {
         return Err(DataError::NothingToTrain { total: all.len() });
     }
-    Ok(Splits {
-        classes,
-        train: all.select(&train_idx),
-        val: all.select(&val_idx),
-        test,
-    })
+    Ok(Splits { classes, train: all.select(&train_idx), val: all.select(&val_idx), test })
 }
 
 /// Options for [`load`]: where the official CIFAR-10 set is fetched from and cached, and how
@@ -394,10 +358,7 @@ pub fn resolve(spec: &str) -> Result<Source, DataError> {
         return Ok(Source::Cifar10);
     }
     let path = Path::new(spec);
-    let unknown = |reason: &str| DataError::UnknownSource {
-        path: path.to_path_buf(),
-        reason: reason.to_string(),
-    };
+    let unknown = |reason: &str| DataError::UnknownSource { path: path.to_path_buf(), reason: reason.to_string() };
     if !path.exists() {
         return Err(unknown("no such file or folder"));
     }
@@ -414,9 +375,7 @@ pub fn resolve(spec: &str) -> Result<Source, DataError> {
     if path.join(folder::TRAIN_DIR).is_dir() {
         return Ok(Source::ImageFolder(path.to_path_buf()));
     }
-    Err(unknown(
-        "has neither data_batch_1.bin, cifar-10-batches-bin/ nor train/",
-    ))
+    Err(unknown("has neither data_batch_1.bin, cifar-10-batches-bin/ nor train/"))
 }
 
 /// Loads the dataset that `spec` names (see [`resolve`]).
@@ -538,10 +497,7 @@ mod tests {
     fn split_that_leaves_no_training_images_is_an_error() {
         // One image per class at 0.9: round(0.9) == 1, so every image would be validation.
         let err = split(dataset(&[0, 1, 2]), 0.9).unwrap_err();
-        assert!(
-            matches!(err, DataError::NothingToTrain { total: 3 }),
-            "{err}"
-        );
+        assert!(matches!(err, DataError::NothingToTrain { total: 3 }), "{err}");
     }
 
     #[test]

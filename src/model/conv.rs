@@ -84,7 +84,13 @@ pub fn conv3x3_relu_pool_sources(
 
 /// Both forms above: the images in parallel, each through [`conv_image`], writing its
 /// block of `sources` when given (sized like the output).
-fn fused_images(images: &[f32], dims: [usize; 4], weight: &[f32], bias: &[f32], sources: Option<&mut [i32]>) -> Vec<f32> {
+fn fused_images(
+    images: &[f32],
+    dims: [usize; 4],
+    weight: &[f32],
+    bias: &[f32],
+    sources: Option<&mut [i32]>,
+) -> Vec<f32> {
     let [batch, channels, h, w] = dims;
     let filters = bias.len();
     assert_eq!(images.len(), batch * channels * h * w, "images do not match their shape");
@@ -130,16 +136,15 @@ pub fn conv3x3_relu_pool_grads(
     if pooled == 0 {
         return (vec![0f32; filters * dims[1] * 9], bias_grad);
     }
-    map_grad
-        .par_chunks_mut(pixels)
-        .zip(sources.par_chunks(pooled).zip(pooled_grad.par_chunks(pooled)))
-        .for_each(|(map, (sources, grads))| {
+    map_grad.par_chunks_mut(pixels).zip(sources.par_chunks(pooled).zip(pooled_grad.par_chunks(pooled))).for_each(
+        |(map, (sources, grads))| {
             for (&source, &grad) in sources.iter().zip(grads) {
                 if let Ok(source) = usize::try_from(source) {
                     map[source] = grad;
                 }
             }
-        });
+        },
+    );
     for (plane, (sources, grads)) in sources.chunks_exact(pooled).zip(pooled_grad.chunks_exact(pooled)).enumerate() {
         let live = sources.iter().zip(grads).filter(|(s, _)| **s >= 0).map(|(_, g)| g).sum::<f32>();
         bias_grad[plane % filters] += live;
@@ -148,7 +153,14 @@ pub fn conv3x3_relu_pool_grads(
 }
 
 /// [`conv_image_body`] with the widest vector instructions this CPU has.
-fn conv_image(image: &[f32], dims: [usize; 3], weight: &[f32], bias: &[f32], out: &mut [f32], sources: Option<&mut [i32]>) {
+fn conv_image(
+    image: &[f32],
+    dims: [usize; 3],
+    weight: &[f32],
+    bias: &[f32],
+    out: &mut [f32],
+    sources: Option<&mut [i32]>,
+) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
@@ -165,13 +177,27 @@ fn conv_image(image: &[f32], dims: [usize; 3], weight: &[f32], bias: &[f32], out
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-fn conv_image_avx512(image: &[f32], dims: [usize; 3], weight: &[f32], bias: &[f32], out: &mut [f32], sources: Option<&mut [i32]>) {
+fn conv_image_avx512(
+    image: &[f32],
+    dims: [usize; 3],
+    weight: &[f32],
+    bias: &[f32],
+    out: &mut [f32],
+    sources: Option<&mut [i32]>,
+) {
     conv_image_body(image, dims, weight, bias, out, sources, Some(conv_row_pair_avx512))
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn conv_image_avx2(image: &[f32], dims: [usize; 3], weight: &[f32], bias: &[f32], out: &mut [f32], sources: Option<&mut [i32]>) {
+fn conv_image_avx2(
+    image: &[f32],
+    dims: [usize; 3],
+    weight: &[f32],
+    bias: &[f32],
+    out: &mut [f32],
+    sources: Option<&mut [i32]>,
+) {
     conv_image_body(image, dims, weight, bias, out, sources, None)
 }
 
@@ -184,7 +210,8 @@ const ROW: usize = 32;
 /// zero-padded image (`[channels, ROW + 2 + ..., ROW + 2]`, row pitch `ROW + 2`), the
 /// block's weights tap-major (`taps x FILTER_BLOCK`) and biases, into `rows`
 /// (`[filter][row][pixel]`).
-type RowPairKernel = unsafe fn(&[f32], usize, &[[f32; FILTER_BLOCK]], [f32; FILTER_BLOCK], usize, &mut [[[f32; ROW]; 2]; FILTER_BLOCK]);
+type RowPairKernel =
+    unsafe fn(&[f32], usize, &[[f32; FILTER_BLOCK]], [f32; FILTER_BLOCK], usize, &mut [[[f32; ROW]; 2]; FILTER_BLOCK]);
 
 /// The row kernel in AVX-512: a 32-pixel row is two registers, so the block's two rows
 /// of four filters are 16 accumulators; each of the 27 taps loads its four shifted image
@@ -218,7 +245,10 @@ unsafe fn conv_row_pair_avx512(
         // inside plane c.
         let src = unsafe { padded.as_ptr().add(c * plane + (y + dy) * wp + dx) };
         let s = unsafe {
-            [[_mm512_loadu_ps(src), _mm512_loadu_ps(src.add(16))], [_mm512_loadu_ps(src.add(wp)), _mm512_loadu_ps(src.add(wp + 16))]]
+            [
+                [_mm512_loadu_ps(src), _mm512_loadu_ps(src.add(16))],
+                [_mm512_loadu_ps(src.add(wp)), _mm512_loadu_ps(src.add(wp + 16))],
+            ]
         };
         for (filter, &wv) in acc.iter_mut().zip(tap) {
             let wv = _mm512_set1_ps(wv);
@@ -362,7 +392,9 @@ mod tests {
                 .init(&device);
             // A non-zero bias, so its path is checked too.
             let conv = Conv2d {
-                bias: conv.bias.map(|_| burn::module::Param::from_tensor(Tensor::random([filters], Distribution::Default, &device))),
+                bias: conv.bias.map(|_| {
+                    burn::module::Param::from_tensor(Tensor::random([filters], Distribution::Default, &device))
+                }),
                 ..conv
             };
             let input = Tensor::<4>::random([2, channels, 8, 6], Distribution::Default, &device);

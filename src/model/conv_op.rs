@@ -83,12 +83,7 @@ impl Conv3x3Backend for Flex {
         let dims: [usize; 4] = x.layout().shape().dims();
         let filters = weight.layout().shape().dims::<4>()[0];
         let (x, weight) = (x.to_contiguous(), weight.to_contiguous());
-        let out = forward(
-            f32_values(&x),
-            f32_values(&weight),
-            dims,
-            filters,
-        );
+        let out = forward(f32_values(&x), f32_values(&weight), dims, filters);
         flex_tensor(out, [dims[0], filters, dims[2], dims[3]])
     }
 
@@ -99,12 +94,7 @@ impl Conv3x3Backend for Flex {
         let dims: [usize; 4] = x.layout().shape().dims();
         let filters = weight.layout().shape().dims::<4>()[0];
         let (x, output_grad) = (x.to_contiguous(), output_grad.to_contiguous());
-        let grad = weight_gradient(
-            f32_values(&x),
-            f32_values(&output_grad),
-            dims,
-            filters,
-        );
+        let grad = weight_gradient(f32_values(&x), f32_values(&output_grad), dims, filters);
         flex_tensor(grad, [filters, dims[1], 3, 3])
     }
 }
@@ -181,7 +171,12 @@ pub fn conv3x3(x: Tensor<4>, conv: &Conv2d) -> Tensor<4> {
 /// # Shapes
 /// - x: `[batch, channels, h, w]`, output_grad: `[batch, filters, h, w]`, both row-major
 /// - output: `[filters, channels, 3, 3]`, row-major
-pub fn weight_gradient(x: &[f32], output_grad: &[f32], [batch, channels, h, w]: [usize; 4], filters: usize) -> Vec<f32> {
+pub fn weight_gradient(
+    x: &[f32],
+    output_grad: &[f32],
+    [batch, channels, h, w]: [usize; 4],
+    filters: usize,
+) -> Vec<f32> {
     let pixels = h * w;
     let rows = channels * 9;
     assert_eq!(x.len(), batch * channels * pixels, "input does not match its shape");
@@ -386,11 +381,7 @@ mod tests {
                     burn::tensor::module::conv2d(x.clone(), weight.clone(), None, same_3x3())
                 };
                 let grads = (out.clone() * probe.clone()).sum().backward();
-                (
-                    values(out.inner()),
-                    values(x.grad(&grads).unwrap()),
-                    values(weight.grad(&grads).unwrap()),
-                )
+                (values(out.inner()), values(x.grad(&grads).unwrap()), values(weight.grad(&grads).unwrap()))
             };
             let (ours, theirs) = (run(true), run(false));
             assert!(max_abs_diff(&ours.0, &theirs.0) < 1e-4, "forward differs for {batch}x{channels}x{h}x{w}");
@@ -410,8 +401,10 @@ mod tests {
         let device = Device::flex().autodiff();
         let x = Tensor::<4>::random([2, 3, 4, 4], Distribution::Normal(0.0, 1.0), &device);
         let weight = Tensor::<4>::random([5, 3, 3, 3], Distribution::Normal(0.0, 1.0), &device).require_grad();
-        let out: Tensor<4> =
-            Tensor::from_dispatch(<Dispatch as Conv3x3Backend>::conv3x3(x.clone().into_dispatch(), weight.clone().into_dispatch()));
+        let out: Tensor<4> = Tensor::from_dispatch(<Dispatch as Conv3x3Backend>::conv3x3(
+            x.clone().into_dispatch(),
+            weight.clone().into_dispatch(),
+        ));
         let grads = out.sum().backward();
         assert!(x.grad(&grads).is_none());
         let reference = burn::tensor::module::conv2d(x.clone(), weight.clone(), None, same_3x3()).sum().backward();

@@ -64,7 +64,11 @@ impl ConvReluPoolBackend for Flex {
         (flex_tensor(pooled, shape), FlexTensor::from_data(TensorData::new(sources, shape)))
     }
 
-    fn conv_relu_pool_grads(images: FlexTensor, sources: FlexTensor, output_grad: FlexTensor) -> (FlexTensor, FlexTensor) {
+    fn conv_relu_pool_grads(
+        images: FlexTensor,
+        sources: FlexTensor,
+        output_grad: FlexTensor,
+    ) -> (FlexTensor, FlexTensor) {
         let dims: [usize; 4] = images.layout().shape().dims();
         let filters = output_grad.layout().shape().dims::<4>()[1];
         let [images, sources, output_grad] = [images, sources, output_grad].map(|t| t.to_contiguous());

@@ -61,7 +61,11 @@ impl DenseBackend for Flex {
         flex_tensor(y, [batch, outputs])
     }
 
-    fn dense_backward(x: FlexTensor, weight: FlexTensor, output_grad: FlexTensor) -> (FlexTensor, FlexTensor, FlexTensor) {
+    fn dense_backward(
+        x: FlexTensor,
+        weight: FlexTensor,
+        output_grad: FlexTensor,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
         let [batch, inputs] = x.layout().shape().dims();
         let outputs = weight.layout().shape().dims::<2>()[1];
         let [x, weight, output_grad] = [x, weight, output_grad].map(|t| t.to_contiguous());
@@ -228,7 +232,8 @@ pub fn forward(x: &[f32], weight: &[f32], bias: &[f32], [batch, inputs, outputs]
     let mut y: Vec<f32> = bias.iter().copied().cycle().take(batch * outputs).collect();
     // The tiles win where each weight element meets few rows (a training batch); at
     // inference's 256 rows `gemm`'s packing pays for itself and it is the faster one.
-    let tiled = batch <= PANEL_ROWS && panels::accumulate::<4, 4>(&mut y, (x, inputs, 1), weight, [batch, inputs, outputs]);
+    let tiled =
+        batch <= PANEL_ROWS && panels::accumulate::<4, 4>(&mut y, (x, inputs, 1), weight, [batch, inputs, outputs]);
     if batch > 0 && outputs > 0 && inputs > 0 && !tiled {
         // SAFETY: `y` holds batch x outputs floats and is not an operand.
         unsafe { gemm_into(y.as_mut_ptr(), true, (x, false), (weight, false), [batch, inputs, outputs]) };
@@ -277,7 +282,12 @@ mod panels {
     /// # Shapes
     /// - a: `[m, k]` read as `a[i * row_stride + j * column_stride]`
     /// - b: `[k, n]` row-major; c: `[m, n]` row-major
-    pub fn accumulate<const M: usize, const T: usize>(c: &mut [f32], a: (&[f32], usize, usize), b: &[f32], dims: [usize; 3]) -> bool {
+    pub fn accumulate<const M: usize, const T: usize>(
+        c: &mut [f32],
+        a: (&[f32], usize, usize),
+        b: &[f32],
+        dims: [usize; 3],
+    ) -> bool {
         assert_eq!(c.len(), dims[0] * dims[2], "destination does not match the operands");
         // SAFETY: `c` is a valid, initialised buffer of m * n floats, not overlapping the
         // operands (it is a distinct `&mut`).
@@ -286,7 +296,11 @@ mod panels {
 
     /// `a @ b` in a new buffer, written whole by the kernel (no zeroing pass), under the
     /// conditions of [`accumulate`]; `None` where they do not hold.
-    pub fn product<const M: usize, const T: usize>(a: (&[f32], usize, usize), b: &[f32], [m, k, n]: [usize; 3]) -> Option<Vec<f32>> {
+    pub fn product<const M: usize, const T: usize>(
+        a: (&[f32], usize, usize),
+        b: &[f32],
+        [m, k, n]: [usize; 3],
+    ) -> Option<Vec<f32>> {
         let mut c = Vec::with_capacity(m * n);
         // SAFETY: the new buffer has room for m * n floats. Without `accumulate` the first
         // depth block stores every element before any later block loads it, so all are
@@ -342,10 +356,28 @@ mod panels {
                         unsafe {
                             let c_at = out.get().add(row * n + strip * width);
                             if row + M <= last {
-                                tile::<M, T>(a.as_ptr().add(a_at), [row_stride, column_stride], b.as_ptr().add(b_at), n, steps, c_at, load, stream);
+                                tile::<M, T>(
+                                    a.as_ptr().add(a_at),
+                                    [row_stride, column_stride],
+                                    b.as_ptr().add(b_at),
+                                    n,
+                                    steps,
+                                    c_at,
+                                    load,
+                                    stream,
+                                );
                                 row += M;
                             } else {
-                                tile::<1, T>(a.as_ptr().add(a_at), [row_stride, column_stride], b.as_ptr().add(b_at), n, steps, c_at, load, stream);
+                                tile::<1, T>(
+                                    a.as_ptr().add(a_at),
+                                    [row_stride, column_stride],
+                                    b.as_ptr().add(b_at),
+                                    n,
+                                    steps,
+                                    c_at,
+                                    load,
+                                    stream,
+                                );
                                 row += 1;
                             }
                         }
@@ -477,7 +509,9 @@ mod tests {
             let b: Vec<f32> = (0..k * n).map(|i| ((i * 104729) % 89) as f32 / 44.0 - 1.0).collect();
             for (row_stride, column_stride) in [(k, 1), (1, m)] {
                 let expected: Vec<f32> = (0..m * n)
-                    .map(|e| (0..k).map(|j| a[e / n * row_stride + j * column_stride] * b[j * n + e % n]).sum::<f32>() + 0.5)
+                    .map(|e| {
+                        (0..k).map(|j| a[e / n * row_stride + j * column_stride] * b[j * n + e % n]).sum::<f32>() + 0.5
+                    })
                     .collect();
                 let mut c = vec![0.5f32; m * n];
                 // The tile shapes `dense` uses: 4x4 (forward), 12x2 (input gradient), 6x4 (weight gradient).
@@ -507,14 +541,19 @@ mod tests {
         if std::arch::is_x86_feature_detected!("avx512f") {
             let (m, k, n) = (7, 40, 64);
             let b: Vec<f32> = (0..k * n).map(|i| (i % 13) as f32 - 6.0).collect();
-            let expected: Vec<f32> = (0..m * n).map(|e| (0..k).map(|j| a[e / n * k + j] * b[j * n + e % n]).sum()).collect();
+            let expected: Vec<f32> =
+                (0..m * n).map(|e| (0..k).map(|j| a[e / n * k + j] * b[j * n + e % n]).sum()).collect();
             let mut buffer = vec![f32::NAN; m * n + 16];
             let offset = buffer.as_ptr().align_offset(64);
             // SAFETY: the destination lies inside `buffer` (16 spare floats cover the offset).
             assert!(unsafe { panels::run::<6, 4>(buffer.as_mut_ptr().add(offset), false, (&a, k, 1), &b, [m, k, n]) });
-            let worst = buffer[offset..offset + m * n].iter().zip(&expected).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+            let worst =
+                buffer[offset..offset + m * n].iter().zip(&expected).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
             assert!(worst < 1e-3, "streamed product off by {worst}");
-            assert!(buffer[..offset].iter().chain(&buffer[offset + m * n..]).all(|v| v.is_nan()), "wrote outside its rows");
+            assert!(
+                buffer[..offset].iter().chain(&buffer[offset + m * n..]).all(|v| v.is_nan()),
+                "wrote outside its rows"
+            );
         }
         // A width that is not a multiple of the tile is left to the caller.
         assert!(panels::product::<4, 4>((&[1.0; 10], 1, 1), &[1.0; 10], [1, 1, 10]).is_none());

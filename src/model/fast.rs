@@ -240,10 +240,7 @@ impl Fast {
             }
         }
         let device = self.whiten.weight.device();
-        let weight = Tensor::<4>::from_data(
-            TensorData::new(weight, [WHITE_CHANNELS, CHANNELS, PATCH, PATCH]),
-            &device,
-        );
+        let weight = Tensor::<4>::from_data(TensorData::new(weight, [WHITE_CHANNELS, CHANNELS, PATCH, PATCH]), &device);
         let bias = Tensor::<1>::from_data(TensorData::new(bias, [WHITE_CHANNELS]), &device);
         self.whiten.weight = Param::from_tensor(weight).set_require_grad(false);
         self.whiten.bias = Some(Param::from_tensor(bias).set_require_grad(false));
@@ -263,7 +260,9 @@ impl Fast {
         for (i, block) in self.blocks.iter().enumerate() {
             let width = block.conv1.weight.dims()[0];
             side /= 2;
-            let params = block.conv1.num_params() + block.norm1.num_params() + block.conv2.num_params()
+            let params = block.conv1.num_params()
+                + block.norm1.num_params()
+                + block.conv2.num_params()
                 + block.norm2.num_params();
             // Running mean and variance of each of the two BatchNorm layers.
             non_trainable += 2 * 2 * width;
@@ -328,7 +327,10 @@ fn symmetric_eigen<const N: usize>(mut a: [[f64; N]; N]) -> ([f64; N], [[f64; N]
         row[i] = 1.0;
     }
     for _sweep in 0..100 {
-        let off: f64 = (0..N).flat_map(|i| (0..N).filter(move |&j| j != i).map(move |j| (i, j))).map(|(i, j)| a[i][j] * a[i][j]).sum();
+        let off: f64 = (0..N)
+            .flat_map(|i| (0..N).filter(move |&j| j != i).map(move |j| (i, j)))
+            .map(|(i, j)| a[i][j] * a[i][j])
+            .sum();
         if off < 1e-30 {
             break;
         }
@@ -447,7 +449,8 @@ mod tests {
                     assert!(wcw.abs() < 1e-4, "covariance of outputs {i},{j}: {wcw}");
                 }
             }
-            let centred: f64 = (0..PATCH_DIM).map(|p| f64::from(w[i * PATCH_DIM + p]) * mean[p]).sum::<f64>() + f64::from(b[i]);
+            let centred: f64 =
+                (0..PATCH_DIM).map(|p| f64::from(w[i * PATCH_DIM + p]) * mean[p]).sum::<f64>() + f64::from(b[i]);
             assert!(centred.abs() < 1e-3, "output {i} not centred: {centred}");
             // The second 12 are the negatives.
             for p in 0..PATCH_DIM {

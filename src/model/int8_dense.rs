@@ -100,7 +100,9 @@ impl Int8Dense {
         }
         let sums = self.integer_sums(&quantized, batch);
         let mut y = vec![0f32; batch * self.outputs];
-        for ((y, sums), scale) in y.chunks_exact_mut(self.outputs.max(1)).zip(sums.chunks_exact(self.outputs.max(1))).zip(&scales) {
+        for ((y, sums), scale) in
+            y.chunks_exact_mut(self.outputs.max(1)).zip(sums.chunks_exact(self.outputs.max(1))).zip(&scales)
+        {
             let scale = scale * self.weight_scale;
             for ((y, &s), b) in y.iter_mut().zip(sums).zip(&self.bias) {
                 *y = s as f32 * scale + b;
@@ -222,7 +224,9 @@ unsafe fn vnni_tile(q: &[u8], stride: usize, weights: &[i8], block_bytes: usize,
     use std::arch::x86_64::*;
     let rows = q.len() / stride;
     assert!(rows <= ROWS && q.len() == rows * stride && (1..=BLOCKS).contains(&count));
-    assert!(weights.len() == count * block_bytes && block_bytes == stride * LANES && out.len() == rows * BLOCKS * LANES);
+    assert!(
+        weights.len() == count * block_bytes && block_bytes == stride * LANES && out.len() == rows * BLOCKS * LANES
+    );
     let mut acc = [[_mm512_setzero_si512(); BLOCKS]; ROWS];
     for g in 0..stride / GROUP {
         // SAFETY: group g of each block lies inside `weights` (asserted above); a missing
@@ -280,7 +284,8 @@ mod tests {
             let portable = dense.integer_sums_portable(&q, batch);
             assert_eq!(dense.integer_sums(&q, batch), portable, "{inputs}x{outputs}, batch {batch}");
             // One sum by hand.
-            let expected: i32 = (0..inputs).map(|k| i32::from(q[stride + k]) * i32::from(dense.weights[k * outputs + 2])).sum();
+            let expected: i32 =
+                (0..inputs).map(|k| i32::from(q[stride + k]) * i32::from(dense.weights[k * outputs + 2])).sum();
             assert_eq!(portable[outputs + 2], expected);
         }
     }
@@ -295,9 +300,19 @@ mod tests {
         let y = dense.forward(&x).expect("no negative inputs");
         for b in 0..batch {
             for o in 0..outputs {
-                let exact: f32 = (0..inputs).map(|k| x[b * inputs + k] * dense.weights[k * outputs + o] as f32 * dense.weight_scale).sum::<f32>() + dense.bias[o];
-                let bound = 0.5 * 3.0 / 255.0 * (0..inputs).map(|k| (dense.weights[k * outputs + o] as f32 * dense.weight_scale).abs()).sum::<f32>();
-                assert!((y[b * outputs + o] - exact).abs() <= bound + 1e-4, "row {b} output {o}: {} vs {exact}", y[b * outputs + o]);
+                let exact: f32 = (0..inputs)
+                    .map(|k| x[b * inputs + k] * dense.weights[k * outputs + o] as f32 * dense.weight_scale)
+                    .sum::<f32>()
+                    + dense.bias[o];
+                let bound = 0.5 * 3.0 / 255.0
+                    * (0..inputs)
+                        .map(|k| (dense.weights[k * outputs + o] as f32 * dense.weight_scale).abs())
+                        .sum::<f32>();
+                assert!(
+                    (y[b * outputs + o] - exact).abs() <= bound + 1e-4,
+                    "row {b} output {o}: {} vs {exact}",
+                    y[b * outputs + o]
+                );
             }
         }
     }

@@ -8,14 +8,14 @@ mod conv;
 mod conv_op;
 mod conv_pool_op;
 mod dense_op;
+mod fast;
 mod int8_dense;
 mod norm_op;
-mod fast;
 mod seed;
 mod summary;
 
-pub use int8_dense::Int8Dense;
 pub use fast::{Fast, FastConfig, LOGIT_SCALE as FAST_LOGIT_SCALE};
+pub use int8_dense::Int8Dense;
 pub use seed::{Seed, SeedConfig, max_pool_2x2};
 pub use summary::{LayerRow, Summary};
 
@@ -77,9 +77,9 @@ impl Network {
     pub fn init_revision(kind: ModelKind, revision: u32, num_classes: usize, device: &Device) -> Self {
         match kind {
             ModelKind::Seed => Network::Seed(SeedConfig::new(num_classes).init(device)),
-            ModelKind::Fast => Network::Fast(
-                FastConfig::new(num_classes).with_padded_whitening(revision < 2).init(device),
-            ),
+            ModelKind::Fast => {
+                Network::Fast(FastConfig::new(num_classes).with_padded_whitening(revision < 2).init(device))
+            }
         }
     }
 
@@ -117,10 +117,7 @@ impl Network {
 pub fn images_to_tensor(images: &[u8], device: &Device) -> Tensor<4> {
     let n = images.len() / IMAGE_BYTES;
     let floats: Vec<f32> = images.iter().map(|&v| f32::from(v) * (1.0 / 255.0)).collect();
-    Tensor::from_data(
-        TensorData::new(floats, [n, CHANNELS, IMAGE_SIZE, IMAGE_SIZE]),
-        device,
-    )
+    Tensor::from_data(TensorData::new(floats, [n, CHANNELS, IMAGE_SIZE, IMAGE_SIZE]), device)
 }
 
 /// Converts class labels into the loss's target tensor.

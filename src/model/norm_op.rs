@@ -21,11 +21,11 @@
 //! The extension is routed for Flex and autodiff over Flex only; [`batch_norm_relu`] uses it
 //! there while training and burn's layers everywhere else.
 
+use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::autodiff::NodeId;
 use burn::backend::flex::FlexTensor;
 use burn::backend::ops::{ActivationOps, ModuleOps};
 use burn::backend::tensor::FloatTensor;
@@ -80,14 +80,7 @@ impl BatchNormReluBackend for Flex {
         let (x, gamma, beta) = (x.to_contiguous(), gamma.to_contiguous(), beta.to_contiguous());
         let slice = |t: &FlexTensor| f32_values(t).to_vec();
         let stats = statistics(f32_values(&x), dims);
-        let out = normalise_relu(
-            f32_values(&x),
-            dims,
-            &slice(&gamma),
-            &slice(&beta),
-            &stats,
-            epsilon,
-        );
+        let out = normalise_relu(f32_values(&x), dims, &slice(&gamma), &slice(&beta), &stats, epsilon);
         let channels = dims[1];
         (flex_tensor(out, dims), flex_tensor(stats.mean, [channels]), flex_tensor(stats.variance, [channels]))
     }
@@ -142,7 +135,8 @@ impl<B: Backend + BatchNormReluBackend, C: CheckpointStrategy> BatchNormReluBack
         beta: FloatTensor<Self>,
         epsilon: f64,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let prepared = BatchNormReluBackward.prepare::<C>([x.node(), gamma.node(), beta.node()]).compute_bound().stateful();
+        let prepared =
+            BatchNormReluBackward.prepare::<C>([x.node(), gamma.node(), beta.node()]).compute_bound().stateful();
         let (out, mean, variance) = match prepared {
             OpsKind::Tracked(mut prep) => {
                 let states = [prep.checkpoint(&x), prep.checkpoint(&gamma), prep.checkpoint(&beta)];
@@ -247,7 +241,14 @@ fn scale_shift(gamma: &[f32], beta: &[f32], stats: &Statistics, epsilon: f64) ->
         .unzip()
 }
 
-fn normalise_relu(x: &[f32], dims: [usize; 4], gamma: &[f32], beta: &[f32], stats: &Statistics, epsilon: f64) -> Vec<f32> {
+fn normalise_relu(
+    x: &[f32],
+    dims: [usize; 4],
+    gamma: &[f32],
+    beta: &[f32],
+    stats: &Statistics,
+    epsilon: f64,
+) -> Vec<f32> {
     let [_, channels, h, w] = dims;
     let (scale, shift) = scale_shift(gamma, beta, stats, epsilon);
     let mut out = vec![0f32; x.len()];

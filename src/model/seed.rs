@@ -4,16 +4,16 @@
 //! -> Dropout(0.3) -> Dense(10, softmax)`, 4,200,842 parameters. Weights start as Keras's do
 //! (Glorot-uniform kernels, zero biases) so the two train alike from the first step.
 
+use burn::module::Param;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Dropout, DropoutConfig, Initializer, Linear, LinearConfig, PaddingConfig2d};
-use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 use rayon::prelude::*;
 use std::sync::Arc;
 
-use super::conv::{conv3x3_relu_pool, conv_of_constant};
+use super::conv::{conv_of_constant, conv3x3_relu_pool};
 use super::conv_pool_op;
 use super::dense_op::dense;
 use super::int8_dense::Int8Dense;
@@ -66,12 +66,8 @@ impl SeedConfig {
             .with_padding(PaddingConfig2d::Same)
             .with_initializer(glorot.clone())
             .init(device);
-        let hidden = LinearConfig::new(FLAT_FEATURES, HIDDEN)
-            .with_initializer(glorot.clone())
-            .init(device);
-        let output = LinearConfig::new(HIDDEN, self.num_classes)
-            .with_initializer(glorot)
-            .init(device);
+        let hidden = LinearConfig::new(FLAT_FEATURES, HIDDEN).with_initializer(glorot.clone()).init(device);
+        let output = LinearConfig::new(HIDDEN, self.num_classes).with_initializer(glorot).init(device);
         Seed {
             conv: Conv2d { bias: zero_bias(CONV_FILTERS, device), ..conv },
             pool: MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init(),

@@ -106,7 +106,11 @@ pub fn curves(metrics: &[EpochMetrics]) -> Result<(Vec<u8>, Vec<u8>), DrawFailur
         metrics,
         &Curve {
             title: match best {
-                Some(m) => format!("Accuracy per epoch (best validation {} at epoch {})", layout::percent(m.val_acc, 1), m.epoch),
+                Some(m) => format!(
+                    "Accuracy per epoch (best validation {} at epoch {})",
+                    layout::percent(m.val_acc, 1),
+                    m.epoch
+                ),
                 None => "Accuracy per epoch".into(),
             },
             y_desc: "accuracy",
@@ -182,7 +186,13 @@ fn curve(metrics: &[EpochMetrics], spec: &Curve) -> Result<Vec<u8>, DrawFailure>
             (name, colour, points)
         })
         .collect();
-    let radius = if last > 40 { 2 } else if last > 20 { 3 } else { 4 };
+    let radius = if last > 40 {
+        2
+    } else if last > 20 {
+        3
+    } else {
+        4
+    };
 
     let legend_text_w = series.iter().map(|(n, _, _)| text::width(n, LABEL)).max().unwrap_or(0);
     let legend_size = (f64::from(10 + 26 + 8 + legend_text_w + 12), 2.0 * 22.0 + 12.0);
@@ -207,7 +217,10 @@ fn curve(metrics: &[EpochMetrics], spec: &Curve) -> Result<Vec<u8>, DrawFailure>
         for (_, colour, points) in &series {
             let colour = rgb(*colour);
             if points.len() > 1 {
-                root.draw(&PathElement::new(points.iter().map(|&p| px(p)).collect::<Vec<_>>(), colour.stroke_width(2)))?;
+                root.draw(&PathElement::new(
+                    points.iter().map(|&p| px(p)).collect::<Vec<_>>(),
+                    colour.stroke_width(2),
+                ))?;
             }
             for &p in points {
                 root.draw(&Circle::new(px(p), radius, colour.filled()))?;
@@ -338,14 +351,25 @@ pub fn per_class(e: &Evaluation, split: &str) -> Result<Vec<u8>, DrawFailure> {
             }
         }
         root.draw(&PathElement::new(vec![(x0, y0 - 4), (x0, y0 + rows + 4)], AXIS.stroke_width(1)))?;
-        root.draw(&PathElement::new(vec![(overall, y0 - 8), (overall, y0 + rows + 4)], rgb(VALIDATION).stroke_width(2)))?;
+        root.draw(&PathElement::new(
+            vec![(overall, y0 - 8), (overall, y0 + rows + 4)],
+            rgb(VALIDATION).stroke_width(2),
+        ))?;
         Ok(())
     })?;
     for tick in ticks {
-        canvas.text(&layout::percent(tick, 0), (x_of(tick), y0 + rows + 8), style(SMALL, TEXT, Align::Centre, Align::Start));
+        canvas.text(
+            &layout::percent(tick, 0),
+            (x_of(tick), y0 + rows + 8),
+            style(SMALL, TEXT, Align::Centre, Align::Start),
+        );
     }
     let axis_at = (x0 + plot_w / 2, y0 + rows + 32);
-    canvas.text("share of the class's images predicted correctly", axis_at, style(LABEL, TEXT, Align::Centre, Align::Start));
+    canvas.text(
+        "share of the class's images predicted correctly",
+        axis_at,
+        style(LABEL, TEXT, Align::Centre, Align::Start),
+    );
     for (i, (name, value)) in names.iter().zip(&values).enumerate() {
         let middle = y0 + i as i32 * row + row / 2;
         canvas.text(name, (x0 - gap as i32, middle), style(LABEL, TEXT, Align::End, Align::Centre));

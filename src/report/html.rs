@@ -54,7 +54,8 @@ td.n { text-align: right; font-variant-numeric: tabular-nums; }
 pub fn render(page: &Page) -> String {
     let e = page.evaluation;
     let config = page.config;
-    let mut html = String::with_capacity(page.figures.iter().map(|f| f.png.len() * 4 / 3 + 200).sum::<usize>() + 16_384);
+    let mut html =
+        String::with_capacity(page.figures.iter().map(|f| f.png.len() * 4 / 3 + 200).sum::<usize>() + 16_384);
     let title = format!("classify report: {}", page.run_name);
     let _ = write!(
         html,
@@ -115,8 +116,10 @@ pub fn render(page: &Page) -> String {
         }
     }
 
-    html.push_str("<h2>Epochs</h2>\n<table>\n<tr><th>epoch</th><th>seconds</th><th>train loss</th>\
-                   <th>train accuracy</th><th>validation loss</th><th>validation accuracy</th></tr>\n");
+    html.push_str(
+        "<h2>Epochs</h2>\n<table>\n<tr><th>epoch</th><th>seconds</th><th>train loss</th>\
+                   <th>train accuracy</th><th>validation loss</th><th>validation accuracy</th></tr>\n",
+    );
     for m in page.metrics {
         let _ = writeln!(
             html,
@@ -141,16 +144,16 @@ pub fn render(page: &Page) -> String {
 }
 
 fn card(html: &mut String, key: &str, value: &str) {
-    let _ = writeln!(html, "<div class=\"card\"><div class=\"v\">{}</div><div class=\"k\">{}</div></div>", escape(value), escape(key));
+    let _ = writeln!(
+        html,
+        "<div class=\"card\"><div class=\"v\">{}</div><div class=\"k\">{}</div></div>",
+        escape(value),
+        escape(key)
+    );
 }
 
 fn figure(html: &mut String, f: &Figure) {
-    let _ = writeln!(
-        html,
-        "<figure><img alt=\"{}\" src=\"{}\"></figure>",
-        escape(f.heading),
-        data_uri(f.png)
-    );
+    let _ = writeln!(html, "<figure><img alt=\"{}\" src=\"{}\"></figure>", escape(f.heading), data_uri(f.png));
 }
 
 /// The most confused pairs and the per-class numbers, side by side.
@@ -206,7 +209,8 @@ fn flatten(prefix: &str, value: &serde_json::Value, rows: &mut Vec<(String, Stri
             }
         }
         Value::Array(items) => {
-            let text: Vec<String> = items.iter().map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string)).collect();
+            let text: Vec<String> =
+                items.iter().map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string)).collect();
             rows.push((prefix.to_string(), text.join(", ")));
         }
         Value::String(s) => rows.push((prefix.to_string(), s.clone())),

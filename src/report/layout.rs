@@ -102,7 +102,11 @@ pub fn nice_ticks(lo: f64, hi: f64, max_ticks: usize) -> (Vec<f64>, f64) {
     }
     let raw = (hi - lo) / max_ticks.max(1) as f64;
     let magnitude = 10f64.powf(raw.log10().floor());
-    let step = [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * magnitude).find(|&s| s >= raw * (1.0 - 1e-9)).unwrap_or(10.0 * magnitude);
+    let step = [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .map(|m| m * magnitude)
+        .find(|&s| s >= raw * (1.0 - 1e-9))
+        .unwrap_or(10.0 * magnitude);
     let first = (lo / step - 1e-9).ceil() as i64;
     let last = (hi / step + 1e-9).floor() as i64;
     // Multiplying (not accumulating) keeps 0.1 * 3 from drifting to 0.30000000000000004 in labels.
@@ -111,11 +115,12 @@ pub fn nice_ticks(lo: f64, hi: f64, max_ticks: usize) -> (Vec<f64>, f64) {
 
 /// Decimals needed to tell ticks `step` apart: 0 for 5, 1 for 0.5, 2 for 0.05.
 pub fn decimals(step: f64) -> usize {
-    (0..6).find(|&d| {
-        let scaled = step * 10f64.powi(d as i32);
-        (scaled - scaled.round()).abs() < 1e-6 * scaled.max(1.0)
-    })
-    .unwrap_or(6)
+    (0..6)
+        .find(|&d| {
+            let scaled = step * 10f64.powi(d as i32);
+            (scaled - scaled.round()).abs() < 1e-6 * scaled.max(1.0)
+        })
+        .unwrap_or(6)
 }
 
 /// A rectangle in pixels, `x0 <= x1` and `y0 <= y1` (y grows downward).
@@ -317,7 +322,10 @@ mod tests {
         // A single point in the bottom-right corner box counts too.
         let point = vec![vec![(340.0, 260.0)]];
         assert_eq!(legend_corner(&point, plot, size, &prefs), Corner::TopRight);
-        assert_eq!(corner_box(plot, size, 10.0, Corner::BottomRight), Rect { x0: 290.0, y0: 240.0, x1: 390.0, y1: 290.0 });
+        assert_eq!(
+            corner_box(plot, size, 10.0, Corner::BottomRight),
+            Rect { x0: 290.0, y0: 240.0, x1: 390.0, y1: 290.0 }
+        );
     }
 
     #[test]

@@ -104,8 +104,8 @@ pub fn write_report(
     pngs.push((CONFUSION_PNG, "Confusion matrix", confusion));
     let per_class = figures::per_class(&evaluation, split).map_err(draw_error(PER_CLASS_PNG))?;
     pngs.push((PER_CLASS_PNG, "Accuracy per class", per_class));
-    let mistakes = figures::mistakes(&set.images, classes, shown, all_mistakes.len(), split)
-        .map_err(draw_error(MISTAKES_PNG))?;
+    let mistakes =
+        figures::mistakes(&set.images, classes, shown, all_mistakes.len(), split).map_err(draw_error(MISTAKES_PNG))?;
     pngs.push((MISTAKES_PNG, "Most confident mistakes", mistakes));
 
     let mut written = Vec::with_capacity(pngs.len() + 1);
@@ -114,10 +114,8 @@ pub fn write_report(
         write_atomic(&path, png)?;
         written.push(path);
     }
-    let run_name = run
-        .root()
-        .file_name()
-        .map_or_else(|| run.root().display().to_string(), |n| n.to_string_lossy().into_owned());
+    let run_name =
+        run.root().file_name().map_or_else(|| run.root().display().to_string(), |n| n.to_string_lossy().into_owned());
     let figures: Vec<html::Figure> =
         pngs.iter().map(|(file, heading, png)| html::Figure { file, heading, png }).collect();
     let page = html::render(&html::Page {

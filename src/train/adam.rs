@@ -181,7 +181,6 @@ mod tests {
         assert!((m[0] - 0.05).abs() < 1e-7 && (v[1] - 0.004).abs() < 1e-7);
     }
 
-
     #[test]
     fn matches_burns_adam_over_several_steps() {
         // The two place epsilon differently (see the module docs); with a negligible epsilon

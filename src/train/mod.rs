@@ -99,10 +99,7 @@ pub fn train(
         return Err(TrainError::NoTrainingData);
     }
     if splits.classes != config.classes {
-        return Err(TrainError::ClassMismatch {
-            run: config.classes.join(","),
-            data: splits.classes.join(","),
-        });
+        return Err(TrainError::ClassMismatch { run: config.classes.join(","), data: splits.classes.join(",") });
     }
     let run_name = run.root().display().to_string();
     let record_err = |what: &'static str| {
@@ -210,7 +207,8 @@ pub fn train(
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             let lr = config.learning_rate * recipe.lr_factor(step, total_steps, batches);
             model = optimizer.step(lr, model, grads);
-            if let Some(slow) = lookahead.as_mut().filter(|_| lookahead::syncs_after(step + 1, total_steps, sync_every)) {
+            if let Some(slow) = lookahead.as_mut().filter(|_| lookahead::syncs_after(step + 1, total_steps, sync_every))
+            {
                 model = slow.sync(model, lookahead::decay_at(step + 1, total_steps));
             }
             if let Some(ema) = ema.as_mut().filter(|_| (step + 1) % ema::EVERY == 0) {
@@ -324,11 +322,8 @@ pub fn validate(model: &Network, set: &ImageSet, device: &Device) -> (f64, f64) 
     }
     let logits = predict_logits(model, &set.images, device);
     let classes = logits.len() / set.len();
-    let loss: f64 = logits
-        .chunks(classes)
-        .zip(&set.labels)
-        .map(|(row, &label)| cross_entropy(row, usize::from(label)))
-        .sum();
+    let loss: f64 =
+        logits.chunks(classes).zip(&set.labels).map(|(row, &label)| cross_entropy(row, usize::from(label))).sum();
     let correct = count_correct(&logits, &set.labels);
     (loss / set.len() as f64, correct as f64 / set.len() as f64)
 }
@@ -346,11 +341,8 @@ fn count_correct(logits: &[f32], labels: &[u8]) -> u64 {
         return 0;
     }
     let classes = logits.len() / labels.len();
-    logits
-        .chunks(classes)
-        .zip(labels)
-        .filter(|(row, label)| crate::eval::argmax(row) == usize::from(**label))
-        .count() as u64
+    logits.chunks(classes).zip(labels).filter(|(row, label)| crate::eval::argmax(row) == usize::from(**label)).count()
+        as u64
 }
 
 fn round3(x: f64) -> f64 {
@@ -432,7 +424,14 @@ mod tests {
 
     #[test]
     fn the_best_epoch_is_the_first_with_the_highest_accuracy() {
-        let m = |epoch, val_acc| EpochMetrics { epoch, seconds: 1.0, train_loss: 1.0, train_acc: 0.5, val_loss: 1.0, val_acc };
+        let m = |epoch, val_acc| EpochMetrics {
+            epoch,
+            seconds: 1.0,
+            train_loss: 1.0,
+            train_acc: 0.5,
+            val_loss: 1.0,
+            val_acc,
+        };
         assert_eq!(best_epoch(&[]), None);
         assert_eq!(best_epoch(&[m(1, 0.5), m(2, 0.7), m(3, 0.7), m(4, 0.6)]), Some((2, 0.7)));
     }
@@ -457,7 +456,8 @@ mod tests {
         let Network::Fast(net) = &model else { unreachable!() };
         let norm = &net.blocks[1].norm1;
         let beta_grad = grads.get::<1>(norm.beta.id).unwrap().into_data().iter::<f32>().collect::<Vec<_>>();
-        let conv_grad = grads.get::<4>(net.blocks[1].conv2.weight.id).unwrap().into_data().iter::<f32>().collect::<Vec<_>>();
+        let conv_grad =
+            grads.get::<4>(net.blocks[1].conv2.weight.id).unwrap().into_data().iter::<f32>().collect::<Vec<_>>();
         assert!(grads.get::<1>(norm.gamma.id).is_some(), "scales do get gradients");
         let values = |t: Tensor<1>| t.into_data().iter::<f32>().collect::<Vec<_>>();
         let (beta0, gamma0) = (values(norm.beta.val()), values(norm.gamma.val()));

@@ -26,11 +26,9 @@ impl Progress {
     pub(crate) fn epoch(&self, epoch: usize, epochs: usize, batches: u64) -> EpochBar {
         let bar = (self.bars && !self.quiet).then(|| {
             let bar = ProgressBar::new(batches);
-            let style = ProgressStyle::with_template(
-                "epoch {prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> ");
+            let style = ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> ");
             bar.set_style(style);
             bar.set_prefix(format!("{epoch}/{epochs}"));
             bar

@@ -235,7 +235,9 @@ impl Recipe {
             return Err("--norm-bias-lr-scale applies to --optimizer sgd only".into());
         }
         if self.lookahead && self.ema.is_some() {
-            return Err("--lookahead and --ema are two ways of averaging the weights: pass --ema 0 or --lookahead false".into());
+            return Err(
+                "--lookahead and --ema are two ways of averaging the weights: pass --ema 0 or --lookahead false".into(),
+            );
         }
         if !in_unit(self.label_smoothing) {
             return Err(format!("--label-smoothing must be in [0, 1), got {}", self.label_smoothing));

@@ -55,17 +55,15 @@ impl FusedSgd {
         let mu = self.momentum;
         let keep = (1.0 - lr * self.weight_decay) as f32;
         let lr = (lr * self.lr_scale) as f32;
-        params
-            .par_chunks_mut(CHUNK)
-            .zip(grads.par_chunks(CHUNK))
-            .zip(velocity.par_chunks_mut(CHUNK))
-            .for_each(|((p, g), v)| {
+        params.par_chunks_mut(CHUNK).zip(grads.par_chunks(CHUNK)).zip(velocity.par_chunks_mut(CHUNK)).for_each(
+            |((p, g), v)| {
                 for i in 0..p.len() {
                     let vi = mu * v[i] + g[i];
                     v[i] = vi;
                     p[i] = p[i] * keep - lr * (g[i] + mu * vi);
                 }
-            });
+            },
+        );
     }
 }
 
@@ -80,9 +78,8 @@ impl Optimizer for FusedSgd {
         state: Option<FusedSgdState>,
     ) -> (Tensor<D>, Option<FusedSgdState>) {
         let n = tensor.shape().num_elements();
-        let mut state = state
-            .filter(|s| s.velocity.len() == n)
-            .unwrap_or_else(|| FusedSgdState { velocity: vec![0.0; n] });
+        let mut state =
+            state.filter(|s| s.velocity.len() == n).unwrap_or_else(|| FusedSgdState { velocity: vec![0.0; n] });
         let tensor = super::adam::update_on_host(tensor, grad, |params, grads| {
             self.update(lr, params, grads, &mut state.velocity);
         });
@@ -155,7 +152,6 @@ mod tests {
         assert!((p[0] - 2.0 * 0.95 * 0.95).abs() < 1e-6 && (p[1] + 4.0 * 0.9025).abs() < 1e-6, "{p:?}");
         assert_eq!(v, vec![0.0, 0.0]);
     }
-
 
     #[test]
     fn a_rate_scale_scales_the_step_but_not_the_decay() {
