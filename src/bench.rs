@@ -11,21 +11,24 @@ use burn::optim::GradientsParams;
 use burn::tensor::Device;
 use serde::Serialize;
 
-use crate::data::{IMAGE_BYTES, ImageSet};
+use crate::data::ImageSet;
+use crate::geometry::IMAGE_BYTES;
 use crate::model::{ModelKind, Network, images_to_tensor, labels_to_tensor};
 use crate::quantize::{Quantize, quantize};
-use crate::run::AdamSettings;
-use crate::train::predict_logits;
+use crate::settings::{AdamSettings, OptimizerKind, RecipeName, TrainSettings};
 
 /// Untimed training steps before measuring, as in the Keras script.
 pub const WARMUP_STEPS: usize = 20;
 /// Batch size of the inference measurement, as in the Keras script.
 pub const INFER_BATCH: usize = 256;
 
-/// What to measure.
+/// What to measure. Training steps use the optimiser, learning rate and label smoothing of
+/// the model's default recipe (Adam for `seed`, airbench's SGD for `fast`), so the figures
+/// are what training costs.
 #[derive(Debug, Clone)]
 pub struct BenchSettings {
     pub model: ModelKind,
+    /// Images per training step; [`BenchSettings::recipe_batch_size`] is the recipe's.
     pub batch_size: usize,
     /// Timed training steps.
     pub steps: usize,
@@ -35,6 +38,13 @@ pub struct BenchSettings {
     pub latency_calls: usize,
     /// Weight precision of the trained model for the inference and latency figures.
     pub quantize: Quantize,
+}
+
+impl BenchSettings {
+    /// The batch size `model`'s default recipe trains with.
+    pub fn recipe_batch_size(model: ModelKind) -> usize {
+        TrainSettings::defaults(model, RecipeName::default_for(model)).batch_size
+    }
 }
 
 /// The measurements; times in milliseconds unless named otherwise.
@@ -48,6 +58,10 @@ pub struct BenchResult {
     pub data: String,
     pub batch_size: usize,
     pub steps: usize,
+    /// The optimiser of the training steps (the model's recipe's).
+    pub optimizer: OptimizerKind,
+    /// The learning rate of the training steps (the recipe's base rate).
+    pub learning_rate: f64,
     /// Weight precision of the inference and latency figures (`none` or `int8`).
     pub quantize: Quantize,
     pub train_images_per_s: f64,
@@ -78,8 +92,13 @@ pub fn run(settings: &BenchSettings, images: Option<&ImageSet>, device: &Device)
     let train_device = device.clone().autodiff();
     train_device.seed(0);
     let mut model = Network::init(settings.model, 10, &train_device);
-    let mut optimizer = crate::train::adam::optimizer(&AdamSettings::default(), device);
-    let loss_fn = CrossEntropyLossConfig::new().init(&train_device);
+    let recipe = TrainSettings::defaults(settings.model, RecipeName::default_for(settings.model));
+    let mut optimizer = crate::train::optimizer_for(&recipe.recipe, &AdamSettings::default(), device);
+    let mut loss_config = CrossEntropyLossConfig::new();
+    if recipe.recipe.label_smoothing > 0.0 {
+        loss_config = loss_config.with_smoothing(Some(recipe.recipe.label_smoothing as f32));
+    }
+    let loss_fn = loss_config.init(&train_device);
     let bs = settings.batch_size;
     let mut phases = [0.0f64; 4];
     let mut timed_s = 0.0;
@@ -96,7 +115,7 @@ pub fn run(settings: &BenchSettings, images: Option<&ImageSet>, device: &Device)
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         let _ = train_device.sync();
         let t3 = Instant::now();
-        model = optimizer.step(0.001, model, grads);
+        model = optimizer.step(recipe.learning_rate, model, grads);
         let _ = train_device.sync();
         let t4 = Instant::now();
         if step >= WARMUP_STEPS {
@@ -111,17 +130,17 @@ pub fn run(settings: &BenchSettings, images: Option<&ImageSet>, device: &Device)
 
     let model = quantize(model.valid(), settings.quantize);
     let infer: Vec<u8> = (0..settings.infer_images).flat_map(|i| data.image(i % data.len()).iter().copied()).collect();
-    predict_logits(&model, &infer[..IMAGE_BYTES * INFER_BATCH.min(settings.infer_images)], device);
+    model.logits(&infer[..IMAGE_BYTES * INFER_BATCH.min(settings.infer_images)], device);
     let t = Instant::now();
     for chunk in infer.chunks(INFER_BATCH * IMAGE_BYTES) {
-        predict_logits(&model, chunk, device);
+        model.logits(chunk, device);
     }
     let infer_s = t.elapsed().as_secs_f64();
 
     let mut latencies: Vec<f64> = Vec::with_capacity(settings.latency_calls);
     for i in 0..settings.latency_calls + WARMUP_STEPS {
         let t = Instant::now();
-        predict_logits(&model, data.image(i % data.len()), device);
+        model.logits(data.image(i % data.len()), device);
         if i >= WARMUP_STEPS {
             latencies.push(t.elapsed().as_secs_f64() * 1000.0);
         }
@@ -135,6 +154,8 @@ pub fn run(settings: &BenchSettings, images: Option<&ImageSet>, device: &Device)
         data: data_name,
         batch_size: bs,
         steps: settings.steps,
+        optimizer: recipe.recipe.optimizer,
+        learning_rate: recipe.learning_rate,
         quantize: settings.quantize,
         train_images_per_s: round1(steps * bs as f64 / timed_s),
         train_ms_per_step: per_step_ms(timed_s),
@@ -198,7 +219,15 @@ impl fmt::Display for BenchResult {
             "classify {} bench, model {}, {} threads, {} data",
             self.classify_version, self.model, self.threads, self.data
         )?;
-        writeln!(f, "training, batch {} over {} steps:", self.batch_size, self.steps)?;
+        let optimizer = match self.optimizer {
+            OptimizerKind::Adam => "Adam",
+            OptimizerKind::Sgd => "SGD-Nesterov",
+        };
+        writeln!(
+            f,
+            "training, batch {} over {} steps ({optimizer}, lr {}, the model's recipe):",
+            self.batch_size, self.steps, self.learning_rate
+        )?;
         writeln!(f, "  {:>10.1} images/s   {:.2} ms/step", self.train_images_per_s, self.train_ms_per_step)?;
         writeln!(
             f,
@@ -218,6 +247,22 @@ impl fmt::Display for BenchResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fast_model_is_benched_with_its_recipes_sgd() {
+        let settings = BenchSettings {
+            model: ModelKind::Fast,
+            batch_size: 2,
+            steps: 1,
+            infer_images: 2,
+            latency_calls: 1,
+            quantize: Quantize::None,
+        };
+        let r = run(&settings, Some(&synthetic(4)), &Device::flex());
+        assert_eq!((r.optimizer, r.learning_rate), (OptimizerKind::Sgd, 0.375));
+        assert_eq!(BenchSettings::recipe_batch_size(ModelKind::Fast), 256);
+        assert_eq!(BenchSettings::recipe_batch_size(ModelKind::Seed), 32);
+    }
 
     #[test]
     fn percentile_uses_nearest_rank() {
@@ -263,6 +308,7 @@ mod tests {
             assert!(v > 0.0 && v.is_finite(), "{r:?}");
         }
         assert!(r.latency_ms_p99 >= r.latency_ms_p50);
+        assert_eq!((r.optimizer, r.learning_rate), (OptimizerKind::Adam, 0.001));
         let phases = r.data_ms + r.forward_ms + r.backward_ms + r.optimizer_ms;
         assert!((phases - r.train_ms_per_step).abs() <= 0.05 + 0.01 * r.train_ms_per_step, "{r:?}");
         if cfg!(target_os = "linux") {

@@ -8,12 +8,11 @@ use burn::module::Module;
 use burn::store::ModuleRecord;
 use burn::tensor::{Bytes, Device};
 
-use crate::data::IMAGE_BYTES;
 use crate::data::augment::{Tta, View, view_all};
 use crate::model::Network;
 use crate::quantize::{Quantize, quantize};
 use crate::run::{RunConfig, RunDir, RunError};
-use crate::train::predict_logits;
+use crate::scores::{argmax, softmax};
 
 /// A model rebuilt from a run folder's config and weights, in inference mode, with the
 /// test-time augmentation its predictions use ([`Tta::None`] unless [`Classifier::with_tta`]
@@ -86,6 +85,11 @@ impl Classifier {
         &self.config
     }
 
+    /// The shape of the images it takes (the run's).
+    pub fn image_shape(&self) -> crate::geometry::ImageShape {
+        self.config.image_shape()
+    }
+
     /// Class names in label order.
     pub fn classes(&self) -> &[String] {
         &self.config.classes
@@ -110,14 +114,14 @@ impl Classifier {
 
     /// Softmax probabilities of the images exactly as given.
     fn view_probabilities(&self, images: &[u8]) -> Vec<Vec<f32>> {
-        let logits = predict_logits(&self.model, images, &self.device);
+        let logits = self.model.logits(images, &self.device);
         let classes = self.classes().len();
-        logits.chunks(classes).take(images.len() / IMAGE_BYTES).map(softmax).collect()
+        logits.chunks(classes).take(self.config.image_shape().count(images.len())).map(softmax).collect()
     }
 
     /// The most probable label of each image.
     pub fn predict(&self, images: &[u8]) -> Vec<u8> {
-        self.probabilities(images).iter().map(|p| crate::eval::argmax(p) as u8).collect()
+        self.probabilities(images).iter().map(|p| argmax(p) as u8).collect()
     }
 }
 
@@ -143,25 +147,9 @@ pub fn average_views(per_view: Vec<Vec<Vec<f32>>>) -> Vec<Vec<f32>> {
     mean
 }
 
-/// Softmax of one row of logits.
-pub fn softmax(row: &[f32]) -> Vec<f32> {
-    let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    let exps: Vec<f32> = row.iter().map(|&v| (v - max).exp()).collect();
-    let sum: f32 = exps.iter().sum();
-    exps.into_iter().map(|e| e / sum).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn softmax_sums_to_one_and_keeps_order() {
-        let p = softmax(&[1.0, 2.0, 3.0]);
-        assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-6);
-        assert!(p[2] > p[1] && p[1] > p[0]);
-        assert!((p[0] - 0.090_030_57).abs() < 1e-6);
-    }
 
     #[test]
     fn averaging_views_takes_the_mean_of_each_probability() {

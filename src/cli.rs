@@ -5,11 +5,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use classify::data::BadImagePolicy;
-use classify::data::augment::{Augment, Tta};
+use classify::data::augment::Tta;
 use classify::device::DeviceKind;
 use classify::model::ModelKind;
 use classify::quantize::Quantize;
-use classify::train::recipe::{OptimizerKind, RecipeName, Schedule};
+use classify::settings::Given;
 
 /// Train, evaluate and predict with small-image classifiers (CIFAR-10 or any image folder).
 #[derive(Debug, Parser)]
@@ -111,92 +111,15 @@ pub struct DataArgs {
 pub struct TrainArgs {
     #[command(flatten)]
     pub data: DataArgs,
-    /// The architecture.
-    #[arg(long, value_enum)]
-    pub model: Option<ModelKind>,
-    /// Named defaults for everything below: `original` (the Keras system: Adam 1e-3, batch
-    /// 32, 30 epochs, nothing else) or `modern` (augmentation, label smoothing, warm-up and
-    /// decay, weight averaging) [default: original for seed, modern for fast].
-    #[arg(long, value_enum)]
-    pub recipe: Option<RecipeName>,
-    /// Passes over the training set [default: 30; seed modern: 15; fast: 17].
-    #[arg(long)]
-    pub epochs: Option<usize>,
-    /// Images per optimiser step [default: 32; seed modern: 64; fast: 256].
-    #[arg(long)]
-    pub batch_size: Option<usize>,
-    /// Base learning rate [default: 0.001; fast: 0.375].
-    #[arg(long)]
-    pub lr: Option<f64>,
-    /// Optimiser: `adam` (Keras's defaults) or `sgd` (Nesterov momentum, decoupled weight
-    /// decay) [default: adam; fast: sgd].
-    #[arg(long, value_enum)]
-    pub optimizer: Option<OptimizerKind>,
-    /// SGD's Nesterov momentum [default: 0.9; fast: 0.85].
-    #[arg(long)]
-    pub momentum: Option<f64>,
-    /// SGD's decoupled weight decay per unit of learning rate [default: 0; fast: 0.0089].
-    #[arg(long)]
-    pub weight_decay: Option<f64>,
-    /// Learning-rate schedule after the warm-up [default: constant; seed modern: cosine;
-    /// fast: onecycle].
-    #[arg(long, value_enum)]
-    pub schedule: Option<Schedule>,
-    /// Epochs of linear learning-rate warm-up (fractions allowed) [default: 0; seed modern:
-    /// 1; fast: 3.7].
-    #[arg(long)]
-    pub warmup_epochs: Option<f64>,
-    /// The learning rate's factor at the first warm-up step [default: 0; fast: 0.2].
-    #[arg(long)]
-    pub lr_start: Option<f64>,
-    /// The factor `cosine` and `onecycle` decay to by the last step [default: 0; fast: 0.07].
-    #[arg(long)]
-    pub lr_end: Option<f64>,
-    /// SGD: BatchNorm shifts train at this multiple of the learning rate, with the same
-    /// weight decay per step [default: 1; fast: 64].
-    #[arg(long)]
-    pub norm_bias_lr_scale: Option<f64>,
-    /// Keep BatchNorm scales fixed at 1 (`--freeze-norm-scale false` trains them)
-    /// [default: false; fast: true].
-    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
-    pub freeze_norm_scale: Option<bool>,
-    /// airbench's lookahead: every 5,120 images pull the weights back towards a slow copy,
-    /// more strongly as the run ends, and end on the slow copy (`--lookahead false`: off;
-    /// `--ema` given alone turns it off) [default: false; fast: true].
-    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
-    pub lookahead: Option<bool>,
-    /// Label smoothing: weight of the uniform distribution in the targets [default: 0; seed
-    /// modern: 0.1; fast: 0.2].
-    #[arg(long)]
-    pub label_smoothing: Option<f64>,
-    /// Training-image augmentation [default: none; seed modern: flip-crop; fast:
-    /// alt-flip-crop].
-    #[arg(long, value_enum)]
-    pub augment: Option<Augment>,
-    /// Reflect padding before flip-crop's random crop, i.e. the largest shift in pixels
-    /// (at most 8) [default: 4; fast: 2].
-    #[arg(long)]
-    pub crop_padding: Option<usize>,
-    /// Evaluate and save an exponential moving average of the weights with this decay per
-    /// step (`--ema` alone: 0.999; `--ema 0`: off) [default: off; seed modern: 0.999].
-    #[arg(long, num_args = 0..=1, default_missing_value = "0.999")]
-    pub ema: Option<f64>,
-    /// Stop after this many epochs without a better validation accuracy; the run's model is
-    /// then the best epoch's weights [default: train every epoch].
-    #[arg(long)]
-    pub patience: Option<usize>,
-    /// Seed for initialisation, shuffling, dropout and augmentation [default: 42].
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// Fraction of each class held out for validation: the last F of its items in file-name
-    /// (or record) order [default: 0.1].
-    #[arg(long)]
-    pub val_split: Option<f64>,
+    /// The training settings (`--model`, `--epochs`, `--lr`, ...): one flag per row of
+    /// `classify::settings::SETTINGS`, whose help and defaults come from that table.
+    #[command(flatten)]
+    pub settings: Given,
     /// The run folder [default: runs/<model>-NNN, the first free number].
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Continue the run in --out from its last complete checkpoint, with its saved settings
-    /// (--epochs may raise the epoch count).
+    /// (--epochs may change the epoch count).
     #[arg(long, requires = "out")]
     pub resume: bool,
     /// Run as a SageMaker training job (also on when SM_TRAINING_ENV is set): hyperparameters
@@ -340,9 +263,9 @@ pub struct BenchArgs {
     /// The architecture.
     #[arg(long, value_enum, default_value = "seed")]
     pub model: ModelKind,
-    /// Images per training step.
-    #[arg(long, default_value_t = 32)]
-    pub batch_size: usize,
+    /// Images per training step [default: the model's recipe's: 32 for seed, 256 for fast].
+    #[arg(long)]
+    pub batch_size: Option<usize>,
     /// Timed training steps, after 20 warm-up steps.
     #[arg(long, default_value_t = 200)]
     pub steps: usize,

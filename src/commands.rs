@@ -14,9 +14,9 @@ use classify::data::{self, BadImagePolicy, IMAGE_BYTES, ImageSet, LoadOptions, S
 use classify::eval::{self, Evaluation};
 use classify::model::{ModelKind, Network};
 use classify::quantize::Quantize;
-use classify::run::{AdamSettings, FORMAT_VERSION, RunConfig, RunDir};
-use classify::sagemaker::{self, Job};
-use classify::train::recipe::{OptimizerKind, Recipe, RecipeName};
+use classify::run::{RunConfig, RunDir};
+use classify::sagemaker_job::{self, Job};
+use classify::settings::{OnResume, SettingError};
 use classify::train::{self, Progress};
 
 use crate::cli::{
@@ -86,15 +86,15 @@ fn default_out(model: ModelKind) -> PathBuf {
 fn train(args: TrainArgs, device: &Device, device_name: &str) -> Result<()> {
     train::stop_on_sigterm();
     if !Job::detected(args.sagemaker) {
-        return train_run(args, device, device_name);
+        return train_run(args, device, device_name, Progress::new(terminal()));
     }
     let root = Job::root_from_env();
-    let result = Job::load(&root)
-        .map_err(anyhow::Error::from)
-        .and_then(|job| apply_job(&job, args))
-        .and_then(|args| train_run(args, device, device_name));
+    let result = Job::load(&root).map_err(anyhow::Error::from).and_then(|job| apply_job(&job, args)).and_then(|args| {
+        // Metric lines for the job's metric definitions and tuning objective (README).
+        train_run(args, device, device_name, Progress::new(terminal()).with_metric_lines())
+    });
     if let Err(e) = &result {
-        sagemaker::write_failure(&root, &format!("{e:#}"));
+        sagemaker_job::write_failure(&root, &format!("{e:#}"));
     }
     result
 }
@@ -104,52 +104,57 @@ fn train(args: TrainArgs, device: &Device, device_name: &str) -> Result<()> {
 fn apply_job(job: &Job, mut args: TrainArgs) -> Result<TrainArgs> {
     args.data.data = args.data.data.or(Some(job.data_dir()?.display().to_string()));
     args.out = args.out.or(Some(job.model_dir()));
-    args.epochs = args.epochs.or(job.get("epochs")?);
-    args.batch_size = args.batch_size.or(job.get("batch-size")?);
-    args.lr = args.lr.or(job.get("lr")?);
-    args.seed = args.seed.or(job.get("seed")?);
-    args.val_split = args.val_split.or(job.get("val-split")?);
     if let Some(policy) = job_enum::<BadImagePolicy>(job, "on-bad-image")? {
         args.data.on_bad_image = policy;
     }
-    args.model = args.model.or(job_enum(job, "model")?);
-    args.recipe = args.recipe.or(job_enum(job, "recipe")?);
-    args.optimizer = args.optimizer.or(job_enum(job, "optimizer")?);
-    args.schedule = args.schedule.or(job_enum(job, "schedule")?);
-    args.augment = args.augment.or(job_enum(job, "augment")?);
-    args.momentum = args.momentum.or(job.get("momentum")?);
-    args.weight_decay = args.weight_decay.or(job.get("weight-decay")?);
-    args.warmup_epochs = args.warmup_epochs.or(job.get("warmup-epochs")?);
-    args.lr_start = args.lr_start.or(job.get("lr-start")?);
-    args.lr_end = args.lr_end.or(job.get("lr-end")?);
-    args.norm_bias_lr_scale = args.norm_bias_lr_scale.or(job.get("norm-bias-lr-scale")?);
-    args.freeze_norm_scale = args.freeze_norm_scale.or(job.get("freeze-norm-scale")?);
-    args.lookahead = args.lookahead.or(job.get("lookahead")?);
-    args.label_smoothing = args.label_smoothing.or(job.get("label-smoothing")?);
-    args.ema = args.ema.or(job.get("ema")?);
-    args.patience = args.patience.or(job.get("patience")?);
-    args.crop_padding = args.crop_padding.or(job.get("crop-padding")?);
+    // Parsed here so that a bad value fails the job naming the hyperparameter.
+    job.settings().resolve().map_err(|e| match e {
+        SettingError::Invalid { name, value, reason } => {
+            sagemaker_job::SageMakerError::Invalid { name, value, reason: Some(reason) }.into()
+        }
+        other => anyhow::Error::from(other),
+    })?;
+    args.settings = args.settings.or(job.settings());
     Ok(args)
 }
 
-/// A hyperparameter that names one of a flag's values (`"sgd"`, `"flip-crop"`).
+/// A hyperparameter that names one of a flag's values (`"skip"`).
 fn job_enum<E: clap::ValueEnum>(job: &Job, name: &str) -> Result<Option<E>> {
     match job.get::<String>(name)? {
         None => Ok(None),
         Some(value) => E::from_str(&value, true)
             .map(Some)
-            .map_err(|_| sagemaker::SageMakerError::Invalid { name: name.into(), value }.into()),
+            .map_err(|_| sagemaker_job::SageMakerError::Invalid { name: name.into(), value, reason: None }.into()),
     }
 }
 
-fn train_run(args: TrainArgs, device: &Device, device_name: &str) -> Result<()> {
-    let out = args.out.clone().unwrap_or_else(|| default_out(args.model.unwrap_or(ModelKind::Seed)));
+fn train_run(args: TrainArgs, device: &Device, device_name: &str, progress: Progress) -> Result<()> {
+    let given = &args.settings;
+    let out = match &args.out {
+        Some(out) => out.clone(),
+        None => default_out(given.resolve().map_or(ModelKind::Seed, |s| s.model)),
+    };
     let run = RunDir::new(&out);
     let (config, splits) = if args.resume {
         let mut config = run.load_config().context("--resume needs a run folder")?;
-        warn_ignored(&args, &config);
-        if let Some(epochs) = args.epochs {
-            config.epochs = epochs;
+        if args.data.data.is_some() {
+            tracing::warn!("--data is ignored with --resume: the run keeps its saved data ({})", config.data);
+        }
+        for (setting, value) in given.iter() {
+            match setting.on_resume {
+                OnResume::Kept => tracing::warn!(
+                    "--{} is ignored with --resume: the run keeps its saved settings ({})",
+                    setting.name,
+                    config.data
+                ),
+                OnResume::Replaces => {
+                    let mut settings = config.settings();
+                    setting.apply(&mut settings, value)?;
+                    config.set_settings(&settings);
+                }
+            }
+        }
+        if given.iter().any(|(s, _)| s.on_resume == OnResume::Replaces) {
             run.save_config(&config)?;
         }
         let splits = load_splits(&config.data, &args.data, config.val_split)?;
@@ -172,29 +177,16 @@ fn train_run(args: TrainArgs, device: &Device, device_name: &str) -> Result<()> 
         if run.exists() || run.path(classify::run::CHECKPOINT_FILE).exists() {
             bail!("{} already holds a run: pass --resume to continue it, or choose another --out", out.display());
         }
+        let settings = given.resolve()?;
         let spec = args.data.data.clone().unwrap_or_else(|| data::CIFAR10_SPEC.to_string());
-        let val_split = args.val_split.unwrap_or(0.1);
-        let splits = load_splits(&spec, &args.data, val_split)?;
-        let model = args.model.unwrap_or(ModelKind::Seed);
-        let defaults = args.recipe.unwrap_or_else(|| RecipeName::default_for(model)).defaults(model);
-        let config = RunConfig {
-            format_version: FORMAT_VERSION,
-            classify_version: env!("CARGO_PKG_VERSION").to_string(),
-            model,
-            model_revision: classify::model::MODEL_REVISION,
-            data: spec,
-            val_split,
-            epochs: args.epochs.unwrap_or(defaults.epochs),
-            batch_size: args.batch_size.unwrap_or(defaults.batch_size),
-            learning_rate: args.lr.unwrap_or(defaults.learning_rate),
-            seed: args.seed.unwrap_or(42),
-            optimizer: AdamSettings::default(),
-            recipe: recipe_from(&args, defaults.recipe),
-            device: device_name.to_string(),
-            classes: splits.classes.clone(),
-            train_images: splits.train.len(),
-            val_images: splits.val.len(),
-        };
+        let splits = load_splits(&spec, &args.data, settings.val_split)?;
+        let config = RunConfig::new(
+            &settings,
+            spec,
+            device_name,
+            splits.classes.clone(),
+            [splits.train.len(), splits.val.len()],
+        );
         (config, splits)
     };
     if config.batch_size == 0 {
@@ -204,7 +196,13 @@ fn train_run(args: TrainArgs, device: &Device, device_name: &str) -> Result<()> 
         bail!("--lr must be a positive number, got {}", config.learning_rate);
     }
     tracing::info!("training {} for {} epochs into {}", config.model, config.epochs, out.display());
-    let history = train::train(&splits, &config, &run, device, args.resume, &Progress::new(terminal()))?;
+    let progress = progress.on_epoch(|run, history| {
+        // The curves are for people watching; failing to draw them must not stop training.
+        if let Err(e) = classify::report::write_curves_from(run.root(), history) {
+            tracing::warn!("cannot update the training curves: {e}");
+        }
+    });
+    let history = train::train(&splits, &config, &run, device, args.resume, &progress)?;
     match history.last() {
         Some(last) => println!(
             "{}: {} epochs, val accuracy {:.4}, train accuracy {:.4}",
@@ -216,68 +214,6 @@ fn train_run(args: TrainArgs, device: &Device, device_name: &str) -> Result<()> 
         None => println!("{}: no epochs to run", out.display()),
     }
     Ok(())
-}
-
-/// The recipe of a new run: `defaults` with the flags given on the command line.
-fn recipe_from(args: &TrainArgs, defaults: Recipe) -> Recipe {
-    Recipe {
-        optimizer: args.optimizer.unwrap_or(defaults.optimizer),
-        momentum: args.momentum.unwrap_or(defaults.momentum),
-        weight_decay: args.weight_decay.unwrap_or(defaults.weight_decay),
-        schedule: args.schedule.unwrap_or(defaults.schedule),
-        warmup_epochs: args.warmup_epochs.unwrap_or(defaults.warmup_epochs),
-        lr_start: args.lr_start.unwrap_or(defaults.lr_start),
-        lr_end: args.lr_end.unwrap_or(defaults.lr_end),
-        // A recipe's SGD-only setting does not follow `--optimizer adam`.
-        norm_bias_lr_scale: args.norm_bias_lr_scale.unwrap_or(match args.optimizer {
-            Some(OptimizerKind::Adam) => 1.0,
-            _ => defaults.norm_bias_lr_scale,
-        }),
-        freeze_norm_scale: args.freeze_norm_scale.unwrap_or(defaults.freeze_norm_scale),
-        // Asking for a moving average (`--ema D`) replaces a recipe's lookahead.
-        lookahead: args.lookahead.unwrap_or(defaults.lookahead && args.ema.is_none_or(|decay| decay == 0.0)),
-        label_smoothing: args.label_smoothing.unwrap_or(defaults.label_smoothing),
-        augment: args.augment.unwrap_or(defaults.augment),
-        crop_padding: args.crop_padding.unwrap_or(defaults.crop_padding),
-        // `--ema 0` turns a recipe's average off.
-        ema: match args.ema {
-            Some(decay) if decay == 0.0 => None,
-            Some(decay) => Some(decay),
-            None => defaults.ema,
-        },
-        patience: args.patience.or(defaults.patience),
-    }
-}
-
-/// Says which flags a resumed run does not take from the command line.
-fn warn_ignored(args: &TrainArgs, config: &RunConfig) {
-    let given = [
-        ("--data", args.data.data.is_some()),
-        ("--model", args.model.is_some()),
-        ("--batch-size", args.batch_size.is_some()),
-        ("--lr", args.lr.is_some()),
-        ("--seed", args.seed.is_some()),
-        ("--val-split", args.val_split.is_some()),
-        ("--recipe", args.recipe.is_some()),
-        ("--optimizer", args.optimizer.is_some()),
-        ("--momentum", args.momentum.is_some()),
-        ("--weight-decay", args.weight_decay.is_some()),
-        ("--schedule", args.schedule.is_some()),
-        ("--warmup-epochs", args.warmup_epochs.is_some()),
-        ("--lr-start", args.lr_start.is_some()),
-        ("--lr-end", args.lr_end.is_some()),
-        ("--norm-bias-lr-scale", args.norm_bias_lr_scale.is_some()),
-        ("--freeze-norm-scale", args.freeze_norm_scale.is_some()),
-        ("--lookahead", args.lookahead.is_some()),
-        ("--label-smoothing", args.label_smoothing.is_some()),
-        ("--augment", args.augment.is_some()),
-        ("--crop-padding", args.crop_padding.is_some()),
-        ("--ema", args.ema.is_some()),
-        ("--patience", args.patience.is_some()),
-    ];
-    for (flag, _) in given.iter().filter(|(_, set)| *set) {
-        tracing::warn!("{flag} is ignored with --resume: the run keeps its saved settings ({})", config.data);
-    }
 }
 
 /// Loads the run and the images of the split that `eval` and `report` measure.
@@ -385,7 +321,7 @@ fn predict(args: PredictArgs, device: &Device) -> Result<()> {
         .images
         .iter()
         .zip(classifier.probabilities(&images))
-        .map(|(path, probs)| (path, eval::top_k(&probs, k)))
+        .map(|(path, probs)| (path, classify::scores::top_k(&probs, k)))
         .collect();
     if args.json {
         let value: Vec<_> = results
@@ -457,7 +393,10 @@ fn bench(args: BenchArgs, device: &Device) -> Result<()> {
     };
     let settings = classify::bench::BenchSettings {
         model: args.model,
-        batch_size: args.batch_size.max(1),
+        batch_size: args
+            .batch_size
+            .unwrap_or_else(|| classify::bench::BenchSettings::recipe_batch_size(args.model))
+            .max(1),
         steps: args.steps.max(1),
         infer_images: args.infer_images.max(1),
         latency_calls: args.latency_calls.max(1),
@@ -470,4 +409,69 @@ fn bench(args: BenchArgs, device: &Device) -> Result<()> {
         println!("{result}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+
+    use crate::cli::Cli;
+
+    fn train_args(flags: &[&str]) -> TrainArgs {
+        let argv = ["classify", "train"].iter().chain(flags);
+        match Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{flags:?}: {e}")).command {
+            Command::Train(args) => args,
+            other => panic!("not train: {other:?}"),
+        }
+    }
+
+    /// A SageMaker job root whose hyperparameters are `json`, with an empty data channel.
+    fn job(json: &str) -> (tempfile::TempDir, Job) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("input/config")).unwrap();
+        std::fs::create_dir_all(dir.path().join("input/data/training")).unwrap();
+        std::fs::write(dir.path().join("input/config/hyperparameters.json"), json).unwrap();
+        let job = Job::load(dir.path()).unwrap_or_else(|e| panic!("{json}: {e}"));
+        (dir, job)
+    }
+
+    /// Every flag of `classify train` that says how to train (all but where things are and
+    /// how the process runs) is a SageMaker hyperparameter of the same name and effect.
+    #[test]
+    fn every_train_flag_is_a_sagemaker_hyperparameter_with_the_same_effect() {
+        let not_hyperparameters = ["data", "cache-dir", "out", "resume", "sagemaker", "device", "threads", "help"];
+        let cli = Cli::command();
+        let train = cli.find_subcommand("train").unwrap();
+        let mut checked = 0;
+        for arg in train.get_arguments() {
+            let Some(flag) = arg.get_long() else { continue };
+            if not_hyperparameters.contains(&flag) {
+                continue;
+            }
+            let value = classify::settings::Setting::named(flag).map_or("skip", |s| s.example);
+            let (_dir, job) = job(&format!(r#"{{"{flag}": "{value}"}}"#));
+            let from_job = apply_job(&job, train_args(&[])).unwrap_or_else(|e| panic!("{flag}: {e:#}"));
+            let from_flag = train_args(&[&format!("--{flag}"), value]);
+            assert_eq!(from_job.settings.resolve(), from_flag.settings.resolve(), "--{flag} {value}");
+            assert_eq!(from_job.data.on_bad_image, from_flag.data.on_bad_image, "--{flag} {value}");
+            checked += 1;
+        }
+        assert_eq!(checked, classify::settings::SETTINGS.len() + 1, "every setting and --on-bad-image");
+    }
+
+    #[test]
+    fn flags_given_on_the_command_line_win_over_the_job() {
+        let (_dir, job) = job(r#"{"epochs": "9", "seed": "5", "sagemaker_program": "x"}"#);
+        let args = apply_job(&job, train_args(&["--epochs", "3"])).unwrap();
+        let settings = args.settings.resolve().unwrap();
+        assert_eq!((settings.epochs, settings.seed), (3, 5));
+    }
+
+    #[test]
+    fn a_bad_hyperparameter_value_names_it() {
+        let (_dir, job) = job(r#"{"lookahead": "maybe"}"#);
+        let err = apply_job(&job, train_args(&[])).unwrap_err();
+        assert!(format!("{err:#}").contains("hyperparameter lookahead = \"maybe\""), "{err:#}");
+    }
 }

@@ -1,5 +1,5 @@
 //! Accuracy, per-class accuracy, the confusion matrix and the most confused pairs:
-//! pure functions of true and predicted labels.
+//! pure functions of true and predicted labels (scores and probabilities: [`crate::scores`]).
 
 use serde::Serialize;
 
@@ -73,19 +73,6 @@ fn ratio(a: u64, b: u64) -> f64 {
     if b == 0 { 0.0 } else { a as f64 / b as f64 }
 }
 
-/// The label with the highest probability; the first on ties.
-pub fn argmax(probs: &[f32]) -> usize {
-    probs.iter().enumerate().fold((0, f32::NEG_INFINITY), |best, (i, &p)| if p > best.1 { (i, p) } else { best }).0
-}
-
-/// The `k` most probable labels with their probabilities, most probable first.
-pub fn top_k(probs: &[f32], k: usize) -> Vec<(usize, f32)> {
-    let mut ranked: Vec<(usize, f32)> = probs.iter().copied().enumerate().collect();
-    ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
-    ranked.truncate(k);
-    ranked
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,13 +102,5 @@ mod tests {
         let e = evaluate(&names(2), &[0], &[0]);
         assert_eq!(e.per_class[1].n, 0);
         assert_eq!(e.per_class[1].accuracy, 0.0);
-    }
-
-    #[test]
-    fn argmax_and_top_k_rank_by_probability() {
-        let p = [0.1, 0.5, 0.05, 0.35];
-        assert_eq!(argmax(&p), 1);
-        assert_eq!(top_k(&p, 2), vec![(1, 0.5), (3, 0.35)]);
-        assert_eq!(top_k(&p, 9).len(), 4);
     }
 }

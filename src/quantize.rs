@@ -9,15 +9,16 @@
 //! For most layers activations stay fp32 (the weights are expanded back to floats), so this
 //! buys memory and file size, not speed. The exception is the seed model's 8192 -> 512
 //! dense layer on the CPU, most of its inference work: it runs in integers, its input
-//! quantized per row as it arrives ([`crate::model::Int8Dense`]), which is where int8 pays
+//! quantized per row as it arrives ([`crate::kernels::Int8Dense`]), which is where int8 pays
 //! for itself (BENCHMARKS.md).
 
 use burn::module::{Module, ModuleMapper, Param};
 use burn::prelude::*;
-use burn::tensor::quantization::{Calibration, QuantScheme, QuantStore, QuantValue, compute_q_params, compute_range};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Int8Dense, Network, Seed};
+use crate::kernels::Int8Dense;
+pub use crate::kernels::{int8_scheme, quantize_tensor};
+use crate::model::{Network, Seed};
 use std::sync::Arc;
 
 /// Weight precision for inference, chosen with `--quantize`.
@@ -29,11 +30,6 @@ pub enum Quantize {
     None,
     /// Weights rounded to 8-bit integers, one symmetric scale per tensor.
     Int8,
-}
-
-/// The scheme used for [`Quantize::Int8`]: values in [-127, 127], stored one per byte.
-pub fn int8_scheme() -> QuantScheme {
-    QuantScheme::default().with_value(QuantValue::Q8S).with_store(QuantStore::Native)
 }
 
 /// `model` with its weights at `precision`.
@@ -71,14 +67,6 @@ impl ModuleMapper for Int8Weights {
         }
         param.map(quantize_tensor)
     }
-}
-
-/// One tensor in int8 (see [`int8_scheme`]), its scale from its own extremes.
-pub fn quantize_tensor<const D: usize>(tensor: Tensor<D>) -> Tensor<D> {
-    let scheme = int8_scheme();
-    let range = compute_range(&scheme, &tensor, &Calibration::MinMax);
-    let qparams = compute_q_params(&scheme, range);
-    tensor.quantize(&scheme, qparams)
 }
 
 #[cfg(test)]

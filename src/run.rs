@@ -20,8 +20,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::geometry::ImageShape;
 use crate::model::ModelKind;
-use crate::train::recipe::Recipe;
+use crate::settings::{AdamSettings, Recipe, RecipeName, TrainSettings};
 
 /// Version of the run-folder layout this build writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
@@ -57,21 +58,6 @@ pub enum RunError {
     NoWeights(PathBuf),
     #[error("{path}: {reason}")]
     Invalid { path: PathBuf, reason: String },
-}
-
-/// Adam's settings; the defaults are Keras's, which the original system used.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct AdamSettings {
-    pub beta_1: f64,
-    pub beta_2: f64,
-    /// Keras's 1e-7, not burn's default of 1e-5.
-    pub epsilon: f64,
-}
-
-impl Default for AdamSettings {
-    fn default() -> Self {
-        AdamSettings { beta_1: 0.9, beta_2: 0.999, epsilon: 1e-7 }
-    }
 }
 
 /// The resolved settings of a training run, saved as `config.json`.
@@ -111,6 +97,68 @@ fn first_revision() -> u32 {
     1
 }
 
+impl RunConfig {
+    /// The config of a new run of `settings` on `data` (the `--data` value) with `classes`,
+    /// trained on `device` (its name).
+    pub fn new(
+        settings: &TrainSettings,
+        data: String,
+        device: &str,
+        classes: Vec<String>,
+        [train_images, val_images]: [usize; 2],
+    ) -> Self {
+        RunConfig {
+            format_version: FORMAT_VERSION,
+            classify_version: env!("CARGO_PKG_VERSION").to_string(),
+            model: settings.model,
+            model_revision: crate::model::MODEL_REVISION,
+            data,
+            val_split: settings.val_split,
+            epochs: settings.epochs,
+            batch_size: settings.batch_size,
+            learning_rate: settings.learning_rate,
+            seed: settings.seed,
+            optimizer: AdamSettings::default(),
+            recipe: settings.recipe.clone(),
+            device: device.to_string(),
+            classes,
+            train_images,
+            val_images,
+        }
+    }
+
+    /// The run's training settings (the recipe name is not saved: it reads as the model's
+    /// default, and only ever named where the other settings started).
+    pub fn settings(&self) -> TrainSettings {
+        TrainSettings {
+            model: self.model,
+            recipe_name: RecipeName::default_for(self.model),
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            learning_rate: self.learning_rate,
+            seed: self.seed,
+            val_split: self.val_split,
+            recipe: self.recipe.clone(),
+        }
+    }
+
+    /// Takes `settings` (a resumed run's changed epoch count, say) into the config.
+    pub fn set_settings(&mut self, settings: &TrainSettings) {
+        self.model = settings.model;
+        self.epochs = settings.epochs;
+        self.batch_size = settings.batch_size;
+        self.learning_rate = settings.learning_rate;
+        self.seed = settings.seed;
+        self.val_split = settings.val_split;
+        self.recipe = settings.recipe.clone();
+    }
+
+    /// The shape of the images the run's model takes; every run so far is 32x32 RGB.
+    pub fn image_shape(&self) -> ImageShape {
+        ImageShape::CIFAR
+    }
+}
+
 /// Metrics of one completed epoch: one line of `metrics.jsonl`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpochMetrics {
@@ -121,6 +169,15 @@ pub struct EpochMetrics {
     pub train_acc: f64,
     pub val_loss: f64,
     pub val_acc: f64,
+}
+
+/// The epoch with the highest validation accuracy (the first, on ties) and that accuracy:
+/// the epoch `--patience` keeps and the report calls best.
+pub fn best_epoch(history: &[EpochMetrics]) -> Option<(usize, f64)> {
+    history.iter().fold(None, |best: Option<(usize, f64)>, m| match best {
+        Some((_, acc)) if acc >= m.val_acc => best,
+        _ => Some((m.epoch, m.val_acc)),
+    })
 }
 
 /// The last complete checkpoint, saved as `checkpoint.json`.
@@ -431,6 +488,13 @@ mod tests {
 
     fn metrics(epoch: usize) -> EpochMetrics {
         EpochMetrics { epoch, seconds: 1.0, train_loss: 1.0, train_acc: 0.5, val_loss: 1.0, val_acc: 0.5 }
+    }
+
+    #[test]
+    fn the_best_epoch_is_the_first_with_the_highest_accuracy() {
+        let m = |epoch, val_acc| EpochMetrics { val_acc, ..metrics(epoch) };
+        assert_eq!(best_epoch(&[]), None);
+        assert_eq!(best_epoch(&[m(1, 0.5), m(2, 0.7), m(3, 0.7), m(4, 0.6)]), Some((2, 0.7)));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use classify::data::Splits;
 use classify::model::{ModelKind, Network, Seed, images_to_tensor};
 use classify::quantize::Quantize;
 use classify::run::{RunConfig, RunDir};
-use classify::train::recipe::RecipeName;
+use classify::settings::RecipeName;
 use classify::train::{self, Progress};
 use util::{classify, ok, stdout};
 

@@ -10,7 +10,7 @@ use classify::data::Splits;
 use classify::data::augment::Augment;
 use classify::model::ModelKind;
 use classify::run::{RunConfig, RunDir};
-use classify::train::recipe::{Recipe, RecipeName};
+use classify::settings::{Recipe, RecipeName};
 use classify::train::{self, Progress};
 
 /// burn's random state (initialisation, dropout) is per process, not per run: tests that
@@ -114,7 +114,7 @@ fn early_stopping_keeps_the_best_epochs_weights() {
     let run = RunDir::new(dir.path().join("run"));
     let history =
         train::train(&splits, &config, &run, &Device::flex(), false, &Progress::silent()).expect("training runs");
-    let (best, best_acc) = train::best_epoch(&history).unwrap();
+    let (best, best_acc) = classify::run::best_epoch(&history).unwrap();
     // The task is learned perfectly within a few epochs, after which nothing can be better.
     assert!(history.len() < 12, "never stopped early: {history:?}");
     assert_eq!(history.len(), best + 2, "stops `patience` epochs after the best: {history:?}");

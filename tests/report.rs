@@ -158,6 +158,12 @@ fn write_report_escapes_class_names_and_sizes_the_mistake_grid() {
     assert!(!html.contains("<b>tl"), "class name not escaped");
     assert!(html.contains("&lt;b&gt;tl&lt;/b&gt;") && html.contains("tr &amp; co"));
     assert!(html.contains("3 of 3 epochs completed"), "{html:.2000}");
+
+    // On ties the report's best epoch is the one --patience keeps: the first.
+    run.save_metrics(&metrics(3)).unwrap();
+    report::write_report(&classifier, &run, &splits.val, "val", &out).unwrap();
+    let html = fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("best validation accuracy (epoch 1)"), "{html:.3000}");
 }
 
 #[test]

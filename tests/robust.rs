@@ -11,7 +11,7 @@ use std::fs;
 use std::io::{Cursor, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use classify::data::cifar::{self, META_FILE, TEST_FILE, TRAIN_FILES};
 use classify::data::folder::decode_into;
@@ -395,31 +395,40 @@ fn on_bad_image_flag_fails_by_default_and_skips_when_asked() {
 // ---------------------------------------------------------------------------------------------
 // Interrupted runs
 
-fn spawn_train(root: &Path, args: &[&str]) -> Child {
+/// Starts `classify train ARGS` held at `pause` (see `CLASSIFY_PAUSE_AT` in
+/// `src/train/progress.rs`): the process stops there until it is killed.
+fn spawn_train(root: &Path, args: &[&str], pause: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_classify"))
         .arg("train")
         .args(args)
         .current_dir(root)
         .env("CLASSIFY_HOME", root.join(".cache"))
+        .env(classify::train::PAUSE_ENV, pause)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("start classify train")
 }
 
-/// Waits up to a minute for `path` to exist; false if the process ended first without it.
-fn wait_for(path: &Path, child: &mut Child) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(60) {
-        if path.exists() {
-            return true;
+/// Waits up to two minutes for the child to say it is paused, then kills it with SIGKILL
+/// (no chance to clean up). Fails if it ended instead.
+fn kill_when_paused(child: &mut Child) {
+    use std::io::{BufRead, BufReader};
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.starts_with("paused at ") {
+                let _ = tx.send(line);
+                return;
+            }
         }
-        if child.try_wait().unwrap().is_some() {
-            return path.exists();
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    false
+    });
+    let paused = rx.recv_timeout(Duration::from_secs(120));
+    let running = child.try_wait().unwrap().is_none();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(paused.is_ok() && running, "the run did not reach its pause point (ended: {})", !running);
 }
 
 /// Files under `dir` (recursively) whose names hold `.tmp-`.
@@ -477,17 +486,11 @@ fn killed_after_a_checkpoint_resumes_with_history_intact() {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let run = root.join("r");
 
-    let mut child = spawn_train(root, &args);
-    assert!(wait_for(&run.join("checkpoint.json"), &mut child), "no checkpoint appeared");
-    // metrics.jsonl is renamed into place just after checkpoint.json: wait for it too, so
-    // the kill leaves logged lines whose survival can be checked.
-    assert!(wait_for(&run.join("metrics.jsonl"), &mut child), "no metrics appeared");
-    let interrupted = child.try_wait().unwrap().is_none();
-    child.kill().unwrap(); // SIGKILL: no chance to clean up
-    child.wait().unwrap();
+    // Held once epoch 2's checkpoint, metrics and curves are written, mid-run.
+    let mut child = spawn_train(root, &args, "epoch-2");
+    kill_when_paused(&mut child);
     let before = metric_lines(&run);
-    assert!(!before.is_empty());
-    eprintln!("killed {} with {} epochs logged", if interrupted { "mid-run" } else { "after it ended" }, before.len());
+    assert_eq!(before.len(), 2, "{before:?}");
 
     ok(classify(root, &["train", "--out", "r", "--resume"]));
     let after = check_complete(&run, EPOCHS);
@@ -500,50 +503,35 @@ fn killed_before_any_checkpoint_starts_over_or_says_there_is_nothing() {
     let root = dir.path();
     util::write_image_folder(&root.join("d"), &CLASSES, 8, 0);
 
-    // At once: usually before config.json exists, while images are still being read.
+    // Killed with the images read and nothing of the run written: nothing to resume.
     let args = train_args("r1");
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut child = spawn_train(root, &args);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let mut child = spawn_train(root, &args, "loaded");
+    kill_when_paused(&mut child);
     let run = root.join("r1");
+    assert!(!run.join("config.json").exists());
     let out = classify(root, &["train", "--out", "r1", "--resume"]);
-    eprintln!(
-        "killed at once: config.json {}",
-        if run.join("config.json").exists() { "written" } else { "not written" }
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no config.json") && stderr(&out).contains("classify train --out"),
+        "{}",
+        stderr(&out)
     );
-    if !run.join("config.json").exists() {
-        assert_eq!(out.status.code(), Some(1));
-        assert!(
-            stderr(&out).contains("no config.json") && stderr(&out).contains("classify train --out"),
-            "{}",
-            stderr(&out)
-        );
-        // And a plain train into the same folder is not refused.
-        let train: Vec<&str> = ["train"].into_iter().chain(args.iter().copied()).collect();
-        ok(classify(root, &train));
-    } else {
-        ok(out);
-    }
+    // And a plain train into the same folder is not refused.
+    let train: Vec<&str> = ["train"].into_iter().chain(args.iter().copied()).collect();
+    ok(classify(root, &train));
     check_complete(&run, EPOCHS);
 
-    // As soon as the run folder exists, before the first epoch has finished.
+    // Killed with the run folder and config.json written, before the first epoch ended:
+    // the resume starts over from epoch 1.
     let args = train_args("r2");
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut child = spawn_train(root, &args);
+    let mut child = spawn_train(root, &args, "started");
+    kill_when_paused(&mut child);
     let run = root.join("r2");
-    assert!(wait_for(&run.join("config.json"), &mut child));
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let had_checkpoint = run.join("checkpoint.json").exists();
-    eprintln!(
-        "killed once config.json existed: checkpoint.json {}",
-        if had_checkpoint { "written" } else { "not written" }
-    );
+    assert!(run.join("config.json").exists() && !run.join("checkpoint.json").exists());
     let out = ok(classify(root, &["train", "--out", "r2", "--resume"]));
-    if !had_checkpoint {
-        assert!(stderr(&out).contains("no complete checkpoint yet"), "{}", stderr(&out));
-    }
+    assert!(stderr(&out).contains("no complete checkpoint yet"), "{}", stderr(&out));
     check_complete(&run, EPOCHS);
 }
 

@@ -35,9 +35,24 @@ fn run(root: &Path) -> Output {
 fn a_whole_job_reads_hyperparameters_and_channel_and_writes_the_model_folder() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    job_root(root, r#"{"epochs": "2", "batch-size": "8", "val_split": "0.25", "seed": "5"}"#, 8);
+    // What SageMaker adds itself (tuning and framework estimators) is ignored.
+    job_root(
+        root,
+        r#"{"epochs": "2", "batch-size": "8", "val_split": "0.25", "seed": "5",
+            "_tuning_objective_metric": "val_acc", "sagemaker_program": "train.py"}"#,
+        8,
+    );
     let out = run(root);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // One metrics line per epoch, in the form the README's metric-definition regexes read.
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("metrics: epoch=")).collect();
+    assert_eq!(lines.len(), 2, "{stderr}");
+    for (name, line) in ["val_acc=", "val_loss=", "train_acc=", "train_loss="].iter().zip(lines.iter().cycle()) {
+        let value: String =
+            line.split(name).nth(1).unwrap_or("").chars().take_while(|c| c.is_ascii_digit() || *c == '.').collect();
+        assert!(value.parse::<f64>().is_ok(), "{name} in {line}");
+    }
     let config: Value = serde_json::from_str(&fs::read_to_string(root.join("model/config.json")).unwrap()).unwrap();
     assert_eq!(config["epochs"], 2);
     assert_eq!(config["batch_size"], 8);

@@ -399,7 +399,7 @@ async fn bytes_tensors_hold_base64_images_and_outputs_can_be_chosen() {
     let outputs = answer["outputs"].as_array().unwrap();
     assert_eq!(outputs.len(), 1);
     let probs = &reference(&image)[0];
-    let best = classify::eval::argmax(probs);
+    let best = classify::scores::argmax(probs);
     assert_eq!(outputs[0]["data"], json!([CLASSES[best]]));
     assert!(answer["id"].as_str().is_some_and(|id| !id.is_empty()), "{answer}");
 }

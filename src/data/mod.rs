@@ -9,8 +9,7 @@
 //!   as the Keras reference (`shared/peers/keras_seed.py`), so both validate on the same images;
 //! - [`cifar`], [`folder`] and [`download`] are the individual sources.
 //!
-//! Images are kept as decoded `u8` in CHW order (an R plane, a G plane, a B plane, 32x32 each):
-//! the CIFAR-10 binary layout, and burn's NCHW once a batch is stacked.
+//! Images are kept as decoded `u8` in CHW order, 32x32 each (see [`crate::geometry`]).
 
 pub mod augment;
 pub mod cifar;
@@ -19,14 +18,7 @@ pub mod folder;
 
 use std::path::{Path, PathBuf};
 
-/// Side of the square images every source is converted to, in pixels.
-pub const IMAGE_SIZE: usize = 32;
-/// Colour channels per image (RGB).
-pub const CHANNELS: usize = 3;
-/// Bytes in one decoded image: `CHANNELS * IMAGE_SIZE * IMAGE_SIZE` = 3072.
-pub const IMAGE_BYTES: usize = CHANNELS * IMAGE_SIZE * IMAGE_SIZE;
-/// Bytes in one colour plane of a decoded image (1024).
-pub const PLANE_BYTES: usize = IMAGE_SIZE * IMAGE_SIZE;
+pub use crate::geometry::{CHANNELS, IMAGE_BYTES, IMAGE_SIZE, PLANE_BYTES};
 
 /// The CIFAR-10 class names in the official label order (label 0 is `airplane`), as listed in
 /// `batches.meta.txt` of the official archive.

@@ -17,14 +17,14 @@
 //!   several epochs. Its bias, which centres each output on the data's mean patch, is fixed
 //!   too (airbench trains it for the first 3 epochs only): with the whole layer constant,
 //!   block 1's first convolution needs no input gradient and on the CPU runs as an im2col
-//!   product ([`conv_of_constant`]); together a fifth of a CPU training step.
+//!   product ([`kernels::conv_of_constant`]); together a fifth of a CPU training step.
 //! - airbench's widths are 64/256/256; 64/128/256 halves the cost of the two largest layers
 //!   for about a point of accuracy, what a 2-core CPU can afford in an hour.
 //! - ReLU instead of airbench's GELU: GELU's `erf` cost 7% of a CPU step, for little gain.
 //! - As in airbench, each 3x3 convolution's first `min(in, out)` filters start as the
 //!   identity, and BatchNorm's running statistics take 0.4 of each batch's (burn's default
 //!   is 0.1). How the BatchNorm scales and shifts train is the recipe's business
-//!   (`src/train/recipe.rs`).
+//!   (`src/settings/mod.rs`).
 //! - As in airbench, the whitening convolution is unpadded, so the maps are 31, 15, 7 and 3
 //!   pixels wide. Runs saved before model revision 2 padded it by one pixel at the bottom
 //!   and right (maps of 32, 16, 8 and 4) and load with that layout ([`Fast::padded_whitening`]);
@@ -42,12 +42,9 @@ use burn::tensor::activation::relu;
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 
-use super::conv::conv_of_constant;
-use super::conv_op;
-use super::norm_op::batch_norm_relu;
-use super::seed::max_pool_2x2;
 use super::summary::{LayerRow, Summary};
-use crate::data::{CHANNELS, IMAGE_BYTES, IMAGE_SIZE, PLANE_BYTES};
+use crate::geometry::{CHANNELS, IMAGE_BYTES, IMAGE_SIZE, PLANE_BYTES};
+use crate::kernels;
 
 /// Side of the whitening patches.
 const PATCH: usize = 2;
@@ -165,15 +162,18 @@ impl Block {
     /// - x: `[batch, in, h, w]`
     /// - output: `[batch, out, h / 2, w / 2]`
     ///
-    /// `constant_input` says `x` carries no gradient (block 1, fed by the fixed whitening).
-    /// On the CPU such a layer runs as [`conv_of_constant`] (a training step measured about
-    /// 5% faster that way than with the extension there); the others as [`conv_op::conv3x3`].
+    /// `constant_input` says `x` carries no gradient (block 1, fed by the fixed whitening),
+    /// so its first convolution needs no input gradient.
     fn forward(&self, x: Tensor<4>, constant_input: bool) -> Tensor<4> {
-        let cpu = crate::device::is_cpu(&x.device());
-        let x = if constant_input && cpu { conv_of_constant(x, &self.conv1) } else { conv_op::conv3x3(x, &self.conv1) }; // [batch, out, h, w]
-        let x = if cpu { max_pool_2x2(x) } else { self.pool.forward(x) };
-        let x = batch_norm_relu(&self.norm1, x); // [batch, out, h / 2, w / 2]
-        batch_norm_relu(&self.norm2, conv_op::conv3x3(x, &self.conv2))
+        let x = if constant_input {
+            kernels::conv3x3_constant_input(x, &self.conv1)
+        } else {
+            kernels::conv3x3(x, &self.conv1)
+        }; // [batch, out, h, w]
+        let x = kernels::max_pool_2x2(x, &self.pool); // [batch, out, h / 2, w / 2]
+        let x = kernels::batch_norm_relu(&self.norm1, x);
+        let x = kernels::conv3x3(x, &self.conv2);
+        kernels::batch_norm_relu(&self.norm2, x) // [batch, out, h / 2, w / 2]
     }
 }
 

@@ -1,28 +1,23 @@
 //! Model architectures, the input contract they share, and the Keras-style summary table.
+//! A model knows tensors and layers; which kernel a layer runs on which device is
+//! [`crate::kernels`]' business, and files, data and training are elsewhere.
 //!
 //! Every architecture takes `[batch, 3, 32, 32]` images scaled to `[0, 1]` (see
 //! [`images_to_tensor`]) and returns unnormalised class scores (logits); softmax and the
 //! loss live with the training loop and the classifier, not in the model.
 
-mod conv;
-mod conv_op;
-mod conv_pool_op;
-mod dense_op;
 mod fast;
-mod int8_dense;
-mod norm_op;
 mod seed;
 mod summary;
 
 pub use fast::{Fast, FastConfig, LOGIT_SCALE as FAST_LOGIT_SCALE};
-pub use int8_dense::Int8Dense;
-pub use seed::{Seed, SeedConfig, max_pool_2x2};
+pub use seed::{Seed, SeedConfig};
 pub use summary::{LayerRow, Summary};
 
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::data::{CHANNELS, IMAGE_BYTES, IMAGE_SIZE};
+use crate::geometry::{CHANNELS, IMAGE_BYTES, IMAGE_SIZE};
 
 /// The architectures `classify` can train, by their command-line name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -55,6 +50,9 @@ impl std::fmt::Display for ModelKind {
 /// convolution unpadded (maps of 31, 15, 7 and 3 pixels, as in airbench); runs saved before
 /// revisions existed are revision 1 and load with the layout they trained with.
 pub const MODEL_REVISION: u32 = 2;
+
+/// Images per forward pass when only predicting (validation, evaluation, serving).
+pub const PREDICT_BATCH: usize = 256;
 
 /// A network of any supported architecture.
 #[derive(Module, Debug)]
@@ -103,6 +101,17 @@ impl Network {
         }
     }
 
+    /// Logits of every image in `images` (CHW `u8`, as [`images_to_tensor`] takes them),
+    /// `[n * num_classes]` row-major, computed [`PREDICT_BATCH`] images at a time.
+    pub fn logits(&self, images: &[u8], device: &Device) -> Vec<f32> {
+        let mut logits = Vec::new();
+        for chunk in images.chunks(PREDICT_BATCH * IMAGE_BYTES) {
+            let out = self.forward(images_to_tensor(chunk, device));
+            logits.extend(out.into_data().try_to_vec::<f32>().unwrap_or_default());
+        }
+        logits
+    }
+
     /// The Keras-style layer table for this network.
     pub fn summary(&self) -> Summary {
         match self {
@@ -125,11 +134,4 @@ pub fn labels_to_tensor(labels: &[u8], device: &Device) -> Tensor<1, Int> {
     let ints: Vec<i64> = labels.iter().map(|&l| i64::from(l)).collect();
     let n = ints.len();
     Tensor::from_data(TensorData::new(ints, [n]), device)
-}
-
-/// The largest absolute difference between two tensors, for the tests that hold a host
-/// kernel to burn's own layers.
-#[cfg(test)]
-pub(crate) fn max_abs_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
-    (a - b).abs().max().into_scalar::<f32>()
 }

@@ -6,8 +6,8 @@ use plotters::prelude::*;
 
 use super::layout::{self, Corner, Mistake, Rect};
 use super::text::{self, Align, Style};
-use crate::data::{IMAGE_BYTES, IMAGE_SIZE, PLANE_BYTES};
 use crate::eval::Evaluation;
+use crate::geometry::{IMAGE_BYTES, IMAGE_SIZE, PLANE_BYTES};
 use crate::run::EpochMetrics;
 
 /// Pixel size of `accuracy.png` and `loss.png`.
@@ -100,17 +100,15 @@ fn style(size: f32, colour: [u8; 3], along: Align, across: Align) -> Style {
 
 /// `accuracy.png` and `loss.png`: train and validation curves over the epochs of `metrics`.
 pub fn curves(metrics: &[EpochMetrics]) -> Result<(Vec<u8>, Vec<u8>), DrawFailure> {
-    let best = metrics.iter().max_by(|a, b| a.val_acc.total_cmp(&b.val_acc));
+    let best = crate::run::best_epoch(metrics);
     let accuracies: Vec<f64> = metrics.iter().flat_map(|m| [m.train_acc, m.val_acc]).collect();
     let accuracy = curve(
         metrics,
         &Curve {
             title: match best {
-                Some(m) => format!(
-                    "Accuracy per epoch (best validation {} at epoch {})",
-                    layout::percent(m.val_acc, 1),
-                    m.epoch
-                ),
+                Some((epoch, val_acc)) => {
+                    format!("Accuracy per epoch (best validation {} at epoch {epoch})", layout::percent(val_acc, 1),)
+                }
                 None => "Accuracy per epoch".into(),
             },
             y_desc: "accuracy",

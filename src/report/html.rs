@@ -87,8 +87,8 @@ pub fn render(page: &Page) -> String {
         card(&mut html, &format!("train accuracy, epoch {}", last.epoch), &layout::percent(last.train_acc, 2));
         card(&mut html, &format!("validation loss, epoch {}", last.epoch), &format!("{:.4}", last.val_loss));
     }
-    if let Some(best) = page.metrics.iter().max_by(|a, b| a.val_acc.total_cmp(&b.val_acc)) {
-        card(&mut html, &format!("best validation accuracy (epoch {})", best.epoch), &layout::percent(best.val_acc, 2));
+    if let Some((epoch, val_acc)) = crate::run::best_epoch(page.metrics) {
+        card(&mut html, &format!("best validation accuracy (epoch {epoch})"), &layout::percent(val_acc, 2));
     }
     let seconds: f64 = page.metrics.iter().map(|m| m.seconds).sum();
     if completed > 0 {

@@ -22,7 +22,7 @@ pub fn mistakes(labels: &[u8], probs: &[Vec<f32>]) -> Vec<Mistake> {
         .zip(probs)
         .enumerate()
         .filter_map(|(index, (&truth, p))| {
-            let predicted = crate::eval::argmax(p);
+            let predicted = crate::scores::argmax(p);
             let probability = p.get(predicted).copied().unwrap_or(0.0);
             (predicted != usize::from(truth)).then_some(Mistake {
                 index,

@@ -89,7 +89,7 @@ pub fn write_report(
     let metrics = run.load_metrics()?;
     let classes = classifier.classes();
     let probs = classifier.probabilities(&set.images);
-    let predictions: Vec<u8> = probs.iter().map(|p| eval::argmax(p) as u8).collect();
+    let predictions: Vec<u8> = probs.iter().map(|p| crate::scores::argmax(p) as u8).collect();
     let evaluation = eval::evaluate(classes, &set.labels, &predictions);
     let all_mistakes = layout::mistakes(&set.labels, &probs);
     let shown = &all_mistakes[..all_mistakes.len().min(MAX_MISTAKES)];

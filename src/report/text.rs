@@ -155,8 +155,16 @@ mod tests {
 
     #[test]
     fn text_off_the_buffer_is_clipped_not_a_panic() {
+        // Anchored above and left of a 10x10 buffer: the part that overlaps it is drawn,
+        // nothing is written outside it, and nothing panics.
         let mut pixels = vec![255u8; 10 * 10 * 3];
         draw(&mut pixels, (10, 10), "clipped text", (-5, -5), Style::new(20.0, [0, 0, 0]));
-        draw(&mut pixels, (10, 10), "more", (8, 8), Style::new(20.0, [0, 0, 0]).upward());
+        assert_eq!(pixels.len(), 10 * 10 * 3);
+        assert!(pixels.iter().any(|&v| v < 128), "the overlapping part of the text is drawn");
+        // Wholly outside: the buffer is untouched.
+        let mut blank = vec![255u8; 10 * 10 * 3];
+        draw(&mut blank, (10, 10), "gone", (500, -500), Style::new(20.0, [0, 0, 0]));
+        draw(&mut blank, (10, 10), "gone", (-500, 500), Style::new(20.0, [0, 0, 0]).upward());
+        assert!(blank.iter().all(|&v| v == 255));
     }
 }

@@ -24,7 +24,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use super::error::ApiError;
 use super::metrics::Metrics;
-use crate::data::IMAGE_BYTES;
+use crate::geometry::IMAGE_BYTES;
 
 /// How requests are grouped into batches and how many may wait.
 #[derive(Debug, Clone, Copy)]

@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::error::ApiError;
-use crate::data::{CHANNELS, IMAGE_BYTES, IMAGE_SIZE, PLANE_BYTES};
+use crate::geometry::{CHANNELS, IMAGE_BYTES, IMAGE_SIZE, PLANE_BYTES};
 
 /// Most images in one request; larger requests get 413 and should be split.
 pub const MAX_IMAGES: usize = 256;

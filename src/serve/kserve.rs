@@ -26,8 +26,8 @@ use serde_json::{Value, json};
 use super::error::ApiError;
 use super::input::{self, InferInput};
 use super::{AppState, Probabilities};
-use crate::data::{CHANNELS, IMAGE_SIZE};
-use crate::eval::argmax;
+use crate::geometry::{CHANNELS, IMAGE_SIZE};
+use crate::scores::argmax;
 
 /// The name this server's model answers to in `/v2/models/{name}/...`.
 pub const MODEL_NAME: &str = "classify";

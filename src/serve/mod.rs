@@ -4,7 +4,7 @@
 //! | route | what |
 //! | --- | --- |
 //! | `GET /` | a web page: drop or pick an image, see the top-5 classes ([`page`]) |
-//! | `GET /ping`, `POST /invocations` | the SageMaker inference contract ([`sagemaker`]) |
+//! | `GET /ping`, `POST /invocations` | the SageMaker inference contract ([`invocations`]) |
 //! | `GET /v2/health/live`, `/v2/health/ready`, `/v2`, `/v2/models/classify`, `/v2/models/classify/ready`, `POST /v2/models/classify/infer` | KServe's Open Inference Protocol v2 ([`kserve`]) |
 //! | `GET /metrics` | Prometheus text format ([`metrics`]) |
 //!
@@ -18,10 +18,10 @@
 pub mod batcher;
 pub mod error;
 pub mod input;
+pub mod invocations;
 pub mod kserve;
 pub mod metrics;
 pub mod page;
-pub mod sagemaker;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -168,8 +168,8 @@ pub fn app(state: AppState) -> Router {
     let metrics = Arc::clone(&state.0.metrics);
     Router::new()
         .route("/", get(page::index))
-        .route("/ping", get(sagemaker::ping))
-        .route("/invocations", post(sagemaker::invocations))
+        .route("/ping", get(invocations::ping))
+        .route("/invocations", post(invocations::invocations))
         .route("/v2", get(kserve::server_metadata))
         .route("/v2/health/live", get(kserve::live))
         .route("/v2/health/ready", get(kserve::ready))

@@ -22,7 +22,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use burn_pack::Scalar;
 use rayon::prelude::*;
 
-use crate::run::AdamSettings;
+use crate::settings::AdamSettings;
 
 /// Elements per parallel work unit: big enough to amortise scheduling, small enough to
 /// split the 4M-element dense weight across cores.

@@ -5,16 +5,15 @@
 //!
 //! The default recipe is the original system's: inputs scaled to [0, 1], Adam with Keras's
 //! defaults (lr 1e-3, betas 0.9/0.999, epsilon 1e-7), batch 32, reshuffled each epoch; see
-//! [`recipe`] for the modern one.
+//! [`crate::settings`] for the modern one.
 
 pub mod adam;
 pub mod ema;
 pub mod lookahead;
 mod progress;
-pub mod recipe;
 pub mod sgd;
 
-pub use progress::Progress;
+pub use progress::{PAUSE_ENV, Progress, metric_line};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -30,10 +29,11 @@ use rand::seq::SliceRandom;
 use crate::data::augment::augment_batch;
 use crate::data::{ImageSet, Splits};
 use crate::model::{Network, images_to_tensor, labels_to_tensor};
-use crate::run::{CheckpointParts, EpochMetrics, RunConfig, RunDir, RunError};
+use crate::run::{CheckpointParts, EpochMetrics, RunConfig, RunDir, RunError, best_epoch};
+use crate::scores::{argmax, cross_entropy};
+use crate::settings::{AdamSettings, OptimizerKind, Recipe};
 use ema::Ema;
 use lookahead::Lookahead;
-use recipe::OptimizerKind;
 
 /// Set to stop training at the next batch (SIGTERM, see [`stop_on_sigterm`]).
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -61,9 +61,6 @@ pub fn stop_on_sigterm() {
 /// SIGTERM handling is Unix-only; elsewhere the default applies.
 #[cfg(not(unix))]
 pub fn stop_on_sigterm() {}
-
-/// Images per forward pass when only predicting (validation, evaluation).
-pub const EVAL_BATCH: usize = 256;
 
 /// Why training stopped early.
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +105,7 @@ pub fn train(
     };
 
     config.recipe.validate().map_err(TrainError::Recipe)?;
+    progress::pause_point("loaded");
     let recipe = &config.recipe;
 
     let train_device = device.clone().autodiff();
@@ -156,6 +154,7 @@ pub fn train(
             tracing::info!("resuming {} after epoch {}", run.root().display(), history.len());
         }
     }
+    progress::pause_point("started");
     // A fresh start derives what the architecture takes from the data; a resumed model has it
     // in its weights. The average starts from the model it will follow.
     if !resumed {
@@ -257,11 +256,8 @@ pub fn train(
             },
             &history,
         )?;
-        // The curves are for people watching; failing to draw them must not stop training.
-        if let Err(e) = crate::report::write_curves_from(run.root(), &history) {
-            tracing::warn!("cannot update the training curves: {e}");
-        }
         bar.finish(&metrics);
+        progress.epoch_done(run, &history);
     }
     Ok(history)
 }
@@ -273,7 +269,8 @@ fn optimizer(config: &RunConfig, device: &Device) -> ModuleOptimizer {
     optimizer_for(&config.recipe, &config.optimizer, device)
 }
 
-fn optimizer_for(recipe: &recipe::Recipe, adam: &crate::run::AdamSettings, device: &Device) -> ModuleOptimizer {
+/// The optimiser `recipe` asks for on `device`, with its BatchNorm groups.
+pub fn optimizer_for(recipe: &Recipe, adam: &AdamSettings, device: &Device) -> ModuleOptimizer {
     let mut optimizer = match recipe.optimizer {
         OptimizerKind::Adam => adam::optimizer(adam, device),
         OptimizerKind::Sgd => ModuleOptimizer::from(sgd::FusedSgd::new(recipe.momentum, recipe.weight_decay)),
@@ -288,14 +285,6 @@ fn optimizer_for(recipe: &recipe::Recipe, adam: &crate::run::AdamSettings, devic
     optimizer
 }
 
-/// The epoch with the highest validation accuracy (the first, on ties) and that accuracy.
-pub fn best_epoch(history: &[EpochMetrics]) -> Option<(usize, f64)> {
-    history.iter().fold(None, |best: Option<(usize, f64)>, m| match best {
-        Some((_, acc)) if acc >= m.val_acc => best,
-        _ => Some((m.epoch, m.val_acc)),
-    })
-}
-
 /// The order in which epoch `epoch` visits the `n` training images: a permutation seeded by
 /// the run's seed and the epoch, so a resumed run sees the same batches.
 pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
@@ -305,34 +294,17 @@ pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
     order
 }
 
-/// Logits of every image in `set`, `[n * classes]` row-major, computed in batches.
-pub fn predict_logits(model: &Network, images: &[u8], device: &Device) -> Vec<f32> {
-    let mut logits = Vec::new();
-    for chunk in images.chunks(EVAL_BATCH * crate::data::IMAGE_BYTES) {
-        let out = model.forward(images_to_tensor(chunk, device));
-        logits.extend(out.into_data().try_to_vec::<f32>().unwrap_or_default());
-    }
-    logits
-}
-
 /// Mean cross-entropy and accuracy of `model` on `set`; (0, 0) for an empty set.
 pub fn validate(model: &Network, set: &ImageSet, device: &Device) -> (f64, f64) {
     if set.is_empty() {
         return (0.0, 0.0);
     }
-    let logits = predict_logits(model, &set.images, device);
+    let logits = model.logits(&set.images, device);
     let classes = logits.len() / set.len();
     let loss: f64 =
         logits.chunks(classes).zip(&set.labels).map(|(row, &label)| cross_entropy(row, usize::from(label))).sum();
     let correct = count_correct(&logits, &set.labels);
     (loss / set.len() as f64, correct as f64 / set.len() as f64)
-}
-
-/// `-log softmax(row)[label]`, computed stably in f64.
-pub fn cross_entropy(row: &[f32], label: usize) -> f64 {
-    let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
-    let log_sum: f64 = row.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln() + max;
-    log_sum - row.get(label).copied().unwrap_or(f32::NAN) as f64
 }
 
 /// How many rows of `logits` have their maximum at the row's label.
@@ -341,8 +313,7 @@ fn count_correct(logits: &[f32], labels: &[u8]) -> u64 {
         return 0;
     }
     let classes = logits.len() / labels.len();
-    logits.chunks(classes).zip(labels).filter(|(row, label)| crate::eval::argmax(row) == usize::from(**label)).count()
-        as u64
+    logits.chunks(classes).zip(labels).filter(|(row, label)| argmax(row) == usize::from(**label)).count() as u64
 }
 
 fn round3(x: f64) -> f64 {
@@ -413,43 +384,19 @@ mod tests {
     }
 
     #[test]
-    fn cross_entropy_matches_hand_values() {
-        // Uniform logits over 4 classes: ln 4.
-        assert!((cross_entropy(&[1.0; 4], 2) - 4f64.ln()).abs() < 1e-9);
-        // softmax([0, ln 3]) = [0.25, 0.75]
-        assert!((cross_entropy(&[0.0, 3f32.ln()], 1) - (-(0.75f64).ln())).abs() < 1e-6);
-        // Large logits stay finite.
-        assert!(cross_entropy(&[1000.0, 0.0], 0).abs() < 1e-9);
-    }
-
-    #[test]
-    fn the_best_epoch_is_the_first_with_the_highest_accuracy() {
-        let m = |epoch, val_acc| EpochMetrics {
-            epoch,
-            seconds: 1.0,
-            train_loss: 1.0,
-            train_acc: 0.5,
-            val_loss: 1.0,
-            val_acc,
-        };
-        assert_eq!(best_epoch(&[]), None);
-        assert_eq!(best_epoch(&[m(1, 0.5), m(2, 0.7), m(3, 0.7), m(4, 0.6)]), Some((2, 0.7)));
-    }
-
-    #[test]
     fn batchnorm_shifts_step_at_their_scale_and_frozen_scales_stay_at_one() {
         use crate::model::ModelKind;
         use burn::prelude::*;
         let device = Device::flex().autodiff();
         let model = Network::init(ModelKind::Fast, 10, &device);
-        let recipe = recipe::Recipe {
+        let recipe = Recipe {
             optimizer: OptimizerKind::Sgd,
             momentum: 0.0,
             norm_bias_lr_scale: 64.0,
             freeze_norm_scale: true,
-            ..recipe::Recipe::default()
+            ..Recipe::default()
         };
-        let mut optimizer = optimizer_for(&recipe, &crate::run::AdamSettings::default(), &device);
+        let mut optimizer = optimizer_for(&recipe, &AdamSettings::default(), &device);
         let images = crate::train::testing::wave([4, 3, 32, 32], 0.3, &device).abs();
         let loss = model.forward(images).powi_scalar(2).mean();
         let mut grads = GradientsParams::from_grads(loss.backward(), &model);

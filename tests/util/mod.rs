@@ -7,7 +7,8 @@ use std::process::{Command, Output};
 
 use classify::data::{IMAGE_BYTES, IMAGE_SIZE, ImageSet};
 use classify::model::ModelKind;
-use classify::run::{AdamSettings, FORMAT_VERSION, RunConfig};
+use classify::run::{FORMAT_VERSION, RunConfig};
+use classify::settings::AdamSettings;
 
 /// Owned class names.
 pub fn names(classes: &[&str]) -> Vec<String> {

@@ -33,7 +33,7 @@ use burn::prelude::*;
 use burn::tensor::DType;
 use rayon::prelude::*;
 
-use super::conv_op::{f32_values, flex_tensor};
+use super::{f32_values, flex_tensor, is_flex};
 
 /// The extension: the layer and its three gradients.
 #[backend_extension(Flex, Autodiff)]
@@ -131,7 +131,7 @@ pub fn dense(linear: &Linear, x: Tensor<2>) -> Tensor<2> {
         Some(bias) if bias.val().dtype() == DType::F32 => bias.val(),
         _ => return linear.forward(x),
     };
-    if !crate::device::is_cpu(&x.device()) || x.dtype() != DType::F32 || !f32_param(linear.weight.val()) {
+    if !is_flex(&x.device()) || x.dtype() != DType::F32 || !f32_param(linear.weight.val()) {
         return linear.forward(x);
     }
     Tensor::from_dispatch(<Dispatch as DenseBackend>::dense(
@@ -466,8 +466,8 @@ mod panels {
 
 #[cfg(test)]
 mod tests {
+    use super::super::max_abs_diff;
     use super::*;
-    use crate::model::max_abs_diff;
     use burn::nn::LinearConfig;
     use burn::tensor::Distribution;
 

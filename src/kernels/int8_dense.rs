@@ -1,7 +1,7 @@
 //! Integer arithmetic for an int8-quantized dense layer on the CPU: `--quantize int8`
 //! inference of the seed model's 8192 -> 512 layer, which is 80% of its inference work.
 //!
-//! The weights are burn's symmetric per-tensor int8 (see [`crate::quantize`]). The layer's
+//! The weights are burn's symmetric per-tensor int8 (see [`int8_scheme`]). The layer's
 //! input is quantized on the fly, per row, to unsigned 8 bits: it is never negative (it
 //! comes out of a ReLU and a max pool), so `x ~ scale_row * q` with `q` in 0..=255 and
 //! `scale_row = max(row) / 255`. Then
@@ -16,7 +16,11 @@
 //! portable loop computes the same integers, so every CPU gives the same logits.
 
 use burn::nn::Linear;
+use burn::prelude::*;
+use burn::tensor::quantization::{Calibration, QuantScheme, QuantStore, QuantValue, compute_q_params, compute_range};
 use rayon::prelude::*;
+
+use super::{dense, is_flex};
 
 /// Outputs per packed block: one 512-bit register of 32-bit sums.
 const LANES: usize = 16;
@@ -26,6 +30,40 @@ const GROUP: usize = 4;
 const ROWS: usize = 8;
 /// Output blocks per kernel call: 8 rows x 2 blocks = 16 accumulator registers.
 const BLOCKS: usize = 2;
+
+/// The int8 format of `--quantize int8`: values in [-127, 127], one symmetric scale per
+/// tensor, stored one per byte.
+pub fn int8_scheme() -> QuantScheme {
+    QuantScheme::default().with_value(QuantValue::Q8S).with_store(QuantStore::Native)
+}
+
+/// One tensor in int8 (see [`int8_scheme`]), its scale from its own extremes.
+pub fn quantize_tensor<const D: usize>(tensor: Tensor<D>) -> Tensor<D> {
+    let scheme = int8_scheme();
+    let range = compute_range(&scheme, &tensor, &Calibration::MinMax);
+    let qparams = compute_q_params(&scheme, range);
+    tensor.quantize(&scheme, qparams)
+}
+
+/// `linear.forward(x)` for CPU inference in integers through `int8` (the layer's integer
+/// form, when its weights are int8), falling back to fp32 for an input with negative values;
+/// [`dense`] while training, on other devices, and without `int8`.
+///
+/// # Shapes
+/// - x: `[batch, inputs]`, values not negative for the integer path
+/// - output: `[batch, outputs]`
+pub fn int8_dense(linear: &Linear, int8: Option<&Int8Dense>, x: Tensor<2>) -> Tensor<2> {
+    let device = x.device();
+    let Some(int8) = int8.filter(|_| is_flex(&device) && !device.is_autodiff()) else {
+        return dense(linear, x);
+    };
+    let [batch, inputs] = x.dims();
+    let values = x.into_data().convert::<f32>().try_into_vec::<f32>().unwrap_or_default();
+    match int8.forward(&values) {
+        Some(y) => Tensor::from_data(TensorData::new(y, [batch, int8.outputs]), &device),
+        None => dense(linear, Tensor::from_data(TensorData::new(values, [batch, inputs]), &device)),
+    }
+}
 
 /// An int8 dense layer, prepared once from a quantized [`Linear`].
 #[derive(Debug, Clone)]

@@ -1,49 +1,202 @@
-//! Convolution of an input that needs no gradient (the images, or a fixed first layer's
-//! output): as one matrix product per image over its patch matrix (im2col) while training,
-//! and, on the CPU, fused with its ReLU and 2x2 max pool on the host: for inference
-//! ([`conv3x3_relu_pool`]) and, with the pooled values' sources and gradients, for the seed
-//! model's training step ([`conv3x3_relu_pool_sources`], [`conv3x3_relu_pool_grads`],
-//! driven by `conv_pool_op`).
+//! A 3x3 "same" convolution with bias, then ReLU, then 2x2 max pooling with stride 2: the
+//! seed model's first three layers, routed by [`conv_relu_pool`].
 //!
-//! On the CPU this trains faster than burn Flex's convolution, which computes the weight
-//! gradient as another convolution whose "kernel" is the whole output gradient: a product
-//! only 9 columns wide that repacks that gradient once per input channel. With the patch
-//! matrix built outside the graph, the weight gradient is `output gradient @ patches^T` per
-//! image, summed over the batch. The price is that the input gets no gradient, so this only
-//! serves layers whose input is constant; and the per-image weight gradients are held at
-//! once (`batch x filters x channels*9` floats), so it suits layers with few input channels.
+//! Through burn the three layers build a patch matrix from nine shifted copies of the
+//! padded images, multiply, add the bias, apply the ReLU, copy the 32x32 maps to the host
+//! to find each window's maximum, and gather; the backward pass scatters, masks and takes
+//! two products. That was over half of the forward pass of a seed training step. On the
+//! CPU the three run as one pass per image instead:
+//!
+//! - inference: [`conv3x3_relu_pool`], a host kernel that keeps each image's maps in cache
+//!   (an AVX-512 row kernel where the CPU has one, a portable loop elsewhere);
+//! - training: a burn backend extension whose forward pass is [`conv3x3_relu_pool_sources`],
+//!   which also notes where every pooled value came from; the backward pass puts each pooled
+//!   gradient back on that one pixel and takes the weight gradient over the sparse map
+//!   ([`conv3x3_relu_pool_grads`]). The images get no gradient: they are never trainable.
+//!
+//! Every other device (and int8 weights while training) gets burn's layers: the
+//! convolution as [`super::conv_of_constant`], ReLU, and [`super::max_pool_2x2`].
 
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::{FloatTensor, IntTensor};
+use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
 use burn::nn::conv::Conv2d;
 use burn::prelude::*;
-use burn::tensor::ops::PadMode;
+use burn::tensor::DType;
+
+use burn::nn::pool::MaxPool2d;
+use burn::tensor::activation::relu;
 use rayon::prelude::*;
 
-/// `conv.forward(input)` for a stride-1 convolution with an odd kernel and "same" zero
-/// padding, computed as `weight [filters, channels*kh*kw] @ patches [channels*kh*kw, h*w]`
-/// per image. `input` is detached: no gradient flows back into it, while the weight and
-/// bias get theirs as usual.
+use super::{conv_of_constant, f32_values, flex_tensor, is_flex, max_pool_2x2};
+
+/// The extension: the fused forward pass and the parameter gradients.
+#[backend_extension(Flex, Autodiff)]
+pub trait ConvReluPoolBackend: Backend {
+    /// `max_pool_2x2(relu(conv(images) + bias))`, and for each pooled value the index of
+    /// the pixel it came from in its `h * w` map, or -1 where the ReLU zeroed it.
+    ///
+    /// # Shapes
+    /// - images: `[batch, channels, h, w]` (h and w even), weight: `[filters, channels, 3, 3]`,
+    ///   bias: `[filters]`
+    /// - output and sources: `[batch, filters, h / 2, w / 2]`
+    fn conv_relu_pool(
+        images: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, IntTensor<Self>);
+
+    /// The weight and bias gradients, given the images, the sources and the gradient with
+    /// respect to the output.
+    fn conv_relu_pool_grads(
+        images: FloatTensor<Self>,
+        sources: IntTensor<Self>,
+        output_grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+}
+
+impl ConvReluPoolBackend for Flex {
+    fn conv_relu_pool(images: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> (FlexTensor, FlexTensor) {
+        let dims: [usize; 4] = images.layout().shape().dims();
+        let filters = weight.layout().shape().dims::<4>()[0];
+        let [images, weight, bias] = [images, weight, bias].map(|t| t.to_contiguous());
+        let (pooled, sources) =
+            conv3x3_relu_pool_sources(f32_values(&images), dims, f32_values(&weight), f32_values(&bias));
+        let shape = [dims[0], filters, dims[2] / 2, dims[3] / 2];
+        (flex_tensor(pooled, shape), FlexTensor::from_data(TensorData::new(sources, shape)))
+    }
+
+    fn conv_relu_pool_grads(
+        images: FlexTensor,
+        sources: FlexTensor,
+        output_grad: FlexTensor,
+    ) -> (FlexTensor, FlexTensor) {
+        let dims: [usize; 4] = images.layout().shape().dims();
+        let filters = output_grad.layout().shape().dims::<4>()[1];
+        let [images, sources, output_grad] = [images, sources, output_grad].map(|t| t.to_contiguous());
+        let (weight_grad, bias_grad) = conv3x3_relu_pool_grads(
+            f32_values(&images),
+            dims,
+            sources.as_slice::<i32>().expect("i32 sources from `conv_relu_pool`"),
+            f32_values(&output_grad),
+            filters,
+        );
+        (flex_tensor(weight_grad, [filters, dims[1], 3, 3]), flex_tensor(bias_grad, [filters]))
+    }
+}
+
+#[derive(Debug)]
+struct ConvReluPoolBackward;
+
+impl<B: Backend + ConvReluPoolBackend> Backward<B, 2> for ConvReluPoolBackward {
+    /// The images and where each pooled value came from.
+    type State = (FloatTensor<B>, IntTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let [node_weight, node_bias] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (images, sources) = ops.state;
+        let (weight_grad, bias_grad) = B::conv_relu_pool_grads(images, sources, grad);
+        for (node, grad) in [(node_weight, weight_grad), (node_bias, bias_grad)] {
+            if let Some(node) = node {
+                grads.register::<B>(node.id, grad);
+            }
+        }
+    }
+}
+
+impl<B: Backend + ConvReluPoolBackend, C: CheckpointStrategy> ConvReluPoolBackend for Autodiff<B, C> {
+    fn conv_relu_pool(
+        images: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, IntTensor<Self>) {
+        // The images are constant: only the weight and bias are parents in the graph.
+        let images = images.into_primitive();
+        let prepared = ConvReluPoolBackward.prepare::<C>([weight.node(), bias.node()]).compute_bound().stateful();
+        let (weight, bias) = (weight.into_primitive(), bias.into_primitive());
+        match prepared {
+            OpsKind::Tracked(prep) => {
+                let (pooled, sources) = B::conv_relu_pool(images.clone(), weight, bias);
+                (prep.finish((images, sources.clone()), pooled), sources)
+            }
+            OpsKind::UnTracked(prep) => {
+                let (pooled, sources) = B::conv_relu_pool(images, weight, bias);
+                (prep.finish(pooled), sources)
+            }
+        }
+    }
+
+    fn conv_relu_pool_grads(
+        _images: FloatTensor<Self>,
+        _sources: IntTensor<Self>,
+        _output_grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        unreachable!("the gradients are only taken on the inner backend, inside the backward pass")
+    }
+}
+
+/// `pool(relu(conv(images)))` for a 3x3 "same" convolution whose input needs no gradient
+/// (the images): the host kernel for CPU inference, the extension for CPU training with f32
+/// weights and a bias, burn's layers everywhere else.
 ///
 /// # Shapes
-/// - input: `[batch, channels, h, w]`
-/// - output: `[batch, filters, h, w]`
-pub fn conv_of_constant(input: Tensor<4>, conv: &Conv2d) -> Tensor<4> {
-    let [batch, channels, height, width] = input.dims();
-    let [filters, _, kh, kw] = conv.weight.dims();
-    let padded = input.detach().pad((kw / 2, kw / 2, kh / 2, kh / 2), PadMode::Constant(0.0));
-    // Rows in (channel, kernel row, kernel column) order: the layout of the weight.
-    let shifts = (0..kh)
-        .flat_map(|dy| (0..kw).map(move |dx| (dy, dx)))
-        .map(|(dy, dx)| padded.clone().slice([0..batch, 0..channels, dy..dy + height, dx..dx + width]))
-        .collect();
-    let patches = Tensor::stack::<5>(shifts, 2).reshape([batch, channels * kh * kw, height * width]);
-    // `dequantize`: int8 weights (`--quantize int8`) as floats; a no-op on fp32 ones.
-    let weight = conv.weight.val().dequantize().reshape([1, filters, channels * kh * kw]);
-    let mut out = weight.matmul(patches); // [batch, filters, h*w]
-    if let Some(bias) = &conv.bias {
-        out = out + bias.val().reshape([1, filters, 1]);
+/// - images: `[batch, channels, h, w]`, h and w even
+/// - output: `[batch, filters, h / 2, w / 2]`
+pub fn conv_relu_pool(images: Tensor<4>, conv: &Conv2d, pool: &MaxPool2d) -> Tensor<4> {
+    let device = images.device();
+    if is_flex(&device) && !device.is_autodiff() && conv.weight.dims()[2..] == [3, 3] {
+        return host_inference(images, conv);
     }
-    out.reshape([batch, filters, height, width])
+    if fused_on(conv, &device) {
+        return fused_training(images, conv);
+    }
+    max_pool_2x2(relu(conv_of_constant(images, conv)), pool)
 }
+
+/// Whether training runs `conv`'s layers through the extension on this device: on the CPU,
+/// for a 3x3 convolution with a bias and f32 (not int8) weights.
+fn fused_on(conv: &Conv2d, device: &Device) -> bool {
+    is_flex(device)
+        && conv.weight.dims()[2..] == [3, 3]
+        && conv.bias.as_ref().is_some_and(|b| b.val().dtype() == DType::F32)
+        && conv.weight.val().dtype() == DType::F32
+}
+
+/// The extension's forward pass (the caller checked [`fused_on`]).
+fn fused_training(images: Tensor<4>, conv: &Conv2d) -> Tensor<4> {
+    let bias = conv.bias.as_ref().expect("`fused_on` checked the bias").val();
+    let (pooled, _sources) = <Dispatch as ConvReluPoolBackend>::conv_relu_pool(
+        images.detach().into_dispatch(),
+        conv.weight.val().into_dispatch(),
+        bias.into_dispatch(),
+    );
+    Tensor::from_dispatch(pooled)
+}
+
+/// CPU inference through [`conv3x3_relu_pool`]; int8 weights (`--quantize int8`) are read
+/// as floats.
+fn host_inference(images: Tensor<4>, conv: &Conv2d) -> Tensor<4> {
+    let dims = images.dims();
+    let host = |t: TensorData| t.convert::<f32>().try_into_vec::<f32>().unwrap_or_default();
+    // `dequantize` is a no-op on fp32 weights.
+    let weight = host(conv.weight.val().dequantize().into_data());
+    let filters = conv.weight.dims()[0];
+    let bias = match &conv.bias {
+        Some(bias) => host(bias.val().dequantize().into_data()),
+        None => vec![0.0; filters],
+    };
+    let pooled = conv3x3_relu_pool(&host(images.into_data()), dims, &weight, &bias);
+    let [batch, _, h, w] = dims;
+    Tensor::from_data(TensorData::new(pooled, [batch, filters, h / 2, w / 2]), &conv.weight.device())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The host kernel
 
 /// A 3x3 "same" convolution with bias, then ReLU, then 2x2 max pooling with stride 2,
 /// computed per image on the host in one pass (inference; training takes
@@ -66,7 +219,7 @@ pub fn conv3x3_relu_pool(images: &[f32], dims: [usize; 4], weight: &[f32], bias:
 /// [`conv3x3_relu_pool`] for training: also returns, for every pooled value, where it came
 /// from, as the index into its image's `h * w` map of that filter, or -1 where the ReLU
 /// zeroed it (the window's maximum was not positive, so no gradient flows back). Ties go to
-/// the first maximum in row-major order, as in [`crate::model::max_pool_2x2`].
+/// the first maximum in row-major order, as in [`super::max_pool::gathered_max_pool_2x2`].
 ///
 /// # Shapes
 /// As [`conv3x3_relu_pool`]; the sources have the output's shape.
@@ -114,7 +267,7 @@ fn fused_images(
 /// form returned and the gradient with respect to its output: each pooled value's gradient
 /// goes back to the one pixel it came from (none where the ReLU zeroed it), and the
 /// convolution's weight gradient is taken over that sparse map with
-/// [`super::conv_op::weight_gradient`].
+/// [`super::conv3x3::weight_gradient`].
 ///
 /// # Shapes
 /// - images: `[batch, channels, h, w]`; sources and pooled_grad: `[batch, filters, h / 2, w / 2]`
@@ -149,7 +302,7 @@ pub fn conv3x3_relu_pool_grads(
         let live = sources.iter().zip(grads).filter(|(s, _)| **s >= 0).map(|(_, g)| g).sum::<f32>();
         bias_grad[plane % filters] += live;
     }
-    (super::conv_op::weight_gradient(images, &map_grad, dims, filters), bias_grad)
+    (super::conv3x3::weight_gradient(images, &map_grad, dims, filters), bias_grad)
 }
 
 /// [`conv_image_body`] with the widest vector instructions this CPU has.
@@ -373,45 +526,56 @@ fn conv_image_body(
 
 #[cfg(test)]
 mod tests {
+    use super::super::max_abs_diff;
+    use super::super::max_pool::gathered_max_pool_2x2;
     use super::*;
-    use crate::model::max_abs_diff;
     use burn::nn::PaddingConfig2d;
     use burn::nn::conv::Conv2dConfig;
     use burn::tensor::Distribution;
+    use burn::tensor::activation::relu;
 
-    /// Same values and same weight and bias gradients as burn's convolution, for the seed
-    /// model's 3 -> 32 layer with a bias and the fast model's 24 -> 64 layer without.
+    /// Same output and same weight and bias gradients as burn's convolution, ReLU and the
+    /// gathered max pool, one by one; with a bias spread around zero, so that some windows
+    /// are all negative and the ReLU's zero gradient is exercised. 32x32 images with 8
+    /// filters take the register-blocked row kernel where the CPU has one (AVX-512); 8x6
+    /// images with 6 filters take the plain loop.
     #[test]
-    fn matches_burns_conv2d_forward_and_parameter_gradients() {
+    fn matches_the_layers_one_by_one_forward_and_gradients() {
         let device = Device::flex().autodiff();
-        device.seed(3);
-        for (channels, filters, bias) in [(3, 32, true), (24, 64, false)] {
-            let conv = Conv2dConfig::new([channels, filters], [3, 3])
-                .with_padding(PaddingConfig2d::Same)
-                .with_bias(bias)
-                .init(&device);
-            // A non-zero bias, so its path is checked too.
-            let conv = Conv2d {
-                bias: conv.bias.map(|_| {
-                    burn::module::Param::from_tensor(Tensor::random([filters], Distribution::Default, &device))
-                }),
-                ..conv
-            };
-            let input = Tensor::<4>::random([2, channels, 8, 6], Distribution::Default, &device);
-            let ours = conv_of_constant(input.clone(), &conv);
-            let burns = conv.forward(input);
-            assert_eq!(ours.dims(), [2, filters, 8, 6]);
-            assert!(max_abs_diff(ours.clone(), burns.clone()) < 1e-5);
+        device.seed(11);
+        for (filters, [h, w]) in [(8, [32, 32]), (6, [8, 6])] {
+            let conv = Conv2dConfig::new([3, filters], [3, 3]).with_padding(PaddingConfig2d::Same).init(&device);
+            let bias = Tensor::random([filters], Distribution::Normal(0.0, 0.5), &device);
+            let conv = Conv2d { bias: Some(burn::module::Param::from_tensor(bias)), ..conv };
+            assert!(fused_on(&conv, &device));
+            let images = Tensor::<4>::random([3, 3, h, w], Distribution::Default, &device);
+            let ours = fused_training(images.clone(), &conv);
+            let layers = gathered_max_pool_2x2(relu(conv.forward(images)));
+            let pooled = [3, filters, h / 2, w / 2];
+            assert_eq!(ours.dims(), pooled);
+            assert!(max_abs_diff(ours.clone(), layers.clone()) < 1e-5);
+            let zeros = layers.clone().equal_elem(0.0).int().sum().into_scalar::<i64>();
+            let all = pooled.iter().product::<usize>() as i64;
+            assert!(zeros > 0 && zeros < all, "the ReLU must zero some values and not all ({zeros} of {all})");
 
-            let probe = Tensor::<4>::random([2, filters, 8, 6], Distribution::Default, &device);
+            let probe = Tensor::<4>::random(pooled, Distribution::Normal(0.0, 1.0), &device);
             let g_ours = (ours * probe.clone()).sum().backward();
-            let g_burn = (burns * probe).sum().backward();
+            let g_layers = (layers * probe).sum().backward();
             let w = &conv.weight;
-            assert!(max_abs_diff(w.grad(&g_ours).unwrap(), w.grad(&g_burn).unwrap()) < 1e-3);
-            if let Some(b) = &conv.bias {
-                assert!(max_abs_diff(b.grad(&g_ours).unwrap(), b.grad(&g_burn).unwrap()) < 1e-3);
-            }
+            assert!(max_abs_diff(w.grad(&g_ours).unwrap(), w.grad(&g_layers).unwrap()) < 1e-3);
+            let b = conv.bias.as_ref().unwrap();
+            assert!(max_abs_diff(b.grad(&g_ours).unwrap(), b.grad(&g_layers).unwrap()) < 1e-3);
         }
+    }
+
+    #[test]
+    fn int8_weights_are_not_fused() {
+        let device = Device::flex();
+        let conv = Conv2dConfig::new([3, 4], [3, 3]).with_padding(PaddingConfig2d::Same).init(&device);
+        assert!(fused_on(&conv, &device));
+        let weight = super::super::quantize_tensor(conv.weight.val());
+        let quantized = Conv2d { weight: burn::module::Param::from_tensor(weight), ..conv };
+        assert!(!fused_on(&quantized, &device));
     }
 
     /// The inference form at 32x32 with 8 filters (the register-blocked row kernel, where
@@ -425,7 +589,7 @@ mod tests {
             let bias = Tensor::random([8], Distribution::Normal(0.0, 0.5), &device);
             let conv = Conv2d { bias: Some(burn::module::Param::from_tensor(bias)), ..conv };
             let images = Tensor::<4>::random([3, 3, h, w], Distribution::Default, &device);
-            let expected = crate::model::max_pool_2x2(burn::tensor::activation::relu(conv.forward(images.clone())));
+            let expected = gathered_max_pool_2x2(relu(conv.forward(images.clone())));
             let values = |t: Tensor<4>| t.into_data().convert::<f32>().try_into_vec::<f32>().unwrap();
             let ours = conv3x3_relu_pool(
                 &values(images),
@@ -438,6 +602,33 @@ mod tests {
             let worst = ours.iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
             assert!(worst < 1e-5, "largest difference {worst} at {h}x{w}");
             assert!(expected.iter().any(|&v| v == 0.0) && expected.iter().any(|&v| v > 0.0), "ReLU must matter here");
+        }
+    }
+
+    /// The routing function gives the three layers' values on each of its paths: the host
+    /// kernel (CPU inference), the extension (CPU training), and burn's layers (int8 weights
+    /// while training, the path every other device takes).
+    #[test]
+    fn every_route_computes_the_layers() {
+        use burn::nn::pool::MaxPool2dConfig;
+        let pool = MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init();
+        for device in [Device::flex(), Device::flex().autodiff()] {
+            device.seed(13);
+            let conv = Conv2dConfig::new([3, 8], [3, 3]).with_padding(PaddingConfig2d::Same).init(&device);
+            let bias = Tensor::random([8], Distribution::Normal(0.0, 0.5), &device);
+            let conv = Conv2d { bias: Some(burn::module::Param::from_tensor(bias)), ..conv };
+            let int8 = Conv2d {
+                weight: burn::module::Param::from_tensor(super::super::quantize_tensor(conv.weight.val())),
+                ..conv.clone()
+            };
+            for conv in [conv, int8] {
+                let images = Tensor::<4>::random([2, 3, 8, 6], Distribution::Default, &device);
+                let float =
+                    Conv2d { weight: burn::module::Param::from_tensor(conv.weight.val().dequantize()), ..conv.clone() };
+                let layers = pool.forward(relu(float.forward(images.clone())));
+                let routed = conv_relu_pool(images, &conv, &pool);
+                assert!(max_abs_diff(routed, layers) < 1e-4, "autodiff {}", device.is_autodiff());
+            }
         }
     }
 }

@@ -30,13 +30,14 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::ops::{ActivationOps, ModuleOps};
 use burn::backend::tensor::FloatTensor;
 
-use super::conv_op::{f32_values, flex_tensor};
 use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, Flex, backend_extension};
 use burn::nn::BatchNorm;
 use burn::prelude::*;
 use burn::tensor::DType;
 use burn::tensor::activation::relu;
 use rayon::prelude::*;
+
+use super::{f32_values, flex_tensor, is_flex};
 
 /// The extension: the fused forward pass (output, batch mean, biased batch variance) and its
 /// gradients (input, gamma, beta).
@@ -177,7 +178,7 @@ impl<B: Backend + BatchNormReluBackend, C: CheckpointStrategy> BatchNormReluBack
 /// - output: `[batch, channels, h, w]`
 pub fn batch_norm_relu(norm: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
     let device = x.device();
-    if !(crate::device::is_cpu(&device) && device.is_autodiff() && norm.training.is_enabled()) {
+    if !(is_flex(&device) && device.is_autodiff() && norm.training.is_enabled()) {
         return relu(norm.forward(x));
     }
     let (out, mean, variance) = <Dispatch as BatchNormReluBackend>::batch_norm_relu(

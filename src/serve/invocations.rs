@@ -25,7 +25,7 @@ use serde::Serialize;
 
 use super::error::ApiError;
 use super::{AppState, input};
-use crate::eval::top_k;
+use crate::scores::top_k;
 
 /// Classes listed in each prediction's `top`.
 pub const TOP_K: usize = 5;

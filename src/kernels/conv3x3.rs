@@ -38,21 +38,12 @@ use burn::tensor::ops::ConvOptions;
 use rayon::prelude::*;
 use std::cell::RefCell;
 
+use super::{f32_values, flex_tensor, is_flex};
+
 /// Patch-matrix columns (images x pixels) per product: enough for the product to run near
 /// the machine's peak, small enough that the patch matrix (`channels * 9` rows) stays a few
 /// megabytes.
 const GROUP_COLUMNS: usize = 2048;
-
-/// A Flex tensor owning `values` (row-major), for the host kernels' results.
-pub(super) fn flex_tensor(values: Vec<f32>, shape: impl Into<Shape>) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(values, shape.into()))
-}
-
-/// The values of a contiguous f32 Flex tensor, for the host kernels; the extensions made it
-/// contiguous and their callers route only f32 tensors here.
-pub(super) fn f32_values(t: &FlexTensor) -> &[f32] {
-    t.as_slice::<f32>().expect("contiguous f32 tensor")
-}
 
 fn same_3x3() -> ConvOptions<2> {
     ConvOptions::new([1, 1], [1, 1], [1, 1], 1)
@@ -154,7 +145,7 @@ impl<B: Backend + Conv3x3Backend, C: CheckpointStrategy> Conv3x3Backend for Auto
 /// - output: `[batch, filters, h, w]`
 pub fn conv3x3(x: Tensor<4>, conv: &Conv2d) -> Tensor<4> {
     debug_assert_eq!(conv.weight.dims()[2..], [3, 3]);
-    if conv.bias.is_some() || !crate::device::is_cpu(&x.device()) {
+    if conv.bias.is_some() || !is_flex(&x.device()) {
         return conv.forward(x);
     }
     let weight = conv.weight.val();

@@ -1,5 +1,11 @@
-//! The training recipe: optimiser, learning-rate schedule, label smoothing, augmentation,
-//! weight averaging and early stopping, and the defaults each model trains with.
+//! What a training run is told to do: the recipe (optimiser, learning-rate schedule, label
+//! smoothing, augmentation, weight averaging, early stopping), the defaults each model
+//! trains with, and in [`table`] the one table of training settings from which the flags of
+//! `classify train`, their defaults in `--help`, the SageMaker hyperparameters and the
+//! resume rules all come.
+//!
+//! A leaf: it reads the model and augmentation names and nothing else, so the run folder
+//! ([`crate::run`]) and the training loop ([`crate::train`]) both read it.
 //!
 //! Two named recipes exist. `original` is the Keras system's (Adam at a constant rate, no
 //! augmentation), so `classify train --model seed` still reproduces it. `modern` brings in
@@ -11,6 +17,62 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::augment::{Augment, CROP_PADDING, MAX_CROP_PADDING};
 use crate::model::ModelKind;
+
+pub mod table;
+
+pub use table::{Given, OnResume, SETTINGS, Setting, SettingError};
+
+/// Adam's settings; the defaults are Keras's, which the original system used.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct AdamSettings {
+    pub beta_1: f64,
+    pub beta_2: f64,
+    /// Keras's 1e-7, not burn's default of 1e-5.
+    pub epsilon: f64,
+}
+
+impl Default for AdamSettings {
+    fn default() -> Self {
+        AdamSettings { beta_1: 0.9, beta_2: 0.999, epsilon: 1e-7 }
+    }
+}
+
+/// Seed for initialisation, shuffling, dropout and augmentation when none is given.
+pub const DEFAULT_SEED: u64 = 42;
+/// Fraction of each class held out for validation when none is given.
+pub const DEFAULT_VAL_SPLIT: f64 = 0.1;
+
+/// Every setting of a training run that a flag or a SageMaker hyperparameter sets, resolved:
+/// what [`table::Given::resolve`] returns and a run's `config.json` records.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainSettings {
+    pub model: ModelKind,
+    /// The named defaults the rest started from.
+    pub recipe_name: RecipeName,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub learning_rate: f64,
+    pub seed: u64,
+    pub val_split: f64,
+    pub recipe: Recipe,
+}
+
+impl TrainSettings {
+    /// The defaults of `recipe_name` for `model`, with the default seed and split.
+    pub fn defaults(model: ModelKind, recipe_name: RecipeName) -> Self {
+        let d = recipe_name.defaults(model);
+        TrainSettings {
+            model,
+            recipe_name,
+            epochs: d.epochs,
+            batch_size: d.batch_size,
+            learning_rate: d.learning_rate,
+            seed: DEFAULT_SEED,
+            val_split: DEFAULT_VAL_SPLIT,
+            recipe: d.recipe,
+        }
+    }
+}
 
 /// The optimiser, chosen with `--optimizer`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]

@@ -16,6 +16,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use crate::settings::{Given, SETTINGS};
+
 /// Environment variable that moves the `/opt/ml` root.
 pub const ROOT_ENV: &str = "CLASSIFY_SAGEMAKER_ROOT";
 /// Where SageMaker mounts everything.
@@ -25,28 +27,22 @@ pub const TRAINING_ENV: &str = "SM_TRAINING_ENV";
 /// The data channel read unless the `channel` hyperparameter names another.
 pub const DEFAULT_CHANNEL: &str = "training";
 
-/// Hyperparameters `classify train` takes from a job, with their flag names.
-pub const HYPERPARAMETERS: [&str; 19] = [
-    "model",
-    "recipe",
-    "epochs",
-    "batch-size",
-    "lr",
-    "seed",
-    "val-split",
-    "on-bad-image",
-    "channel",
-    "optimizer",
-    "momentum",
-    "weight-decay",
-    "schedule",
-    "warmup-epochs",
-    "label-smoothing",
-    "augment",
-    "crop-padding",
-    "ema",
-    "patience",
-];
+/// Hyperparameters a job may set besides the training settings of
+/// [`crate::settings::SETTINGS`] (each under its flag name): the data channel, and what to
+/// do with unreadable images.
+pub const JOB_HYPERPARAMETERS: [&str; 2] = ["channel", "on-bad-image"];
+
+/// Whether SageMaker itself added the hyperparameter `name` (automatic model tuning adds
+/// `_tuning_objective_metric`; framework estimators add `sagemaker_program`,
+/// `sagemaker_region` and others): a job ignores these rather than fail on them.
+pub fn added_by_sagemaker(name: &str) -> bool {
+    name.starts_with('_') || name.starts_with("sagemaker_") || name.starts_with("sagemaker-")
+}
+
+/// Every hyperparameter name a job takes, in flag spelling.
+pub fn hyperparameter_names() -> Vec<&'static str> {
+    SETTINGS.iter().map(|s| s.name).chain(JOB_HYPERPARAMETERS).collect()
+}
 
 /// A problem with the job's configuration.
 #[derive(Debug, thiserror::Error)]
@@ -55,10 +51,10 @@ pub enum SageMakerError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{path}: not a JSON object of hyperparameters ({reason})")]
     Json { path: PathBuf, reason: String },
-    #[error("unknown hyperparameter {name:?}: classify train takes {}", HYPERPARAMETERS.join(", "))]
+    #[error("unknown hyperparameter {name:?}: classify train takes {}", hyperparameter_names().join(", "))]
     Unknown { name: String },
-    #[error("hyperparameter {name} = {value:?} is not a valid value")]
-    Invalid { name: String, value: String },
+    #[error("hyperparameter {name} = {value:?} is not a valid value{}", reason.as_ref().map_or_else(String::new, |r| format!(": {r}")))]
+    Invalid { name: String, value: String, reason: Option<String> },
     #[error("no data channel {channel:?}: {path} does not exist; name the channel with the `channel` hyperparameter")]
     NoChannel { channel: String, path: PathBuf },
 }
@@ -67,6 +63,9 @@ pub enum SageMakerError {
 #[derive(Debug, Clone)]
 pub struct Job {
     root: PathBuf,
+    /// The training settings it sets.
+    settings: Given,
+    /// The hyperparameters of [`JOB_HYPERPARAMETERS`] it sets.
     hyperparameters: BTreeMap<String, String>,
 }
 
@@ -85,6 +84,7 @@ impl Job {
     pub fn load(root: &Path) -> Result<Self, SageMakerError> {
         let path = root.join("input/config/hyperparameters.json");
         let mut hyperparameters = BTreeMap::new();
+        let mut settings = Given::default();
         if path.is_file() {
             let text =
                 std::fs::read_to_string(&path).map_err(|source| SageMakerError::Io { path: path.clone(), source })?;
@@ -99,25 +99,36 @@ impl Job {
                     serde_json::Value::String(s) => s.clone(),
                     other => other.to_string(),
                 };
+                if added_by_sagemaker(name) {
+                    tracing::info!("ignoring hyperparameter {name:?}: SageMaker adds it, classify does not read it");
+                    continue;
+                }
                 let name = name.replace('_', "-");
-                if !HYPERPARAMETERS.contains(&name.as_str()) {
+                if JOB_HYPERPARAMETERS.contains(&name.as_str()) {
+                    hyperparameters.insert(name, value);
+                } else if settings.insert(&name, value).is_err() {
                     return Err(SageMakerError::Unknown { name });
                 }
-                hyperparameters.insert(name, value);
             }
         }
-        Ok(Job { root: root.to_path_buf(), hyperparameters })
+        Ok(Job { root: root.to_path_buf(), settings, hyperparameters })
     }
 
-    /// The hyperparameter `name` (flag spelling) parsed as `T`, if given.
+    /// The training settings the job sets, by flag name, with their raw values.
+    pub fn settings(&self) -> &Given {
+        &self.settings
+    }
+
+    /// The hyperparameter `name` of [`JOB_HYPERPARAMETERS`] parsed as `T`, if given.
     pub fn get<T: FromStr>(&self, name: &str) -> Result<Option<T>, SageMakerError> {
         self.hyperparameters
             .get(name)
             .map(|value| {
-                value
-                    .trim()
-                    .parse()
-                    .map_err(|_| SageMakerError::Invalid { name: name.to_string(), value: value.clone() })
+                value.trim().parse().map_err(|_| SageMakerError::Invalid {
+                    name: name.to_string(),
+                    value: value.clone(),
+                    reason: None,
+                })
             })
             .transpose()
     }
@@ -157,11 +168,11 @@ mod tests {
 
     #[test]
     fn string_values_parse_and_underscores_match_flags() {
-        let job = job_with(r#"{"epochs": "12", "batch_size": "64", "lr": 0.01}"#).unwrap();
-        assert_eq!(job.get::<usize>("epochs").unwrap(), Some(12));
-        assert_eq!(job.get::<usize>("batch-size").unwrap(), Some(64));
-        assert_eq!(job.get::<f64>("lr").unwrap(), Some(0.01));
-        assert_eq!(job.get::<u64>("seed").unwrap(), None);
+        let job = job_with(r#"{"epochs": "12", "batch_size": "64", "lr": 0.01, "on_bad_image": "skip"}"#).unwrap();
+        let settings = job.settings().resolve().unwrap();
+        assert_eq!((settings.epochs, settings.batch_size, settings.learning_rate), (12, 64, 0.01));
+        assert_eq!(job.settings().get("seed"), None);
+        assert_eq!(job.get::<String>("on-bad-image").unwrap().as_deref(), Some("skip"));
     }
 
     #[test]
@@ -169,9 +180,34 @@ mod tests {
         let err = job_with(r#"{"epochz": "3"}"#).unwrap_err();
         assert!(err.to_string().contains("epochz"), "{err}");
         let job = job_with(r#"{"epochs": "many"}"#).unwrap();
-        let err = job.get::<usize>("epochs").unwrap_err();
+        let err = job.settings().resolve().unwrap_err();
         assert!(err.to_string().contains("epochs = \"many\""), "{err}");
         assert!(job_with("[1, 2]").is_err());
+    }
+
+    #[test]
+    fn every_training_setting_is_a_hyperparameter() {
+        for setting in SETTINGS {
+            let job = job_with(&format!(r#"{{"{}": "{}"}}"#, setting.name, setting.example))
+                .unwrap_or_else(|e| panic!("{}: {e}", setting.name));
+            assert_eq!(job.settings().get(setting.name), Some(setting.example), "{}", setting.name);
+        }
+        for name in ["lookahead", "lr-start", "lr_end", "norm-bias-lr-scale", "freeze_norm_scale"] {
+            assert!(job_with(&format!(r#"{{"{name}": "true"}}"#)).is_ok(), "{name}");
+        }
+    }
+
+    #[test]
+    fn hyperparameters_sagemaker_adds_are_ignored_and_unknown_ones_refused() {
+        let job = job_with(
+            r#"{"_tuning_objective_metric": "val_acc", "sagemaker_program": "train.py",
+                "sagemaker_region": "\"eu-west-1\"", "epochs": "2"}"#,
+        )
+        .unwrap();
+        assert_eq!(job.settings().get("epochs"), Some("2"));
+        assert_eq!(job.settings().iter().count(), 1);
+        let err = job_with(r#"{"sagemaker": "1", "epochs": "2"}"#).unwrap_err();
+        assert!(err.to_string().contains("\"sagemaker\""), "{err}");
     }
 
     #[test]

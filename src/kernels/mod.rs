@@ -1,0 +1,63 @@
+//! CPU backend extensions and host kernels: the operations where burn Flex's general
+//! implementation was measured slower than a hand-written one on these machines.
+//!
+//! One file per operation, each with ONE routing function that picks the fused CPU kernel
+//! or burn's general op for the tensor's device, so a model's `forward` names layers and
+//! never devices:
+//!
+//! | routing function | computes | CPU path |
+//! | --- | --- | --- |
+//! | [`conv3x3`] | 3x3 "same" convolution, no bias | extension: host im2col + `gemm`, both gradients |
+//! | [`conv3x3_constant_input`], [`conv_of_constant`] | a convolution whose input needs no gradient | im2col product in burn ops |
+//! | [`conv_relu_pool`] | 3x3 convolution with bias + ReLU + 2x2 max pool | host kernel (inference), extension (training) |
+//! | [`max_pool_2x2`] | 2x2 max pool, stride 2 | host arg-max + `gather` |
+//! | [`dense`] | `x @ weight + bias` | extension: AVX-512 tiles or `gemm` |
+//! | [`int8_dense`] | a dense layer with int8 weights, inference | integer products (AVX-512 VNNI or portable) |
+//! | [`batch_norm_relu`] | BatchNorm + ReLU while training | extension: two passes forward, two back |
+//!
+//! Every hand-written SIMD path has a portable twin chosen at run time by CPU feature
+//! detection, and each kernel's tests hold it to burn's own layers. A kernel knows tensors
+//! and slices, never an architecture, a file or a dataset.
+
+mod batch_norm_relu;
+mod conv3x3;
+mod conv_constant_input;
+mod conv_relu_pool;
+mod dense;
+mod int8_dense;
+mod max_pool;
+
+pub use batch_norm_relu::batch_norm_relu;
+pub use conv_constant_input::{conv_of_constant, conv3x3_constant_input};
+pub use conv_relu_pool::{conv_relu_pool, conv3x3_relu_pool};
+pub use conv3x3::conv3x3;
+pub use dense::dense;
+pub use int8_dense::{Int8Dense, int8_dense, int8_scheme, quantize_tensor};
+pub use max_pool::{gathered_max_pool_2x2, max_pool_2x2};
+
+use burn::backend::flex::FlexTensor;
+use burn::prelude::*;
+
+/// Whether `device` is burn's Flex CPU backend, with or without autodiff: the one device
+/// the host kernels serve (reading a tensor there costs no transfer).
+fn is_flex(device: &Device) -> bool {
+    crate::device::is_cpu(device)
+}
+
+/// A Flex tensor owning `values` (row-major), for the host kernels' results.
+fn flex_tensor(values: Vec<f32>, shape: impl Into<Shape>) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape.into()))
+}
+
+/// The values of a contiguous f32 Flex tensor, for the host kernels; the extensions made it
+/// contiguous and their routing functions send only f32 tensors here.
+fn f32_values(t: &FlexTensor) -> &[f32] {
+    t.as_slice::<f32>().expect("contiguous f32 tensor")
+}
+
+/// The largest absolute difference between two tensors, for the tests that hold a kernel to
+/// burn's own layers.
+#[cfg(test)]
+pub(crate) fn max_abs_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
+    (a - b).abs().max().into_scalar::<f32>()
+}
