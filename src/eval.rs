@@ -65,7 +65,7 @@ pub fn evaluate(classes: &[String], targets: &[u8], predictions: &[u8]) -> Evalu
         .map(|(t, p)| ConfusedPair { truth: classes[t].clone(), predicted: classes[p].clone(), count: confusion[t][p] })
         .collect();
     // Stable sort: ties keep (truth, predicted) order, so output is deterministic.
-    most_confused.sort_by(|a, b| b.count.cmp(&a.count));
+    most_confused.sort_by_key(|pair| std::cmp::Reverse(pair.count));
     Evaluation { n, accuracy: ratio(correct, n), per_class, confusion, most_confused }
 }
 

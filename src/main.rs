@@ -45,10 +45,10 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,classify=info")),
         )
         .init();
-    if let Some(threads) = cli.threads {
-        if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(threads.max(1)).build_global() {
-            tracing::warn!("cannot set --threads: {e}");
-        }
+    if let Some(threads) = cli.threads
+        && let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(threads.max(1)).build_global()
+    {
+        tracing::warn!("cannot set --threads: {e}");
     }
     let device = match classify::device::select(cli.device) {
         Ok(device) => device,

@@ -121,7 +121,7 @@ pub fn random_view(augment: Augment, padding: usize, seed: u64, epoch: usize, in
             let span = 2 * padding as u64 + 1;
             let flip = match augment {
                 // The image's own coin (seed and index only), turned over every other epoch.
-                Augment::AltFlipCrop => (mix(mix(seed) ^ index as u64) & 1 == 1) ^ (epoch % 2 == 0),
+                Augment::AltFlipCrop => (mix(mix(seed) ^ index as u64) & 1 == 1) ^ epoch.is_multiple_of(2),
                 _ => bits & 1 == 1,
             };
             View {

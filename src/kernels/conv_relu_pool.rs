@@ -479,7 +479,7 @@ fn conv_image_body(
     }
     let taps = channels * 9;
     let (ph, pw) = (h / 2, w / 2);
-    if let Some(kernel) = kernel.filter(|_| w == ROW && filters % FILTER_BLOCK == 0) {
+    if let Some(kernel) = kernel.filter(|_| w == ROW && filters.is_multiple_of(FILTER_BLOCK)) {
         let mut rows = [[[0f32; ROW]; 2]; FILTER_BLOCK];
         for first in (0..filters).step_by(FILTER_BLOCK) {
             let mut block_weights = vec![[0f32; FILTER_BLOCK]; taps];
@@ -601,7 +601,7 @@ mod tests {
             assert_eq!(ours.len(), 3 * 8 * (h / 2) * (w / 2));
             let worst = ours.iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
             assert!(worst < 1e-5, "largest difference {worst} at {h}x{w}");
-            assert!(expected.iter().any(|&v| v == 0.0) && expected.iter().any(|&v| v > 0.0), "ReLU must matter here");
+            assert!(expected.contains(&0.0) && expected.iter().any(|&v| v > 0.0), "ReLU must matter here");
         }
     }
 

@@ -336,7 +336,7 @@ mod panels {
             let tasks = (n / width) * m.div_ceil(rows_per_task);
             let out = Shared(c);
             // Rows and tiles are multiples of 16 floats, so an aligned base aligns every store.
-            let aligned = c as usize % 64 == 0;
+            let aligned = (c as usize).is_multiple_of(64);
             (0..tasks).into_par_iter().for_each(|task| {
                 let (strip, chunk) = (task % (n / width), task / (n / width));
                 let (first, last) = (chunk * rows_per_task, ((chunk + 1) * rows_per_task).min(m));
@@ -415,6 +415,7 @@ mod panels {
     /// described, and `c` must not overlap `a` or `b`.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments, reason = "one register tile's operands, passed as raw parts")]
     unsafe fn tile<const M: usize, const T: usize>(
         a: *const f32,
         [row_stride, column_stride]: [usize; 2],

@@ -321,6 +321,7 @@ fn patch_moments<'a>(images: impl Iterator<Item = &'a [u8]>) -> ([f64; PATCH_DIM
 
 /// Eigenvalues and eigenvectors (as the columns of the second result) of a symmetric
 /// matrix, by cyclic Jacobi rotations: exact to rounding for the 12x12 case here.
+#[allow(clippy::needless_range_loop, reason = "a rotation reads and writes rows p and q of the same matrix")]
 fn symmetric_eigen<const N: usize>(mut a: [[f64; N]; N]) -> ([f64; N], [[f64; N]; N]) {
     let mut v = [[0f64; N]; N];
     for (i, row) in v.iter_mut().enumerate() {

@@ -56,6 +56,7 @@ pub const PREDICT_BATCH: usize = 256;
 
 /// A network of any supported architecture.
 #[derive(Module, Debug)]
+#[allow(clippy::large_enum_variant, reason = "built once per run or server and moved a handful of times")]
 pub enum Network {
     /// See [`Seed`].
     Seed(Seed),

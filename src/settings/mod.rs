@@ -304,10 +304,10 @@ impl Recipe {
         if !in_unit(self.label_smoothing) {
             return Err(format!("--label-smoothing must be in [0, 1), got {}", self.label_smoothing));
         }
-        if let Some(decay) = self.ema {
-            if !(decay > 0.0 && decay < 1.0) {
-                return Err(format!("--ema must be a decay in (0, 1), such as 0.999, got {decay}"));
-            }
+        if let Some(decay) = self.ema
+            && !(decay > 0.0 && decay < 1.0)
+        {
+            return Err(format!("--ema must be a decay in (0, 1), such as 0.999, got {decay}"));
         }
         if self.crop_padding > MAX_CROP_PADDING {
             return Err(format!("--crop-padding must be at most {MAX_CROP_PADDING} pixels, got {}", self.crop_padding));

@@ -38,7 +38,7 @@ pub fn every(batch_size: usize, total: usize) -> usize {
 
 /// Whether a sync follows step `step` (1-based) of `total`.
 pub fn syncs_after(step: usize, total: usize, every: usize) -> bool {
-    step % every.max(1) == 0 || step == total
+    step.is_multiple_of(every.max(1)) || step == total
 }
 
 /// How much of the slow weights a sync after `step` of `total` steps keeps: airbench's

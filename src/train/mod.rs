@@ -176,14 +176,14 @@ pub fn train(
     let sync_every = lookahead::every(config.batch_size, total_steps);
     let mut best = best_epoch(&history);
     for epoch in history.len() + 1..=config.epochs {
-        if let (Some(patience), Some((best_epoch, _))) = (recipe.patience, best) {
-            if epoch - 1 - best_epoch >= patience {
-                tracing::info!(
-                    "stopping early: no better validation accuracy for {patience} epochs; the run's \
-                     model is epoch {best_epoch}'s"
-                );
-                break;
-            }
+        if let (Some(patience), Some((best_epoch, _))) = (recipe.patience, best)
+            && epoch - 1 - best_epoch >= patience
+        {
+            tracing::info!(
+                "stopping early: no better validation accuracy for {patience} epochs; the run's \
+                 model is epoch {best_epoch}'s"
+            );
+            break;
         }
         let started = Instant::now();
         let bar = progress.epoch(epoch, config.epochs, batches as u64);
@@ -210,7 +210,7 @@ pub fn train(
             {
                 model = slow.sync(model, lookahead::decay_at(step + 1, total_steps));
             }
-            if let Some(ema) = ema.as_mut().filter(|_| (step + 1) % ema::EVERY == 0) {
+            if let Some(ema) = ema.as_mut().filter(|_| (step + 1).is_multiple_of(ema::EVERY)) {
                 ema.update(&model.valid(), step + 1);
             }
             let seen = (b * config.batch_size + indices.len()) as f64;
