@@ -3,11 +3,12 @@
 //! (20 warm-up steps, then timed steps; inference at batch 256), so the two sit side by side.
 
 use std::fmt;
+use std::path::Path;
 use std::time::Instant;
 
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::GradientsParams;
+use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::Device;
 use serde::Serialize;
 
@@ -15,7 +16,9 @@ use crate::data::ImageSet;
 use crate::geometry::IMAGE_BYTES;
 use crate::model::{ModelKind, Network, images_to_tensor, labels_to_tensor};
 use crate::quantize::{Quantize, quantize};
+use crate::run::{RunConfig, RunDir};
 use crate::settings::{AdamSettings, OptimizerKind, RecipeName, TrainSettings};
+use crate::train::TrainError;
 
 /// Untimed training steps before measuring, as in the Keras script.
 pub const WARMUP_STEPS: usize = 20;
@@ -51,6 +54,8 @@ impl BenchSettings {
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchResult {
     pub model: String,
+    /// `fresh weights`, or the checkpoint the steps started from (`--from-run`).
+    pub start: String,
     pub classify_version: String,
     /// CPU worker threads (rayon) the backend used.
     pub threads: usize,
@@ -77,11 +82,48 @@ pub struct BenchResult {
     pub latency_ms_p99: f64,
     /// Peak resident memory of the process (VmHWM), where the OS reports it.
     pub peak_rss_mb: Option<f64>,
+    /// Whether the compute threads flush subnormal floats to zero (see [`crate::device`]).
+    pub flushes_subnormals: bool,
 }
 
-/// Runs the measurements on `images` (cycled) or on synthetic images.
-pub fn run(settings: &BenchSettings, images: Option<&ImageSet>, device: &Device) -> BenchResult {
-    let data = match images {
+/// A trained run's last checkpoint, to time steady-state steps from: an optimiser whose
+/// moments have decayed over many steps (into the subnormal range, where a CPU that does
+/// not flush them slows down), rather than a fresh one.
+pub struct Checkpointed {
+    /// The run's settings; its model and recipe replace [`BenchSettings::model`]'s.
+    pub config: RunConfig,
+    /// Epochs the checkpoint has trained.
+    pub epoch: usize,
+    pub model: Network,
+    pub optimizer: ModuleOptimizer,
+}
+
+impl Checkpointed {
+    /// The last complete checkpoint of the run at `root`, on `device`.
+    pub fn load(root: &Path, device: &Device) -> Result<Self, TrainError> {
+        let run = RunDir::new(root);
+        let config = run.load_config()?;
+        let checkpoint = run.load_checkpoint()?.ok_or_else(|| {
+            TrainError::Recipe(format!(
+                "{} has no complete checkpoint: train it for an epoch first (`classify train --out {}`)",
+                root.display(),
+                root.display()
+            ))
+        })?;
+        let (model, optimizer) = crate::train::load_checkpoint_state(&run, &config, &checkpoint, device)?;
+        Ok(Checkpointed { config, epoch: checkpoint.epoch, model, optimizer })
+    }
+}
+
+/// Runs the measurements on `images` (cycled) or on synthetic images, from fresh weights or
+/// from a run's checkpoint.
+pub fn run(
+    settings: &BenchSettings,
+    images: Option<&ImageSet>,
+    start: Option<Checkpointed>,
+    device: &Device,
+) -> BenchResult {
+    let mut data = match images {
         Some(set) if !set.is_empty() => set.clone(),
         _ => synthetic(4096.max(settings.batch_size)),
     };
@@ -91,9 +133,21 @@ pub fn run(settings: &BenchSettings, images: Option<&ImageSet>, device: &Device)
     };
     let train_device = device.clone().autodiff();
     train_device.seed(0);
-    let mut model = Network::init(settings.model, 10, &train_device);
-    let recipe = TrainSettings::defaults(settings.model, RecipeName::default_for(settings.model));
-    let mut optimizer = crate::train::optimizer_for(&recipe.recipe, &AdamSettings::default(), device);
+    let (mut model, mut optimizer, recipe, start_name) = match start {
+        Some(start) => {
+            let classes = start.config.classes.len().max(1);
+            for label in &mut data.labels {
+                *label %= classes as u8;
+            }
+            let name = format!("checkpoint of epoch {}", start.epoch);
+            (start.model, start.optimizer, start.config.settings(), name)
+        }
+        None => {
+            let recipe = TrainSettings::defaults(settings.model, RecipeName::default_for(settings.model));
+            let optimizer = crate::train::optimizer_for(&recipe.recipe, &AdamSettings::default(), device);
+            (Network::init(settings.model, 10, &train_device), optimizer, recipe, "fresh weights".to_string())
+        }
+    };
     let mut loss_config = CrossEntropyLossConfig::new();
     if recipe.recipe.label_smoothing > 0.0 {
         loss_config = loss_config.with_smoothing(Some(recipe.recipe.label_smoothing as f32));
@@ -148,7 +202,8 @@ pub fn run(settings: &BenchSettings, images: Option<&ImageSet>, device: &Device)
     latencies.sort_by(f64::total_cmp);
 
     BenchResult {
-        model: settings.model.to_string(),
+        model: recipe.model.to_string(),
+        start: start_name,
         classify_version: env!("CARGO_PKG_VERSION").to_string(),
         threads: rayon::current_num_threads(),
         data: data_name,
@@ -167,6 +222,7 @@ pub fn run(settings: &BenchSettings, images: Option<&ImageSet>, device: &Device)
         latency_ms_p50: round2(percentile(&latencies, 0.50)),
         latency_ms_p99: round2(percentile(&latencies, 0.99)),
         peak_rss_mb: peak_rss_mb(),
+        flushes_subnormals: rayon::broadcast(|_| crate::device::flushes_subnormals()).into_iter().all(|f| f),
     }
 }
 
@@ -216,8 +272,13 @@ impl fmt::Display for BenchResult {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "classify {} bench, model {}, {} threads, {} data",
-            self.classify_version, self.model, self.threads, self.data
+            "classify {} bench, model {} ({}), {} threads, {} data, subnormals {}",
+            self.classify_version,
+            self.model,
+            self.start,
+            self.threads,
+            self.data,
+            if self.flushes_subnormals { "flushed to zero" } else { "kept (IEEE)" }
         )?;
         let optimizer = match self.optimizer {
             OptimizerKind::Adam => "Adam",
@@ -258,7 +319,7 @@ mod tests {
             latency_calls: 1,
             quantize: Quantize::None,
         };
-        let r = run(&settings, Some(&synthetic(4)), &Device::flex());
+        let r = run(&settings, Some(&synthetic(4)), None, &Device::flex());
         assert_eq!((r.optimizer, r.learning_rate), (OptimizerKind::Sgd, 0.375));
         assert_eq!(BenchSettings::recipe_batch_size(ModelKind::Fast), 256);
         assert_eq!(BenchSettings::recipe_batch_size(ModelKind::Seed), 32);
@@ -293,7 +354,7 @@ mod tests {
             latency_calls: 3,
             quantize: Quantize::None,
         };
-        let r = run(&settings, Some(&synthetic(16)), &Device::flex());
+        let r = run(&settings, Some(&synthetic(16)), None, &Device::flex());
         assert_eq!(r.steps, 2);
         assert_eq!(r.data, "16 images");
         for v in [
@@ -314,7 +375,8 @@ mod tests {
         if cfg!(target_os = "linux") {
             assert!(r.peak_rss_mb.unwrap() > 1.0);
         }
-        let int8 = run(&BenchSettings { quantize: Quantize::Int8, ..settings }, Some(&synthetic(16)), &Device::flex());
+        let int8 =
+            run(&BenchSettings { quantize: Quantize::Int8, ..settings }, Some(&synthetic(16)), None, &Device::flex());
         assert_eq!(int8.quantize, Quantize::Int8);
         assert!(int8.infer_images_per_s_batch256 > 0.0 && int8.latency_ms_p50 > 0.0, "{int8:?}");
     }

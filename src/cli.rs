@@ -19,9 +19,9 @@ pub struct Cli {
     #[arg(long, global = true, value_enum, default_value = "cpu")]
     pub device: DeviceKind,
 
-    /// Worker threads for the CPU backend and image decoding (default: all cores).
-    #[arg(long, global = true, env = "CLASSIFY_THREADS")]
-    pub threads: Option<usize>,
+    /// Worker threads for the CPU backend and image decoding, 1 to 1024 (default: all cores).
+    #[arg(long, global = true, env = "CLASSIFY_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: Option<u16>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -84,9 +84,9 @@ pub enum ModelCommand {
         /// The architecture.
         #[arg(long, value_enum, default_value = "seed")]
         model: ModelKind,
-        /// Number of classes.
-        #[arg(long, default_value_t = 10)]
-        classes: usize,
+        /// Number of classes, 1 to 256.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=256))]
+        classes: u16,
     },
 }
 
@@ -186,9 +186,9 @@ pub struct PredictArgs {
     /// Image files (PNG or JPEG, any size; resized to 32x32).
     #[arg(required = true)]
     pub images: Vec<PathBuf>,
-    /// Classes shown per image.
-    #[arg(long, default_value_t = 3)]
-    pub top_k: usize,
+    /// Classes shown per image (at least 1; at most the run's classes are shown).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..))]
+    pub top_k: u16,
     #[command(flatten)]
     pub inference: InferenceArgs,
     /// Print JSON instead of text.
@@ -263,9 +263,15 @@ pub struct BenchArgs {
     /// The architecture.
     #[arg(long, value_enum, default_value = "seed")]
     pub model: ModelKind,
-    /// Images per training step [default: the model's recipe's: 32 for seed, 256 for fast].
+    /// Images per training step [default: the model's recipe's: 32 for seed, 256 for fast;
+    /// with --from-run, the run's].
     #[arg(long)]
     pub batch_size: Option<usize>,
+    /// Time the training steps from this run's last checkpoint (its model, recipe and
+    /// optimiser state after many steps: the steady state of a real run) instead of from
+    /// fresh weights; --model is then the run's.
+    #[arg(long)]
+    pub from_run: Option<PathBuf>,
     /// Timed training steps, after 20 warm-up steps.
     #[arg(long, default_value_t = 200)]
     pub steps: usize,

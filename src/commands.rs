@@ -29,7 +29,7 @@ pub fn run(command: Command, device: &Device, device_name: &str) -> Result<()> {
     match command {
         Command::Data(DataCommand::Fetch(args)) => fetch(args),
         Command::Model(ModelCommand::Summary { model, classes }) => {
-            let net = Network::init(model, classes, device);
+            let net = Network::init(model, usize::from(classes), device);
             println!("{}", net.summary());
             Ok(())
         }
@@ -178,6 +178,7 @@ fn train_run(args: TrainArgs, device: &Device, device_name: &str, progress: Prog
             bail!("{} already holds a run: pass --resume to continue it, or choose another --out", out.display());
         }
         let settings = given.resolve()?;
+        settings.validate().map_err(|reason| anyhow::anyhow!(reason))?;
         let spec = args.data.data.clone().unwrap_or_else(|| data::CIFAR10_SPEC.to_string());
         let splits = load_splits(&spec, &args.data, settings.val_split)?;
         let config = RunConfig::new(
@@ -189,12 +190,8 @@ fn train_run(args: TrainArgs, device: &Device, device_name: &str, progress: Prog
         );
         (config, splits)
     };
-    if config.batch_size == 0 {
-        bail!("--batch-size must be at least 1");
-    }
-    if !(config.learning_rate > 0.0 && config.learning_rate.is_finite()) {
-        bail!("--lr must be a positive number, got {}", config.learning_rate);
-    }
+    // A resumed run's saved settings (config.json may have been edited) get the same checks.
+    config.settings().validate().map_err(|reason| anyhow::anyhow!(reason))?;
     tracing::info!("training {} for {} epochs into {}", config.model, config.epochs, out.display());
     let progress = progress.on_epoch(|run, history| {
         // The curves are for people watching; failing to draw them must not stop training.
@@ -316,7 +313,7 @@ fn predict(args: PredictArgs, device: &Device) -> Result<()> {
         data::folder::decode_into(&bytes, slot).map_err(|reason| anyhow::anyhow!("{}: {reason}", path.display()))?;
     }
     let classes = classifier.classes();
-    let k = args.top_k.clamp(1, classes.len());
+    let k = usize::from(args.top_k).clamp(1, classes.len());
     let results: Vec<_> = args
         .images
         .iter()
@@ -377,7 +374,9 @@ fn export(args: ExportArgs, device: &Device) -> Result<()> {
         })
     });
     let bytes = classify::onnx::export(classifier.model(), config.model.name(), &config.classes, args.quantize);
-    classify::run::write_atomic(&out, &bytes).with_context(|| format!("cannot write --out {}", out.display()))?;
+    classify::run::write_file_atomic(&out, &bytes).map_err(|e| {
+        anyhow::anyhow!("cannot write --out {}: {e}; free disk space, or choose a writable --out", out.display())
+    })?;
     let precision = if args.quantize == Quantize::Int8 { "int8" } else { "fp32" };
     println!("{} ({} bytes, {} model, {precision} weights)", out.display(), bytes.len(), config.model);
     Ok(())
@@ -391,18 +390,27 @@ fn bench(args: BenchArgs, device: &Device) -> Result<()> {
         }
         None => None,
     };
+    let start = match &args.from_run {
+        Some(run) => Some(
+            classify::bench::Checkpointed::load(run, device)
+                .with_context(|| format!("--from-run {}", run.display()))?,
+        ),
+        None => None,
+    };
+    let batch_size = match (&start, args.batch_size) {
+        (_, Some(batch_size)) => batch_size,
+        (Some(start), None) => start.config.batch_size,
+        (None, None) => classify::bench::BenchSettings::recipe_batch_size(args.model),
+    };
     let settings = classify::bench::BenchSettings {
-        model: args.model,
-        batch_size: args
-            .batch_size
-            .unwrap_or_else(|| classify::bench::BenchSettings::recipe_batch_size(args.model))
-            .max(1),
+        model: start.as_ref().map_or(args.model, |s| s.config.model),
+        batch_size: batch_size.max(1),
         steps: args.steps.max(1),
         infer_images: args.infer_images.max(1),
         latency_calls: args.latency_calls.max(1),
         quantize: args.quantize,
     };
-    let result = classify::bench::run(&settings, images.as_ref(), device);
+    let result = classify::bench::run(&settings, images.as_ref(), start, device);
     if args.json {
         println!("{}", serde_json::to_string(&result)?);
     } else {

@@ -45,10 +45,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,classify=info")),
         )
         .init();
-    if let Some(threads) = cli.threads
-        && let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(threads.max(1)).build_global()
-    {
-        tracing::warn!("cannot set --threads: {e}");
+    if let Err(e) = classify::device::init_compute_threads(cli.threads.map(usize::from)) {
+        tracing::warn!("cannot set up the compute threads (--threads): {e}");
     }
     let device = match classify::device::select(cli.device) {
         Ok(device) => device,

@@ -42,10 +42,17 @@ pub enum RunError {
     /// A file of the run could not be written (full disk, permissions, a folder in the way).
     /// The file it would have replaced is untouched, so the last complete checkpoint is kept.
     #[error(
-        "cannot write {path}: {source}; the last complete checkpoint is kept: free disk space or \
-         fix the folder's permissions, then continue with `classify train --resume --out <run>`"
+        "cannot write {}: {cause}; the last complete checkpoint is kept: free disk space or \
+         fix the folder's permissions, then continue with `classify train --resume --out {}`",
+        path.display(),
+        run_folder_of(path).display()
     )]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        /// The operating system's error, shown in the message (not chained, so it is not
+        /// printed twice).
+        cause: std::io::Error,
+    },
     #[error("{path}: not valid JSON ({source}); the run folder is damaged")]
     Json { path: PathBuf, source: serde_json::Error },
     #[error("{0} is not a run folder (no config.json): run `classify train --out {0}` first")]
@@ -58,6 +65,15 @@ pub enum RunError {
     NoWeights(PathBuf),
     #[error("{path}: {reason}")]
     Invalid { path: PathBuf, reason: String },
+}
+
+/// The run folder a file of a run lies in: its folder, or the one above `checkpoint/`.
+fn run_folder_of(path: &Path) -> &Path {
+    let folder = path.parent().unwrap_or(Path::new("."));
+    match folder.file_name() {
+        Some(name) if name == CHECKPOINT_DIR => folder.parent().unwrap_or(folder),
+        _ => folder,
+    }
 }
 
 /// The resolved settings of a training run, saved as `config.json`.
@@ -381,7 +397,7 @@ impl RunDir {
                         k.model != relative && k.optimizer != relative && k.ema.as_deref() != Some(relative.as_str())
                     });
                 if (temporary || checkpoint_file) && entry.path().is_file() {
-                    fs::remove_file(entry.path()).map_err(|source| RunError::Write { path: entry.path(), source })?;
+                    fs::remove_file(entry.path()).map_err(|cause| RunError::Write { path: entry.path(), cause })?;
                     removed.push(entry.path());
                 }
             }
@@ -431,11 +447,16 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), RunError> {
     write_atomic(path, text.as_bytes())
 }
 
+/// [`write_file_atomic`] for a file of a training run: a failure says the last complete
+/// checkpoint is kept and how to continue.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RunError> {
+    write_file_atomic(path, bytes).map_err(|cause| RunError::Write { path: path.to_path_buf(), cause })
+}
+
 /// Writes `bytes` to `path` through a temporary file in the same folder, synced and renamed
 /// into place, so `path` is either its old content or the complete new one. On failure the
 /// temporary file is removed and `path` is untouched.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RunError> {
-    let io = |source| RunError::Write { path: path.to_path_buf(), source };
+pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = path.with_file_name(format!(".{file_name}.tmp-{}", std::process::id()));
     let result = (|| {
@@ -447,7 +468,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RunError> {
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
-    result.map_err(io)
+    result
 }
 
 #[cfg(test)]
@@ -488,6 +509,17 @@ mod tests {
 
     fn metrics(epoch: usize) -> EpochMetrics {
         EpochMetrics { epoch, seconds: 1.0, train_loss: 1.0, train_acc: 0.5, val_loss: 1.0, val_acc: 0.5 }
+    }
+
+    #[test]
+    fn a_failed_write_names_the_run_to_resume_and_its_cause_once() {
+        let cause = || std::io::Error::new(std::io::ErrorKind::StorageFull, "no space left on device");
+        for (file, run) in [("runs/x/checkpoint/model-0002.bpk", "runs/x"), ("runs/y/model.bpk", "runs/y")] {
+            let err = RunError::Write { path: PathBuf::from(file), cause: cause() };
+            let text = format!("{:#}", anyhow::Error::from(err));
+            assert!(text.contains(&format!("--resume --out {run}`")), "{text}");
+            assert_eq!(text.matches("no space left").count(), 1, "{text}");
+        }
     }
 
     #[test]

@@ -387,3 +387,77 @@ fn bad_input_fails_with_a_message_naming_it() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("not-an-image.png"), "{}", stderr(&out));
 }
+
+#[test]
+fn bench_times_steady_state_steps_from_a_runs_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    util::write_image_folder(&root.join("shapes"), &CLASSES, 8, 0);
+    ok(classify(root, &["train", "--data", "shapes", "--epochs", "2", "--batch-size", "4", "--out", "r"]));
+    let out = ok(classify(
+        root,
+        &["bench", "--from-run", "r", "--steps", "2", "--infer-images", "4", "--latency-calls", "2", "--json"],
+    ));
+    let result: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(result["start"], "checkpoint of epoch 2");
+    assert_eq!(result["model"], "seed");
+    assert_eq!(result["batch_size"], 4, "the run's batch size");
+    assert_eq!(result["optimizer"], "adam");
+    // The binary's compute threads flush subnormals (src/device.rs).
+    assert_eq!(result["flushes_subnormals"], true);
+
+    let out = classify(root, &["bench", "--from-run", "nowhere", "--steps", "1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("--from-run nowhere") && stderr(&out).contains("classify train"), "{}", stderr(&out));
+}
+
+#[test]
+fn settings_are_refused_before_any_data_is_read_or_downloaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    util::write_image_folder(&root.join("shapes"), &CLASSES, 4, 0);
+    // The default data is CIFAR-10, downloaded on first use: a bad flag must not wait for it.
+    for (flags, says) in [
+        (vec!["--momentum", "2"], "--momentum"),
+        (vec!["--val-split", "1.5"], "--val-split"),
+        (vec!["--epochs", "0"], "--epochs must be at least 1"),
+        (vec!["--val-split", "0", "--patience", "2", "--data", "shapes"], "--patience"),
+    ] {
+        let args: Vec<&str> = ["train", "--out", "r"].into_iter().chain(flags.iter().copied()).collect();
+        let out = classify(root, &args);
+        assert_eq!(out.status.code(), Some(1), "{flags:?}");
+        assert!(stderr(&out).contains(says), "{flags:?}: {}", stderr(&out));
+        assert!(!root.join(".cache").exists(), "{flags:?}: nothing is downloaded");
+        assert!(!root.join("r").exists(), "{flags:?}: no run folder is written");
+    }
+}
+
+#[test]
+fn thread_counts_and_counts_of_one_are_bounded_by_clap() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["--threads", "100000", "model", "summary"][..],
+        &["--threads", "0", "model", "summary"],
+        &["model", "summary", "--classes", "0"],
+        &["predict", "--run", "r", "x.png", "--top-k", "0"],
+    ] {
+        let out = classify(dir.path(), args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("invalid value"), "{args:?}: {}", stderr(&out));
+    }
+    ok(classify(dir.path(), &["--threads", "2", "model", "summary"]));
+}
+
+#[test]
+fn export_write_errors_speak_of_export() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    util::write_image_folder(&root.join("shapes"), &CLASSES, 4, 0);
+    ok(classify(root, &["train", "--data", "shapes", "--epochs", "1", "--out", "r"]));
+    fs::write(root.join("blocker"), b"a file, not a folder").unwrap();
+    let out = classify(root, &["export", "--run", "r", "--out", "blocker/model.onnx"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("cannot write --out blocker/model.onnx") && err.contains("writable --out"), "{err}");
+    assert!(!err.contains("checkpoint") && !err.contains("classify train"), "{err}");
+}

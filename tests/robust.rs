@@ -276,6 +276,25 @@ fn empty_class_folders_are_an_error_naming_them() {
 }
 
 #[test]
+fn one_class_is_not_a_classifier() {
+    let tmp = tempfile::tempdir().unwrap();
+    for i in 0..3 {
+        put(&tmp.path().join(format!("train/cat/{i}.png")), &solid_png([200, 0, 0]));
+    }
+    let msg = load_with(tmp.path(), BadImagePolicy::Fail).unwrap_err().to_string();
+    assert!(msg.contains("one class folder (cat)") && msg.contains("at least two classes"), "{msg}");
+}
+
+#[test]
+fn class_names_with_line_breaks_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    good_folder(tmp.path());
+    put(&tmp.path().join("train/two\nlines/0.png"), &solid_png([0, 0, 200]));
+    let msg = load_with(tmp.path(), BadImagePolicy::Fail).unwrap_err().to_string();
+    assert!(msg.contains("control character") && msg.contains("rename the folder"), "{msg}");
+}
+
+#[test]
 fn test_class_folders_not_in_train_are_all_named() {
     let tmp = tempfile::tempdir().unwrap();
     good_folder(tmp.path());

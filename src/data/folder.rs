@@ -77,6 +77,19 @@ pub fn load_dir_with(root: &Path, progress: bool, policy: BadImagePolicy) -> Res
                 .map_err(|c| DataError::format(&train_dir.join(&c), "class folder name is not valid UTF-8; rename it"))
         })
         .collect::<Result<_, _>>()?;
+    // classes.txt keeps one name a line, and a name is shown in tables and reports.
+    if let Some(name) = names.iter().find(|n| n.chars().any(char::is_control)) {
+        return Err(DataError::format(
+            &train_dir.join(name),
+            "class folder name holds a control character (a line break or a tab); rename the folder",
+        ));
+    }
+    if let [only] = names.as_slice() {
+        return Err(DataError::format(
+            &train_dir,
+            format!("has one class folder ({only}): a classifier needs at least two classes; add a folder per class"),
+        ));
+    }
 
     let train_items = list_items(&train_dir, &classes)?;
     if train_items.is_empty() {
@@ -332,14 +345,56 @@ pub fn decode_into(bytes: &[u8], out: &mut [u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// Whether a JPEG stream lacks the end-of-image marker (`FF D9`) after the start of its last
-/// scan (`FF DA`). Inside entropy-coded data a `FF` byte is always followed by `00` or a
-/// restart marker, so an `FF D9` there is the real end; bytes after it (padding, camera
-/// trailers) are allowed, and a thumbnail's own markers come before the main image's.
+/// Whether a JPEG stream ends before its end-of-image marker (`FF D9`), found by walking
+/// the stream's own structure from its start: each segment by its length, each scan's
+/// entropy-coded data up to the next marker (inside it a `FF` byte is always followed by
+/// `00`, a restart marker or fill). Bytes after the end-of-image marker are not looked at:
+/// padding, camera trailers and the video that phones append to "motion photos" are allowed,
+/// however their bytes look. A stream with no scan is truncated; one whose structure breaks
+/// after a scan (not a marker where one must be) is left to the decoder to judge.
 pub fn jpeg_is_truncated(bytes: &[u8]) -> bool {
-    match bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]) {
-        Some(sos) => !bytes[sos..].windows(2).any(|w| w == [0xFF, 0xD9]),
-        None => true,
+    /// The length of the segment whose length field starts at `at` (it counts itself).
+    fn segment(bytes: &[u8], at: usize) -> Option<usize> {
+        let len = usize::from(u16::from_be_bytes([*bytes.get(at)?, *bytes.get(at + 1)?]));
+        (len >= 2 && at + len <= bytes.len()).then_some(len)
+    }
+    if !bytes.starts_with(&[0xFF, 0xD8]) {
+        return true;
+    }
+    let (mut i, mut scanned) = (2, false);
+    loop {
+        match bytes.get(i) {
+            None => return true,
+            Some(0xFF) => {}
+            // Not a marker where one must be: with no scan yet there is no image; after one,
+            // the decoder judges what is left.
+            Some(_) => return !scanned,
+        }
+        while bytes.get(i) == Some(&0xFF) {
+            i += 1;
+        }
+        let Some(&marker) = bytes.get(i) else { return true };
+        i += 1;
+        match marker {
+            0xD9 => return false,
+            // Markers without a segment: restarts, TEM.
+            0xD0..=0xD7 | 0x01 => {}
+            _ => {
+                let Some(len) = segment(bytes, i) else { return true };
+                i += len;
+                if marker == 0xDA {
+                    scanned = true;
+                    // Entropy-coded data: up to a `FF` that starts a marker.
+                    loop {
+                        let (Some(&b), Some(&next)) = (bytes.get(i), bytes.get(i + 1)) else { return true };
+                        if b == 0xFF && next != 0x00 && next != 0xFF && !(0xD0..=0xD7).contains(&next) {
+                            break;
+                        }
+                        i += 1;
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -442,6 +497,14 @@ mod tests {
             assert!(err.contains("truncated"), "cut at {cut}: {err}");
         }
         assert!(jpeg_is_truncated(b"\xFF\xD8 no scan at all"));
+        // A phone's "motion photo": a whole JPEG, then a video whose bytes hold a start-of-scan
+        // marker and no end-of-image one.
+        let mut motion = jpeg.clone();
+        motion.extend_from_slice(b"\x00\x00\x00\x18ftypmp42");
+        motion.extend_from_slice(&[0xFF, 0xDA, 0x00, 0x0C, 0x12, 0xFF, 0x00, 0x77]);
+        motion.extend((0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8 & 0xFE));
+        assert!(!jpeg_is_truncated(&motion));
+        decode_into(&motion, &mut out).unwrap();
     }
 
     #[test]

@@ -14,7 +14,7 @@
 //! [`layout`] decides what is shown and where (pure, unit-tested), `figures` draws shapes
 //! with plotters and `text` sets labels in the embedded DejaVu Sans font (so no system
 //! fonts are needed), `html` assembles the page. Every file is
-//! written atomically with [`crate::run::write_atomic`].
+//! written atomically with [`crate::run::write_file_atomic`].
 
 mod figures;
 mod html;
@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use crate::classifier::Classifier;
 use crate::data::ImageSet;
 use crate::eval;
-use crate::run::{EpochMetrics, RunDir, RunError, write_atomic};
+use crate::run::{EpochMetrics, RunDir, RunError, write_file_atomic};
 
 pub use figures::{CURVE_SIZE, MISTAKE_COLUMNS, MISTAKE_SCALE, MISTAKE_TILE, mistakes_size, probability_label};
 
@@ -60,6 +60,15 @@ pub enum ReportError {
         #[source]
         source: std::io::Error,
     },
+    /// A report file could not be written (a full disk, permissions, a folder in the way).
+    #[error("cannot write {}: {cause}; free disk space, or choose a writable folder with --out", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's error, shown in the message (not chained, so it is not
+        /// printed twice).
+        cause: std::io::Error,
+    },
     /// A figure could not be drawn or encoded.
     #[error("cannot draw {figure}: {reason}")]
     Draw {
@@ -68,6 +77,11 @@ pub enum ReportError {
         /// What plotters or the PNG encoder said.
         reason: String,
     },
+}
+
+/// Writes one report file atomically.
+fn write(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
+    write_file_atomic(path, bytes).map_err(|cause| ReportError::Write { path: path.to_path_buf(), cause })
 }
 
 fn draw_error(figure: &'static str) -> impl Fn(figures::DrawFailure) -> ReportError {
@@ -111,7 +125,7 @@ pub fn write_report(
     let mut written = Vec::with_capacity(pngs.len() + 1);
     for (file, _, png) in &pngs {
         let path = out.join(file);
-        write_atomic(&path, png)?;
+        write(&path, png)?;
         written.push(path);
     }
     let run_name =
@@ -127,7 +141,7 @@ pub fn write_report(
         figures: &figures,
     });
     let path = out.join(REPORT_HTML);
-    write_atomic(&path, page.as_bytes())?;
+    write(&path, page.as_bytes())?;
     written.push(path);
     Ok(written)
 }
@@ -150,7 +164,7 @@ pub fn write_curves_from(dir: &Path, metrics: &[EpochMetrics]) -> Result<Vec<Pat
     let mut written = Vec::with_capacity(2);
     for (file, png) in [(ACCURACY_PNG, accuracy), (LOSS_PNG, loss)] {
         let path = dir.join(file);
-        write_atomic(&path, &png)?;
+        write(&path, &png)?;
         written.push(path);
     }
     Ok(written)

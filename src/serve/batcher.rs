@@ -78,6 +78,7 @@ impl Batcher {
         let flag = Arc::clone(&running);
         let admitted = Admitted { tickets: Arc::clone(&tickets), capacity };
         let spawned = std::thread::Builder::new().name("classify-model".into()).spawn(move || {
+            crate::device::flush_subnormals();
             let _stopped = StopFlag(flag);
             run(model, &receiver, options, &admitted, &metrics);
         });

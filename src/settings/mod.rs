@@ -58,6 +58,29 @@ pub struct TrainSettings {
 }
 
 impl TrainSettings {
+    /// Checks every value a user can set, naming the flag at fault: run before any data is
+    /// read or downloaded, so a typo costs nothing.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.epochs == 0 {
+            return Err("--epochs must be at least 1".into());
+        }
+        if self.batch_size == 0 {
+            return Err("--batch-size must be at least 1".into());
+        }
+        if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
+            return Err(format!("--lr must be a positive number, got {}", self.learning_rate));
+        }
+        if !(0.0..1.0).contains(&self.val_split) {
+            return Err(format!("--val-split must be a fraction in [0, 1), such as 0.1, got {}", self.val_split));
+        }
+        if self.val_split == 0.0 && self.recipe.patience.is_some() {
+            return Err("--patience stops on validation accuracy, and --val-split 0 leaves no \
+                        validation images: pass a --val-split above 0, or leave --patience out"
+                .into());
+        }
+        self.recipe.validate()
+    }
+
     /// The defaults of `recipe_name` for `model`, with the default seed and split.
     pub fn defaults(model: ModelKind, recipe_name: RecipeName) -> Self {
         let d = recipe_name.defaults(model);
@@ -381,6 +404,27 @@ mod tests {
             let f = r.lr_factor(s, 20, 10);
             assert!(f > 0.0 && f <= 1.0, "step {s}: {f}");
         }
+    }
+
+    #[test]
+    fn run_settings_are_checked_before_any_data_is_read() {
+        let seed = TrainSettings::defaults(ModelKind::Seed, RecipeName::Original);
+        assert!(seed.validate().is_ok());
+        assert!(TrainSettings::defaults(ModelKind::Fast, RecipeName::Modern).validate().is_ok());
+        let bad = |s: TrainSettings, flag: &str| {
+            let err = s.validate().unwrap_err();
+            assert!(err.contains(flag), "{err}");
+        };
+        bad(TrainSettings { epochs: 0, ..seed.clone() }, "--epochs");
+        bad(TrainSettings { batch_size: 0, ..seed.clone() }, "--batch-size");
+        bad(TrainSettings { learning_rate: -1.0, ..seed.clone() }, "--lr");
+        bad(TrainSettings { val_split: 1.5, ..seed.clone() }, "--val-split");
+        bad(TrainSettings { recipe: Recipe { momentum: 2.0, ..Recipe::default() }, ..seed.clone() }, "--momentum");
+        // Early stopping needs validation images to stop on.
+        let patient = Recipe { patience: Some(2), ..Recipe::default() };
+        bad(TrainSettings { val_split: 0.0, recipe: patient.clone(), ..seed.clone() }, "--patience");
+        assert!(TrainSettings { val_split: 0.0, ..seed.clone() }.validate().is_ok());
+        assert!(TrainSettings { recipe: patient, ..seed }.validate().is_ok());
     }
 
     #[test]

@@ -216,6 +216,46 @@ mod tests {
         assert!((f64::from(p[0]) - want).abs() < 1e-5, "{} vs {want}", p[0]);
     }
 
+    /// A weight whose gradient stops after the first step: its first moment decays by 0.9 a
+    /// step, below f32's smallest normal (1.2e-38) after about 830 steps. With subnormals
+    /// flushed (what every compute thread does, see `crate::device`), the moment becomes 0
+    /// instead, and the weights come out the same.
+    #[test]
+    fn flushing_subnormal_moments_leaves_the_weights_unchanged() {
+        // The update runs on rayon's threads: a pool of its own, set up as the binary sets up
+        // the global one (or not), so no other test's threads are touched.
+        let run = |flush: bool| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(1)
+                .start_handler(move |_| {
+                    if flush {
+                        crate::device::flush_subnormals();
+                    }
+                })
+                .build()
+                .unwrap();
+            pool.install(|| {
+                let adam = FusedAdam::new(&settings());
+                let (mut p, mut m, mut v) = (vec![0.5f32, 0.5], vec![0.0f32; 2], vec![0.0f32; 2]);
+                for t in 1..=1000 {
+                    // The second weight keeps a small gradient, so the step sizes stay real.
+                    let g = [if t == 1 { 1e-2 } else { 0.0 }, 1e-3];
+                    adam.update(1e-3, t, &mut p, &g, &mut m, &mut v);
+                }
+                (p, m)
+            })
+        };
+        let (ieee, ieee_m) = run(false);
+        let (flushed, flushed_m) = run(true);
+        assert!(ieee_m[0] > 0.0 && ieee_m[0] < f32::MIN_POSITIVE, "the moment is subnormal: {}", ieee_m[0]);
+        if cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
+            assert_eq!(flushed_m[0], 0.0);
+        }
+        for (a, b) in ieee.iter().zip(&flushed) {
+            assert!((a - b).abs() <= 1e-7, "{ieee:?} vs {flushed:?}");
+        }
+    }
+
     #[test]
     fn state_survives_a_save_and_load() {
         let device = Device::flex().autodiff();

@@ -29,7 +29,7 @@ use rand::seq::SliceRandom;
 use crate::data::augment::augment_batch;
 use crate::data::{ImageSet, Splits};
 use crate::model::{Network, images_to_tensor, labels_to_tensor};
-use crate::run::{CheckpointParts, EpochMetrics, RunConfig, RunDir, RunError, best_epoch};
+use crate::run::{Checkpoint, CheckpointParts, EpochMetrics, RunConfig, RunDir, RunError, best_epoch};
 use crate::scores::{argmax, cross_entropy};
 use crate::settings::{AdamSettings, OptimizerKind, Recipe};
 use ema::Ema;
@@ -131,19 +131,11 @@ pub fn train(
             run.save_metrics(&[])?;
         }
         if let Some(checkpoint) = checkpoint {
-            let load = |name: &str, what: &'static str| -> Result<Network, TrainError> {
-                let weights = Bytes::from_bytes_vec(run.read(name)?);
-                let record = ModuleRecord::from_bytes(weights).map_err(record_err(what))?;
-                Network::init_revision(config.model, config.model_revision, config.classes.len(), &train_device)
-                    .try_load_record(record)
-                    .map_err(record_err("checkpoint weights do not fit the model"))
-            };
-            model = load(&checkpoint.model, "unreadable checkpoint weights")?;
+            (model, optimizer) = load_checkpoint_state(run, config, &checkpoint, device)?;
             resumed = true;
-            let state = Bytes::from_bytes_vec(run.read(&checkpoint.optimizer)?);
-            optimizer = optimizer.from_bytes(state).map_err(record_err("unreadable optimiser state"))?;
             if let (Some(decay), Some(name)) = (recipe.ema, &checkpoint.ema) {
-                ema = Some(Ema::new(decay, &load(name, "unreadable averaged weights")?.valid()));
+                let averaged = load_network(run, config, name, "unreadable averaged weights", &train_device)?;
+                ema = Some(Ema::new(decay, &averaged.valid()));
             }
             history = checkpoint.history;
             // Dropout masks after a resume differ from an uninterrupted run's; the shuffle
@@ -260,6 +252,42 @@ pub fn train(
         progress.epoch_done(run, &history);
     }
     Ok(history)
+}
+
+/// The trained weights (on `device` with autodiff) and the optimiser state of `run`'s
+/// `checkpoint`, ready to step: what `--resume` continues from, and what
+/// `classify bench --from-run` times a steady-state step with.
+pub fn load_checkpoint_state(
+    run: &RunDir,
+    config: &RunConfig,
+    checkpoint: &Checkpoint,
+    device: &Device,
+) -> Result<(Network, ModuleOptimizer), TrainError> {
+    let model =
+        load_network(run, config, &checkpoint.model, "unreadable checkpoint weights", &device.clone().autodiff())?;
+    let state = Bytes::from_bytes_vec(run.read(&checkpoint.optimizer)?);
+    let optimizer =
+        optimizer(config, device).from_bytes(state).map_err(|e| record_error(run, "unreadable optimiser state", e))?;
+    Ok((model, optimizer))
+}
+
+/// The network of `run`'s config with the weights of its file `name` (relative to the run).
+fn load_network(
+    run: &RunDir,
+    config: &RunConfig,
+    name: &str,
+    what: &'static str,
+    device: &Device,
+) -> Result<Network, TrainError> {
+    let weights = Bytes::from_bytes_vec(run.read(name)?);
+    let record = ModuleRecord::from_bytes(weights).map_err(|e| record_error(run, what, e))?;
+    Network::init_revision(config.model, config.model_revision, config.classes.len(), device)
+        .try_load_record(record)
+        .map_err(|e| record_error(run, "checkpoint weights do not fit the model", e))
+}
+
+fn record_error(run: &RunDir, what: &'static str, e: burn::store::RecordError) -> TrainError {
+    TrainError::Record { what, run: run.root().display().to_string(), reason: e.to_string() }
 }
 
 /// The optimiser a run's recipe asks for on `device`. BatchNorm layers are the fields named
