@@ -27,8 +27,10 @@ const LANES: usize = 16;
 /// Inputs per `vpdpbusd` lane: four byte pairs are summed into each 32-bit lane.
 const GROUP: usize = 4;
 /// Rows of the input multiplied together by the kernel, sharing each load of the weights.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code, reason = "the VNNI kernel is x86-64's"))]
 const ROWS: usize = 8;
 /// Output blocks per kernel call: 8 rows x 2 blocks = 16 accumulator registers.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code, reason = "the VNNI kernel is x86-64's"))]
 const BLOCKS: usize = 2;
 
 /// The int8 format of `--quantize int8`: values in [-127, 127], one symmetric scale per
@@ -75,6 +77,7 @@ pub struct Int8Dense {
     weights: Vec<i8>,
     /// The same weights for the kernel: per block of 16 outputs, per group of 4 inputs,
     /// 16 lanes of 4 bytes (`w[4g..4g + 4, block * 16 + lane]`), zero-padded.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code, reason = "the VNNI kernel is x86-64's"))]
     packed: Vec<i8>,
     bias: Vec<f32>,
 }
