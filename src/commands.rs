@@ -309,7 +309,8 @@ fn predict(args: PredictArgs, device: &Device) -> Result<()> {
     let classifier = args.inference.apply(Classifier::load(&args.run, device)?);
     let mut images = vec![0u8; args.images.len() * IMAGE_BYTES];
     for (path, slot) in args.images.iter().zip(images.chunks_mut(IMAGE_BYTES)) {
-        let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let bytes =
+            data::folder::read_image_file(path).map_err(|reason| anyhow::anyhow!("{}: {reason}", path.display()))?;
         data::folder::decode_into(&bytes, slot).map_err(|reason| anyhow::anyhow!("{}: {reason}", path.display()))?;
     }
     let classes = classifier.classes();

@@ -11,8 +11,9 @@
 //! ```
 //!
 //! Every file is written under a temporary name and renamed into place, and
-//! `checkpoint.json` is renamed last, so a run killed at any moment resumes from the last
-//! checkpoint that was completely written.
+//! `checkpoint.json` is renamed after the epoch's weights, optimiser state and published
+//! `model.bpk`, so a run killed or failing at any moment resumes from the last checkpoint
+//! that was completely written, and `model.bpk` is never older than that checkpoint.
 
 use std::fs;
 use std::io::Write;
@@ -339,8 +340,8 @@ impl RunDir {
     }
 
     /// Saves a complete checkpoint for `history.last()`'s epoch: the model, optimiser and
-    /// average files first, then `checkpoint.json`, then `metrics.jsonl` and `model.bpk`;
-    /// last, the previous checkpoint's files are removed.
+    /// average files first, then `model.bpk`, then `checkpoint.json` (the commit point), then
+    /// `metrics.jsonl`; last, the previous checkpoint's files are removed.
     pub fn save_checkpoint_parts(&self, parts: &CheckpointParts, history: &[EpochMetrics]) -> Result<(), RunError> {
         let epoch = history.last().map_or(0, |m| m.epoch);
         let previous = self.load_checkpoint()?;
@@ -357,11 +358,14 @@ impl RunDir {
         if let (Some(name), Some(bytes)) = (&checkpoint.ema, parts.ema) {
             write_atomic(&self.path(name), bytes)?;
         }
-        write_json(&self.path(CHECKPOINT_FILE), &checkpoint)?;
-        self.save_metrics(history)?;
+        // The published weights go before `checkpoint.json`, the commit point: if writing
+        // them fails (a full disk), the last checkpoint is still the previous epoch's, which
+        // is what `model.bpk` then holds, and a resume trains this epoch again.
         if let Some(bytes) = parts.publish {
             self.save_weights(bytes)?;
         }
+        write_json(&self.path(CHECKPOINT_FILE), &checkpoint)?;
+        self.save_metrics(history)?;
         if let Some(old) = previous.filter(|old| old.epoch != epoch) {
             // Best effort: a stale file costs disk space, not correctness.
             let _ = fs::remove_file(self.path(&old.model));
@@ -613,6 +617,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let err = RunDir::new(dir.path().join("nope")).load_config().unwrap_err();
         assert!(err.to_string().contains("classify train"), "{err}");
+    }
+
+    /// A full disk while publishing `model.bpk` (here: a folder in its way) must not leave a
+    /// checkpoint newer than the published weights, or a resume would skip the epoch and
+    /// keep the stale `model.bpk`.
+    #[test]
+    fn a_failed_publish_leaves_the_previous_checkpoint_in_force() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::new(dir.path());
+        run.create().unwrap();
+        run.save_checkpoint(b"m1", b"o1", &[metrics(1)]).unwrap();
+        fs::remove_file(run.path(WEIGHTS_FILE)).unwrap();
+        fs::create_dir_all(run.path(WEIGHTS_FILE).join("in-the-way")).unwrap();
+        let err = run.save_checkpoint(b"m2", b"o2", &[metrics(1), metrics(2)]).unwrap_err();
+        assert!(matches!(err, RunError::Write { .. }), "{err}");
+        assert_eq!(run.load_checkpoint().unwrap().unwrap().epoch, 1, "epoch 2 is not committed");
+        assert_eq!(run.load_metrics().unwrap(), vec![metrics(1)]);
+        // A resume removes epoch 2's orphaned files and trains that epoch again.
+        let removed = run.remove_stale_files(run.load_checkpoint().unwrap().as_ref()).unwrap();
+        assert_eq!(removed.len(), 2, "{removed:?}");
     }
 
     #[test]

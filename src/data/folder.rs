@@ -32,6 +32,39 @@ pub const RESIZE_FILTER: FilterType = FilterType::Triangle;
 /// The model sees 32x32, so nothing useful is lost; the server uses the same limit.
 pub const MAX_PIXELS: u64 = 4096 * 4096;
 
+/// Largest image file read, in bytes (128 MiB): a 4096x4096 RGBA PNG stored without
+/// compression is 64 MiB, a camera's JPEG a few. Checked from the file's metadata before
+/// reading, and the read itself stops there, so a huge or endless "image" cannot fill memory.
+pub const MAX_FILE_BYTES: u64 = 128 << 20;
+
+/// Reads an image file whole, after checking that it is a regular file (a symlink is
+/// followed: to `/dev/zero` or a pipe it is refused, not read forever) of at most
+/// [`MAX_FILE_BYTES`]; the error is a one-line reason for a person.
+pub fn read_image_file(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let meta = fs::metadata(path).map_err(|e| format!("cannot read: {e}"))?;
+    if !meta.is_file() {
+        return Err("not a regular file (a device, a pipe or a folder): only image files are read".into());
+    }
+    let too_big = |len: u64| {
+        format!(
+            "the file is {:.1} MiB; image files over {} MiB are refused: shrink it first",
+            len as f64 / f64::from(1 << 20),
+            MAX_FILE_BYTES >> 20
+        )
+    };
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(too_big(meta.len()));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    let file = fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
+    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(|e| format!("cannot read: {e}"))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(too_big(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
 /// Loads an image-folder root with [`BadImagePolicy::Fail`]; see [`load_dir_with`].
 ///
 /// # Errors
@@ -253,7 +286,7 @@ fn decode_items(
 ) -> Result<ImageSet, DataError> {
     let mut images = vec![0u8; items.len() * IMAGE_BYTES];
     let decode_one = |out: &mut [u8], path: &PathBuf| {
-        let bytes = fs::read(path).map_err(|e| DataError::io("cannot read", path, e))?;
+        let bytes = read_image_file(path).map_err(|reason| DataError::Decode { path: path.clone(), reason })?;
         decode_into(&bytes, out).map_err(|reason| DataError::Decode { path: path.clone(), reason })?;
         bar.inc(1);
         Ok::<(), DataError>(())
@@ -505,6 +538,31 @@ mod tests {
         motion.extend((0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8 & 0xFE));
         assert!(!jpeg_is_truncated(&motion));
         decode_into(&motion, &mut out).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn only_regular_files_of_bounded_size_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let fine = dir.path().join("fine.jpg");
+        std::fs::write(&fine, b"some bytes").unwrap();
+        assert_eq!(read_image_file(&fine).unwrap(), b"some bytes");
+        // A symlink to an endless device, a pipe nobody writes to, a folder: refused unread.
+        let zero = dir.path().join("zero.jpg");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        let fifo = dir.path().join("fifo.jpg");
+        let name = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid, NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+        for path in [&zero, &fifo, &dir.path().to_path_buf()] {
+            let err = read_image_file(path).unwrap_err();
+            assert!(err.contains("not a regular file"), "{}: {err}", path.display());
+        }
+        // A sparse file claiming 20 GiB: refused from its size, nothing read.
+        let huge = dir.path().join("huge.jpg");
+        std::fs::File::create(&huge).unwrap().set_len(20 << 30).unwrap();
+        let err = read_image_file(&huge).unwrap_err();
+        assert!(err.contains("20480.0 MiB") && err.contains("over 128 MiB"), "{err}");
     }
 
     #[test]
