@@ -32,6 +32,16 @@ pub const RESIZE_FILTER: FilterType = FilterType::Triangle;
 /// The model sees 32x32, so nothing useful is lost; the server uses the same limit.
 pub const MAX_PIXELS: u64 = 4096 * 4096;
 
+/// What a decoder may allocate besides the image itself (16 MiB): headers, colour profiles,
+/// text chunks. Reading a file's format and size is held to this alone.
+pub const PROBE_ALLOC: u64 = 16 << 20;
+
+fn probe_limits() -> image::Limits {
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(PROBE_ALLOC);
+    limits
+}
+
 /// Largest image file read, in bytes (128 MiB): a 4096x4096 RGBA PNG stored without
 /// compression is 64 MiB, a camera's JPEG a few. Checked from the file's metadata before
 /// reading, and the read itself stops there, so a huge or endless "image" cannot fill memory.
@@ -337,7 +347,14 @@ pub fn decode_into(bytes: &[u8], out: &mut [u8]) -> Result<(), String> {
     if bytes.is_empty() {
         return Err("the file is empty (0 bytes)".into());
     }
-    let reader = || image::ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| e.to_string());
+    // Every reader has an allocation cap: a small file can still inflate (a PNG's colour
+    // profile is zlib data; the decoder drops it past the cap, and the pixels never read it).
+    let reader = || {
+        let mut reader =
+            image::ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| e.to_string())?;
+        reader.limits(probe_limits());
+        Ok::<_, String>(reader)
+    };
     match reader()?.format() {
         Some(image::ImageFormat::Png | image::ImageFormat::Jpeg) => {}
         Some(other) => {
@@ -357,10 +374,12 @@ pub fn decode_into(bytes: &[u8], out: &mut [u8]) -> Result<(), String> {
     let (width, height) = reader()?.into_dimensions().map_err(|e| e.to_string())?;
     check_dimensions(width, height)?;
     let mut reader = reader()?;
-    // A second guard inside the decoder, in case a header and the data disagree.
-    let mut limits = image::Limits::default();
+    // A second guard inside the decoder, in case a header and the data disagree, and a memory
+    // budget of the decoded image's own size (8 bytes a pixel: 16-bit RGBA) plus the probe's.
+    let mut limits = probe_limits();
     limits.max_image_width = Some(width.max(1));
     limits.max_image_height = Some(height.max(1));
+    limits.max_alloc = Some(8 * u64::from(width) * u64::from(height) + PROBE_ALLOC);
     reader.limits(limits);
     let img = reader.decode().map_err(|e| e.to_string())?;
     let mut rgb = img.into_rgb8();
