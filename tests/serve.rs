@@ -488,6 +488,40 @@ async fn the_page_is_self_contained() {
 }
 
 #[tokio::test]
+async fn a_body_declared_over_the_limit_is_413_before_it_is_read() {
+    let mut request = post("/invocations", "image/png", vec![1u8, 2, 3]);
+    request.headers_mut().insert(header::CONTENT_LENGTH, "10000000000".parse().unwrap());
+    expect_error(shared_app(), request, StatusCode::PAYLOAD_TOO_LARGE, "declares 10000000000 bytes").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_client_declaring_10_gb_gets_413_at_once() {
+    let (served, _) = classifiers();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(classify::serve::run(listener, AppState::new(served, options(2, 1, 16)), async {
+        let _ = stopped.await;
+    }));
+    let answered = tokio::task::spawn_blocking(move || {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        // Past this the test fails instead of waiting for bytes that never come.
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let head = "POST /invocations HTTP/1.1\r\nHost: localhost\r\nContent-Type: image/png\r\n\
+                    Content-Length: 10000000000\r\n\r\nabc";
+        stream.write_all(head.as_bytes()).unwrap();
+        let mut response = [0u8; 512];
+        let n = stream.read(&mut response).unwrap_or(0);
+        String::from_utf8_lossy(&response[..n]).into_owned()
+    })
+    .await
+    .unwrap();
+    assert!(answered.starts_with("HTTP/1.1 413"), "{answered:?}");
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}
+
+#[tokio::test]
 async fn unknown_routes_and_methods_get_json_errors() {
     expect_error(shared_app(), get("/predict"), StatusCode::NOT_FOUND, "/predict").await;
     expect_error(shared_app(), get("/invocations"), StatusCode::METHOD_NOT_ALLOWED, "GET").await;

@@ -180,8 +180,28 @@ pub fn app(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn(refuse_declared_oversize))
         .layer(middleware::from_fn_with_state(metrics, metrics::track))
         .with_state(state)
+}
+
+/// Answers 413 at once to a request whose `Content-Length` is over [`BODY_LIMIT`], before
+/// any of its body is read: a client that declares 10 GB and sends 3 bytes gets its answer
+/// now instead of holding a connection until the bytes that never come.
+async fn refuse_declared_oversize(request: axum::extract::Request, next: middleware::Next) -> axum::response::Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match declared {
+        Some(length) if length > BODY_LIMIT as u64 => ApiError::TooLarge(format!(
+            "request body declares {length} bytes, over the {BODY_LIMIT} byte limit; send fewer or smaller \
+             images per request"
+        ))
+        .into_response(),
+        _ => next.run(request).await,
+    }
 }
 
 async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
