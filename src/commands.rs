@@ -232,6 +232,20 @@ fn load_eval_set(
         );
     }
     let split = split.unwrap_or(if splits.test.is_some() { SplitName::Test } else { SplitName::Val });
+    // The run's own validation split exists only on the data it trained on, unchanged: other
+    // image counts shift it onto images the model trained on (resume refuses the same).
+    let counts = (splits.train.len(), splits.val.len());
+    if split == SplitName::Val && spec == config.data && counts != (config.train_images, config.val_images) {
+        bail!(
+            "--data {spec} now gives {} training and {} validation images, but the run trained with {} \
+             and {}: its validation split would hold other images, some of them trained on; evaluate \
+             on the data as it was (the same files and --on-bad-image), or on a test split",
+            counts.0,
+            counts.1,
+            config.train_images,
+            config.val_images
+        );
+    }
     let (name, set) = match split {
         SplitName::Val => ("val", splits.val),
         SplitName::Test => match splits.test {

@@ -54,7 +54,7 @@ pub enum RunError {
         /// printed twice).
         cause: std::io::Error,
     },
-    #[error("{path}: not valid JSON ({source}); the run folder is damaged")]
+    #[error("{}: {} ({source}); the run folder is damaged", path.display(), json_problem(source))]
     Json { path: PathBuf, source: serde_json::Error },
     #[error("{0} is not a run folder (no config.json): run `classify train --out {0}` first")]
     NotARun(PathBuf),
@@ -66,6 +66,16 @@ pub enum RunError {
     NoWeights(PathBuf),
     #[error("{path}: {reason}")]
     Invalid { path: PathBuf, reason: String },
+}
+
+/// What is wrong with a JSON file, in words: broken syntax, or valid JSON with a field of the
+/// wrong type or missing.
+fn json_problem(error: &serde_json::Error) -> &'static str {
+    match error.classify() {
+        serde_json::error::Category::Data => "a field has the wrong type or is missing",
+        serde_json::error::Category::Eof => "the file ends early (not valid JSON)",
+        _ => "not valid JSON",
+    }
 }
 
 /// The run folder a file of a run lies in: its folder, or the one above `checkpoint/`.
@@ -305,6 +315,17 @@ impl RunDir {
         if config.classes.is_empty() {
             return Err(RunError::Invalid { path, reason: "no class names".into() });
         }
+        let mut names: Vec<&str> = config.classes.iter().map(String::as_str).collect();
+        names.sort_unstable();
+        if let Some(twice) = names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(RunError::Invalid {
+                path,
+                reason: format!(
+                    "the class {:?} is named twice; labels would be ambiguous: restore the run's own config.json",
+                    twice[0]
+                ),
+            });
+        }
         Ok(config)
     }
 
@@ -513,6 +534,23 @@ mod tests {
 
     fn metrics(epoch: usize) -> EpochMetrics {
         EpochMetrics { epoch, seconds: 1.0, train_loss: 1.0, train_acc: 0.5, val_loss: 1.0, val_acc: 0.5 }
+    }
+
+    #[test]
+    fn wrong_types_and_twice_named_classes_are_called_what_they_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::new(dir.path());
+        let mut value = serde_json::to_value(config(&["a", "b"])).unwrap();
+        value["epochs"] = serde_json::json!("two");
+        fs::write(run.path(CONFIG_FILE), value.to_string()).unwrap();
+        let err = run.load_config().unwrap_err().to_string();
+        assert!(err.contains("wrong type") && !err.contains("not valid JSON"), "{err}");
+        fs::write(run.path(CONFIG_FILE), "{\"format_version\": 1,").unwrap();
+        assert!(run.load_config().unwrap_err().to_string().contains("not valid JSON"));
+        let value = serde_json::to_value(config(&["cat", "dog", "cat"])).unwrap();
+        fs::write(run.path(CONFIG_FILE), value.to_string()).unwrap();
+        let err = run.load_config().unwrap_err().to_string();
+        assert!(err.contains("\"cat\" is named twice"), "{err}");
     }
 
     #[test]

@@ -461,3 +461,19 @@ fn export_write_errors_speak_of_export() {
     assert!(err.contains("cannot write --out blocker/model.onnx") && err.contains("writable --out"), "{err}");
     assert!(!err.contains("checkpoint") && !err.contains("classify train"), "{err}");
 }
+
+#[test]
+fn eval_on_the_val_split_of_changed_data_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    util::write_image_folder(&root.join("shapes"), &CLASSES, 8, 0);
+    ok(classify(root, &["train", "--data", "shapes", "--epochs", "1", "--val-split", "0.25", "--out", "r"]));
+    ok(classify(root, &["eval", "--run", "r", "--split", "val"]));
+    // One more image shifts the per-class split: the val set would hold trained-on images.
+    let class = root.join("shapes/train/blue");
+    let first = fs::read_dir(&class).unwrap().next().unwrap().unwrap().path();
+    fs::copy(&first, class.join("zz-extra.png")).unwrap();
+    let out = classify(root, &["eval", "--run", "r", "--split", "val"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("now gives 19 training and 6 validation images"), "{}", stderr(&out));
+}

@@ -360,6 +360,11 @@ fn cifar_meta_with_the_wrong_names() {
     // Too many names is allowed (a warning names the unused ones).
     write_cifar_dir(tmp.path(), &["a", "b", "c"]);
     assert_eq!(cifar::load_dir(tmp.path()).unwrap().classes, vec!["a", "b", "c"]);
+    // A byte-order mark, as Windows editors write one, is not part of the first name.
+    let meta = tmp.path().join(META_FILE);
+    let text = fs::read_to_string(&meta).unwrap();
+    fs::write(&meta, format!("\u{feff}{text}")).unwrap();
+    assert_eq!(cifar::load_dir(tmp.path()).unwrap().classes, vec!["a", "b", "c"]);
 }
 
 // ---------------------------------------------------------------------------------------------

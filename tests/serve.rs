@@ -525,6 +525,10 @@ async fn a_socket_client_declaring_10_gb_gets_413_at_once() {
 async fn unknown_routes_and_methods_get_json_errors() {
     expect_error(shared_app(), get("/predict"), StatusCode::NOT_FOUND, "/predict").await;
     expect_error(shared_app(), get("/invocations"), StatusCode::METHOD_NOT_ALLOWED, "GET").await;
+    // A model name that is not UTF-8 once percent-decoded: JSON, like every other error.
+    for uri in ["/v2/models/%FF%FE", "/v2/models/%FF%FE/ready"] {
+        expect_error(shared_app(), get(uri), StatusCode::BAD_REQUEST, "request path").await;
+    }
 }
 
 /// Sends a raw HTTP/1.1 request and returns the status code and body.

@@ -74,6 +74,8 @@ pub fn read_meta(path: &Path) -> Result<Vec<String>, DataError> {
     let bytes = fs::read(path).map_err(|e| missing_or_io(path, e))?;
     let text = String::from_utf8(bytes)
         .map_err(|_| DataError::format(path, "is not UTF-8 text; expected one class name per line"))?;
+    // A byte-order mark (editors on Windows write one) is not part of the first name.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let classes: Vec<String> = text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect();
     if classes.is_empty() {
         return Err(DataError::format(path, "names no classes; expected one class name per line"));

@@ -5,7 +5,7 @@
 //! for and one a SageMaker client reads just as well.
 
 use axum::Json;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -98,6 +98,14 @@ impl IntoResponse for ApiError {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
+    }
+}
+
+/// A path whose parameters cannot be read (a model name that is not UTF-8 once decoded): 400,
+/// with the JSON body every error has.
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        ApiError::BadRequest(format!("cannot read the request path: {}", rejection.body_text()))
     }
 }
 

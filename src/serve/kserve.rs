@@ -16,7 +16,7 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -84,13 +84,21 @@ pub async fn ready(State(state): State<AppState>) -> StatusCode {
 }
 
 /// `GET /v2/models/{name}/ready`.
-pub async fn model_ready(State(state): State<AppState>, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn model_ready(
+    State(state): State<AppState>,
+    name: Result<Path<String>, PathRejection>,
+) -> Result<StatusCode, ApiError> {
+    let Path(name) = name?;
     check_model(&name)?;
     Ok(ready_status(&state))
 }
 
 /// `GET /v2/models/{name}`: the model's inputs and outputs, and its class names.
-pub async fn model_metadata(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn model_metadata(
+    State(state): State<AppState>,
+    name: Result<Path<String>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Path(name) = name?;
     check_model(&name)?;
     let (c, side) = (CHANNELS as i64, IMAGE_SIZE as i64);
     Ok(Json(json!({
@@ -109,10 +117,11 @@ pub async fn model_metadata(State(state): State<AppState>, Path(name): Path<Stri
 /// `POST /v2/models/{name}/infer`.
 pub async fn infer(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    name: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let Path(name) = name?;
     check_model(&name)?;
     input::check_accept(&headers)?;
     match input::media_type(&headers).as_deref() {
