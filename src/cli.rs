@@ -183,7 +183,7 @@ pub struct PredictArgs {
     /// The run folder.
     #[arg(long)]
     pub run: PathBuf,
-    /// Image files (PNG or JPEG, any size; resized to 32x32).
+    /// Image files (PNG, JPEG, GIF, BMP, WebP or TIFF, any size; resized to 32x32).
     #[arg(required = true)]
     pub images: Vec<PathBuf>,
     /// Classes shown per image (at least 1; at most the run's classes are shown).

@@ -120,7 +120,7 @@ fn bad_files() -> Vec<(&'static str, Vec<u8>, &'static str)> {
     vec![
         ("empty.png", Vec::new(), "empty"),
         ("empty.jpg", Vec::new(), "empty"),
-        ("text.jpg", b"this is a note, not a picture\n".to_vec(), "not a PNG or JPEG"),
+        ("text.jpg", b"this is a note, not a picture\n".to_vec(), "not an image this reader knows"),
         ("truncated.png", good_png[..good_png.len() / 2].to_vec(), ""),
         ("crc.png", crc_broken, ""),
         ("truncated.jpg", jpeg[..jpeg.len() / 2].to_vec(), ""),
@@ -273,6 +273,39 @@ fn empty_class_folders_are_an_error_naming_them() {
         let msg = load_with(tmp.path(), policy).unwrap_err().to_string();
         assert!(msg.contains("class folder(s) c, d ") && msg.contains("remove the folder"), "{msg}");
     }
+}
+
+#[test]
+fn subfolders_and_other_formats_are_read_and_other_files_counted() {
+    let tmp = tempfile::tempdir().unwrap();
+    good_folder(tmp.path());
+    let blue = image::DynamicImage::ImageRgb8(image::RgbImage::from_pixel(40, 30, image::Rgb([0, 0, 200])));
+    for (name, format) in [
+        ("a/2019/x.gif", image::ImageFormat::Gif),
+        ("a/2019/deep/y.bmp", image::ImageFormat::Bmp),
+        ("b/z.webp", image::ImageFormat::WebP),
+        ("b/w.TIFF", image::ImageFormat::Tiff),
+    ] {
+        let mut bytes = Vec::new();
+        blue.write_to(&mut std::io::Cursor::new(&mut bytes), format).unwrap();
+        put(&tmp.path().join("train").join(name), &bytes);
+    }
+    // The desktop's own files are left out silently, other files with a warning.
+    for junk in ["a/.DS_Store", "a/._x.png", "a/2019/Thumbs.db", "b/notes.txt"] {
+        put(&tmp.path().join("train").join(junk), b"not an image");
+    }
+    let data = load_with(tmp.path(), BadImagePolicy::Fail).unwrap();
+    assert_eq!(data.train.labels, vec![0, 0, 0, 0, 0, 1, 1, 1, 1, 1]);
+    // Class a in path order: 0.png 1.png 2.png 2019/deep/y.bmp 2019/x.gif; all four new
+    // files decode to the blue they hold.
+    for i in [3, 4, 8, 9] {
+        let image = data.train.image(i);
+        assert_eq!((image[0], image[2 * 1024]), (0, 200), "image {i}");
+    }
+    let out = classify(tmp.path(), &["train", "--data", ".", "--epochs", "1", "--val-split", "0", "--out", "r"]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("1 file(s) in") && err.contains("notes.txt") && !err.contains("DS_Store"), "{err}");
 }
 
 #[test]

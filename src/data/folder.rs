@@ -20,8 +20,16 @@ use super::{BadImagePolicy, DataError, Dataset, IMAGE_BYTES, IMAGE_SIZE, ImageSe
 pub const TRAIN_DIR: &str = "train";
 /// Optional subfolder of the root holding the test classes.
 pub const TEST_DIR: &str = "test";
-/// File extensions read as images, compared case-insensitively; other files are ignored.
-pub const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
+/// File extensions read as images, compared case-insensitively; other files are left out and
+/// counted in one warning (hidden files and the desktop's own, such as `.DS_Store` and
+/// `Thumbs.db`, silently).
+pub const IMAGE_EXTENSIONS: [&str; 8] = ["png", "jpg", "jpeg", "gif", "bmp", "webp", "tif", "tiff"];
+
+/// How deep image files may lie under a class folder (`train/cat/2019/summer/x.jpg` is 2).
+pub const MAX_DEPTH: usize = 16;
+
+/// Files desktops write into folders, never images: left out without a word.
+const DESKTOP_FILES: [&str; 3] = ["thumbs.db", "desktop.ini", "icon\r"];
 
 /// Filter used when an image is not already 32x32. Triangle (bilinear with a support that
 /// widens when shrinking) averages over the source pixels instead of skipping them.
@@ -136,7 +144,10 @@ pub fn load_dir_with(root: &Path, progress: bool, policy: BadImagePolicy) -> Res
 
     let train_items = list_items(&train_dir, &classes)?;
     if train_items.is_empty() {
-        return Err(DataError::format(&train_dir, "holds no .png/.jpg/.jpeg images in its class folders"));
+        return Err(DataError::format(
+            &train_dir,
+            "holds no images (png, jpg, jpeg, gif, bmp, webp, tif, tiff) in its class folders",
+        ));
     }
     check_no_empty_class(&train_dir, &names, &train_items, "")?;
 
@@ -229,9 +240,10 @@ fn check_no_empty_class(
     Err(DataError::format(
         train_dir,
         format!(
-            "class folder(s) {} hold no usable .png/.jpg/.jpeg image{why}; add images or \
-             remove the folder(s), since every class needs training images",
-            empty.join(", ")
+            "class folder(s) {} hold no usable image ({}){why}; add images or remove the \
+             folder(s), since every class needs training images",
+            empty.join(", "),
+            IMAGE_EXTENSIONS.join(", ")
         ),
     ))
 }
@@ -254,31 +266,80 @@ fn list_classes(dir: &Path) -> Result<Vec<OsString>, DataError> {
     Ok(classes)
 }
 
-/// `(path, label)` for each image under `dir/<class>/`, class by class in `classes` order
-/// (label = index in `classes`), files sorted by name. Classes absent from `dir` are skipped.
+/// `(path, label)` for each image under `dir/<class>/`, in its subfolders too, class by class
+/// in `classes` order (label = index in `classes`), files sorted by their path below the class
+/// folder. Classes absent from `dir` are skipped. Files that are not images are left out and
+/// named in one warning.
 fn list_items(dir: &Path, classes: &[OsString]) -> Result<Vec<(PathBuf, u8)>, DataError> {
     let mut items = Vec::new();
+    let mut ignored = Vec::new();
     for (label, class) in classes.iter().enumerate() {
         let class_dir = dir.join(class);
         if !class_dir.is_dir() {
             continue;
         }
         let mut files = Vec::new();
-        for entry in fs::read_dir(&class_dir).map_err(|e| DataError::io("cannot list", &class_dir, e))? {
-            let entry = entry.map_err(|e| DataError::io("cannot list", &class_dir, e))?;
-            let name = entry.file_name();
-            if has_image_extension(&name) && entry.path().is_file() {
-                files.push(name);
-            }
-        }
-        // Byte order of the names, which for UTF-8 is Python's `sorted` (code-point) order.
+        let mut seen = std::collections::HashSet::new();
+        list_images(&class_dir, Path::new(""), 0, &mut seen, &mut files, &mut ignored)?;
+        // Byte order of the relative paths: for files directly in the class folder that is the
+        // names' order, Python's `sorted` (code-point) order, the rule the Keras peer splits by.
         files.sort();
         items.extend(files.into_iter().map(|f| (class_dir.join(f), label as u8)));
+    }
+    if !ignored.is_empty() {
+        let shown: Vec<String> = ignored.iter().take(5).map(|p: &PathBuf| p.display().to_string()).collect();
+        tracing::warn!(
+            "{} file(s) in {} are not images ({}) and were left out: {}{}",
+            ignored.len(),
+            dir.display(),
+            IMAGE_EXTENSIONS.join(", "),
+            shown.join(", "),
+            if ignored.len() > shown.len() { ", ..." } else { "" }
+        );
     }
     Ok(items)
 }
 
-/// Whether `name` ends in `.png`, `.jpg` or `.jpeg`, in any letter case.
+/// Adds the image files under `root/relative` to `files` (as paths relative to `root`) and
+/// the other visible files to `ignored`, down to [`MAX_DEPTH`] folders; a folder reached twice
+/// (a symlink loop) is listed once.
+fn list_images(
+    root: &Path,
+    relative: &Path,
+    depth: usize,
+    seen: &mut std::collections::HashSet<PathBuf>,
+    files: &mut Vec<PathBuf>,
+    ignored: &mut Vec<PathBuf>,
+) -> Result<(), DataError> {
+    let dir = root.join(relative);
+    if let Ok(canonical) = fs::canonicalize(&dir)
+        && !seen.insert(canonical)
+    {
+        return Ok(());
+    }
+    for entry in fs::read_dir(&dir).map_err(|e| DataError::io("cannot list", &dir, e))? {
+        let entry = entry.map_err(|e| DataError::io("cannot list", &dir, e))?;
+        let name = entry.file_name();
+        let lower = name.to_string_lossy().to_lowercase();
+        // Hidden files, and macOS's `._name` resource forks: never images.
+        if lower.starts_with('.') || DESKTOP_FILES.contains(&lower.as_str()) {
+            continue;
+        }
+        let path = entry.path();
+        if path.is_dir() {
+            if depth < MAX_DEPTH {
+                list_images(root, &relative.join(&name), depth + 1, seen, files, ignored)?;
+            }
+        } else if has_image_extension(&name) && path.is_file() {
+            files.push(relative.join(&name));
+        } else {
+            ignored.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Whether `name` ends in one of [`IMAGE_EXTENSIONS`], in any letter case.
 pub fn has_image_extension(name: &std::ffi::OsStr) -> bool {
     Path::new(name)
         .extension()
@@ -331,7 +392,7 @@ fn decode_items(
     Ok(set)
 }
 
-/// Decodes an encoded PNG or JPEG (format sniffed from the content, not the name) into
+/// Decodes an encoded PNG, JPEG, GIF (first frame), BMP, WebP or TIFF image (format sniffed from the content, not the name) into
 /// `out` as 32x32 RGB CHW; the error is a one-line explanation for a person.
 ///
 /// The image's size is read from its header first, and images over [`MAX_PIXELS`] are refused
@@ -356,12 +417,23 @@ pub fn decode_into(bytes: &[u8], out: &mut [u8]) -> Result<(), String> {
         Ok::<_, String>(reader)
     };
     match reader()?.format() {
-        Some(image::ImageFormat::Png | image::ImageFormat::Jpeg) => {}
+        Some(
+            image::ImageFormat::Png
+            | image::ImageFormat::Jpeg
+            | image::ImageFormat::Gif
+            | image::ImageFormat::Bmp
+            | image::ImageFormat::WebP
+            | image::ImageFormat::Tiff,
+        ) => {}
         Some(other) => {
-            return Err(format!("a {other:?} image; only PNG and JPEG are read, convert it first"));
+            return Err(format!(
+                "a {other:?} image; PNG, JPEG, GIF (its first frame), BMP, WebP and TIFF are read: convert it first"
+            ));
         }
         None => {
-            return Err("not a PNG or JPEG image (its content is neither, whatever its name says)".into());
+            return Err(
+                "not an image this reader knows (PNG, JPEG, GIF, BMP, WebP, TIFF), whatever its name says".into()
+            );
         }
     }
     if reader()?.format() == Some(image::ImageFormat::Jpeg) && jpeg_is_truncated(bytes) {
@@ -476,10 +548,10 @@ mod tests {
 
     #[test]
     fn extension_check_is_case_insensitive() {
-        for ok in ["a.png", "b.JPG", "c.Jpeg", "d.jpeg", "e.PnG"] {
+        for ok in ["a.png", "b.JPG", "c.Jpeg", "d.jpeg", "e.PnG", "f.bmp", "g.GIF", "h.webp", "i.tif", "j.TIFF"] {
             assert!(has_image_extension(ok.as_ref()), "{ok}");
         }
-        for no in ["a.txt", "b", "c.jpg.txt", "png", ".gif", "d.bmp"] {
+        for no in ["a.txt", "b", "c.jpg.txt", "png", ".gif", "d.heic", "e.svg"] {
             assert!(!has_image_extension(no.as_ref()), "{no}");
         }
     }
