@@ -83,4 +83,12 @@ fn a_colour_profile_bomb_decodes_within_the_budget() {
     // The image itself came through: the pattern x ^ y, in all three planes.
     assert_eq!(&out[..4], &[0, 1, 2, 3]);
     assert_eq!(out[1024 + 33], 0, "grey is replicated: (1, 1) is 1 ^ 1");
+
+    // The server reads the header before decoding: that read is held to the budget too.
+    PEAK.store(LIVE.load(Ordering::SeqCst), Ordering::SeqCst);
+    let before = LIVE.load(Ordering::SeqCst);
+    let images = classify::serve::input::single_image(&bomb).unwrap();
+    let peak = PEAK.load(Ordering::SeqCst) - before;
+    assert!(peak < 64 << 20, "serving it allocated {} MiB at once", peak >> 20);
+    assert_eq!(images, out);
 }

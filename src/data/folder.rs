@@ -44,6 +44,17 @@ pub const MAX_PIXELS: u64 = 4096 * 4096;
 /// text chunks. Reading a file's format and size is held to this alone.
 pub const PROBE_ALLOC: u64 = 16 << 20;
 
+/// The width and height an encoded image's header declares, read with [`PROBE_ALLOC`] as the
+/// decoder's allocation cap (a header's colour profile cannot inflate past it).
+pub fn image_dimensions(bytes: &[u8]) -> Result<(u32, u32), String> {
+    let mut reader = image::ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| e.to_string())?;
+    if reader.format().is_none() {
+        return Err("not an image this reader knows (PNG, JPEG, GIF, BMP, WebP, TIFF)".into());
+    }
+    reader.limits(probe_limits());
+    reader.into_dimensions().map_err(|e| e.to_string())
+}
+
 fn probe_limits() -> image::Limits {
     let mut limits = image::Limits::default();
     limits.max_alloc = Some(PROBE_ALLOC);

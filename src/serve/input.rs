@@ -12,8 +12,6 @@
 //!   to the nearest 1/255 as the model only ever sees 8-bit images; or `UINT8` 0-255; shaped
 //!   `[N, 3, 32, 32]` (CHW) or `[N, 32, 32, 3]` (HWC); data flat or nested, row-major.
 
-use std::io::Cursor;
-
 use axum::http::{HeaderMap, header};
 use base64::Engine;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
@@ -62,25 +60,44 @@ pub fn check_accept(headers: &HeaderMap) -> Result<(), ApiError> {
     if acceptable { Ok(()) } else { Err(ApiError::NotAcceptable(values.join(", "))) }
 }
 
-/// Decodes one encoded image into `out` (32x32 RGB CHW); `what` names it in errors.
-pub fn decode_image(bytes: &[u8], out: &mut [u8], what: &str) -> Result<(), ApiError> {
+/// Most pixels the images of one request may hold together (64 Mi: four 4096x4096 images,
+/// or 64 one-megapixel photos), checked from their headers before any is decoded, so one
+/// heavy request cannot hold the decoding pool for long while small ones wait.
+pub const MAX_REQUEST_PIXELS: u64 = 64 << 20;
+
+/// The pixels an encoded image's header declares; `what` names it in errors.
+fn declared_pixels(bytes: &[u8], what: &str) -> Result<u64, ApiError> {
     let undecodable = |reason: String| ApiError::Undecodable { what: what.to_string(), reason };
     if bytes.is_empty() {
         return Err(undecodable("it is empty; send a JPEG or PNG file".into()));
     }
-    let reader =
-        image::ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| undecodable(e.to_string()))?;
-    if reader.format().is_none() {
-        return Err(undecodable("not a JPEG or PNG image".into()));
-    }
-    let (width, height) = reader.into_dimensions().map_err(|e| undecodable(e.to_string()))?;
-    if u64::from(width) * u64::from(height) > MAX_PIXELS {
+    let (width, height) = crate::data::folder::image_dimensions(bytes).map_err(undecodable)?;
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels > MAX_PIXELS {
         return Err(ApiError::TooLarge(format!(
             "{what} is {width}x{height} pixels; at most {MAX_PIXELS} (4096x4096) are accepted: \
              shrink it first (the model sees 32x32)"
         )));
     }
-    crate::data::folder::decode_into(bytes, out).map_err(undecodable)
+    Ok(pixels)
+}
+
+/// Refuses a request whose images declare more than [`MAX_REQUEST_PIXELS`] together.
+fn check_request_pixels(total: u64) -> Result<(), ApiError> {
+    if total > MAX_REQUEST_PIXELS {
+        return Err(ApiError::TooLarge(format!(
+            "the images of this request hold {total} pixels together; at most {MAX_REQUEST_PIXELS} are \
+             decoded per request: send fewer or smaller images per request"
+        )));
+    }
+    Ok(())
+}
+
+/// Decodes one encoded image into `out` (32x32 RGB CHW); `what` names it in errors.
+pub fn decode_image(bytes: &[u8], out: &mut [u8], what: &str) -> Result<(), ApiError> {
+    declared_pixels(bytes, what)?;
+    crate::data::folder::decode_into(bytes, out)
+        .map_err(|reason| ApiError::Undecodable { what: what.to_string(), reason })
 }
 
 /// One encoded image, the body of an `image/*` request.
@@ -103,26 +120,43 @@ pub fn instances(body: &[u8]) -> Result<Vec<u8>, ApiError> {
         )
     })?;
     check_count(instances.len())?;
-    let mut images = vec![0; instances.len() * IMAGE_BYTES];
-    for (i, (instance, out)) in instances.iter().zip(images.chunks_mut(IMAGE_BYTES)).enumerate() {
+    // First every encoded image's bytes and declared size (the budget is checked before any
+    // is decoded), then the pixels.
+    let mut encoded: Vec<Option<Vec<u8>>> = Vec::with_capacity(instances.len());
+    let mut total = 0;
+    for (i, instance) in instances.iter().enumerate() {
         let what = format!("instance {i}");
-        match instance {
-            Value::String(text) => decode_base64_image(text, out, &what)?,
+        let bytes = match instance {
+            Value::String(text) => Some(base64_bytes(text, &what)?),
             Value::Object(fields) => match fields.get("b64") {
-                Some(Value::String(text)) => decode_base64_image(text, out, &what)?,
+                Some(Value::String(text)) => Some(base64_bytes(text, &what)?),
                 _ => {
                     return Err(ApiError::BadRequest(format!(
                         "{what}: an object must be {{\"b64\": \"<base64 image>\"}}"
                     )));
                 }
             },
-            Value::Array(_) => pixels_hwc(instance, out, &what)?,
+            Value::Array(_) => None,
             _ => {
                 return Err(ApiError::BadRequest(format!(
                     "{what}: expected a base64 string or a 32x32x3 array, found {}",
                     kind(instance)
                 )));
             }
+        };
+        if let Some(bytes) = &bytes {
+            total += declared_pixels(bytes, &what)?;
+        }
+        encoded.push(bytes);
+    }
+    check_request_pixels(total)?;
+    let mut images = vec![0; instances.len() * IMAGE_BYTES];
+    for (i, ((instance, bytes), out)) in instances.iter().zip(&encoded).zip(images.chunks_mut(IMAGE_BYTES)).enumerate()
+    {
+        let what = format!("instance {i}");
+        match bytes {
+            Some(bytes) => decode_image(bytes, out, &what)?,
+            None => pixels_hwc(instance, out, &what)?,
         }
     }
     Ok(images)
@@ -141,15 +175,13 @@ fn check_count(count: usize) -> Result<(), ApiError> {
 }
 
 /// Decodes base64 (standard alphabet, padding optional, an optional `data:...;base64,`
-/// prefix) and then the image it holds.
-fn decode_base64_image(text: &str, out: &mut [u8], what: &str) -> Result<(), ApiError> {
+/// prefix): the encoded image it holds.
+fn base64_bytes(text: &str, what: &str) -> Result<Vec<u8>, ApiError> {
     let text = match text.strip_prefix("data:").and_then(|rest| rest.split_once(";base64,")) {
         Some((_, payload)) => payload,
         None => text,
     };
-    let bytes =
-        BASE64.decode(text.trim()).map_err(|e| ApiError::BadRequest(format!("{what}: not valid base64 ({e})")))?;
-    decode_image(&bytes, out, what)
+    BASE64.decode(text.trim()).map_err(|e| ApiError::BadRequest(format!("{what}: not valid base64 ({e})")))
 }
 
 /// Reads a 32x32x3 (height, width, RGB) array of whole numbers 0-255 into CHW `out`.
@@ -226,12 +258,21 @@ pub fn tensor_images(input: &InferInput) -> Result<Vec<u8>, ApiError> {
         };
         check_count(count)?;
         let items = leaves(&input.data, count).map_err(bad)?;
-        let mut images = vec![0; count * IMAGE_BYTES];
-        for (i, (item, out)) in items.iter().zip(images.chunks_mut(IMAGE_BYTES)).enumerate() {
+        let mut encoded = Vec::with_capacity(count);
+        let mut total = 0;
+        for (i, item) in items.iter().enumerate() {
             let text = item.as_str().ok_or_else(|| {
                 bad(format!("element {i} is {}; BYTES elements are base64 strings of JPEG or PNG files", kind(item)))
             })?;
-            decode_base64_image(text, out, &format!("input {:?} element {i}", input.name))?;
+            let what = format!("input {:?} element {i}", input.name);
+            let bytes = base64_bytes(text, &what)?;
+            total += declared_pixels(&bytes, &what)?;
+            encoded.push((bytes, what));
+        }
+        check_request_pixels(total)?;
+        let mut images = vec![0; count * IMAGE_BYTES];
+        for ((bytes, what), out) in encoded.iter().zip(images.chunks_mut(IMAGE_BYTES)) {
+            decode_image(bytes, out, what)?;
         }
         return Ok(images);
     }
@@ -400,6 +441,31 @@ mod tests {
                 "{bytes:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_request_over_the_pixel_budget_is_refused_before_anything_is_decoded() {
+        // Headers claiming 4096x4096 (allowed one by one) over one real pixel: five of them
+        // are 80 Mi pixels, over the 64 Mi budget, refused from the headers alone.
+        let mut png = Vec::new();
+        image::codecs::png::PngEncoder::new(&mut png)
+            .write_image(&[0; 3], 1, 1, image::ExtendedColorType::Rgb8)
+            .unwrap();
+        png[16..20].copy_from_slice(&4096u32.to_be_bytes());
+        png[20..24].copy_from_slice(&4096u32.to_be_bytes());
+        let mut crc = flate2::Crc::new();
+        crc.update(&png[12..29]);
+        png[29..33].copy_from_slice(&crc.sum().to_be_bytes());
+        let body = |n: usize| {
+            let items: Vec<String> = (0..n).map(|_| format!("\"{}\"", BASE64.encode(&png))).collect();
+            format!("{{\"instances\": [{}]}}", items.join(","))
+        };
+        match instances(body(5).as_bytes()) {
+            Err(ApiError::TooLarge(message)) => assert!(message.contains("pixels together"), "{message}"),
+            other => panic!("{other:?}"),
+        }
+        // Four fit the budget; then decoding finds the pixel data missing.
+        assert!(matches!(instances(body(4).as_bytes()), Err(ApiError::Undecodable { .. })));
     }
 
     #[test]
