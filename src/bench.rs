@@ -103,13 +103,7 @@ impl Checkpointed {
     pub fn load(root: &Path, device: &Device) -> Result<Self, TrainError> {
         let run = RunDir::new(root);
         let config = run.load_config()?;
-        let checkpoint = run.load_checkpoint()?.ok_or_else(|| {
-            TrainError::Recipe(format!(
-                "{} has no complete checkpoint: train it for an epoch first (`classify train --out {}`)",
-                root.display(),
-                root.display()
-            ))
-        })?;
+        let checkpoint = run.load_checkpoint()?.ok_or_else(|| TrainError::NoCheckpoint(root.to_path_buf()))?;
         let (model, optimizer) = crate::train::load_checkpoint_state(&run, &config, &checkpoint, device)?;
         Ok(Checkpointed { config, epoch: checkpoint.epoch, model, optimizer })
     }

@@ -140,6 +140,7 @@ fn train_run(args: TrainArgs, device: &Device, device_name: &str, progress: Prog
         if args.data.data.is_some() {
             tracing::warn!("--data is ignored with --resume: the run keeps its saved data ({})", config.data);
         }
+        let (mut settings, mut replaced) = (config.settings(), false);
         for (setting, value) in given.iter() {
             match setting.on_resume {
                 OnResume::Kept => tracing::warn!(
@@ -148,30 +149,22 @@ fn train_run(args: TrainArgs, device: &Device, device_name: &str, progress: Prog
                     config.data
                 ),
                 OnResume::Replaces => {
-                    let mut settings = config.settings();
                     setting.apply(&mut settings, value)?;
-                    config.set_settings(&settings);
+                    replaced = true;
                 }
             }
         }
-        if given.iter().any(|(s, _)| s.on_resume == OnResume::Replaces) {
+        if replaced {
+            config.set_settings(&settings);
             run.save_config(&config)?;
         }
         let splits = load_splits(&config.data, &args.data, config.val_split)?;
         // Another image count would change every epoch's shuffle and the validation split.
-        if (splits.train.len(), splits.val.len()) != (config.train_images, config.val_images) {
-            bail!(
-                "--data {} now gives {} training and {} validation images, but the run in {} \
-                 started with {} and {}: resume with the same data (and the same --on-bad-image), \
-                 or start a new run",
-                config.data,
-                splits.train.len(),
-                splits.val.len(),
-                out.display(),
-                config.train_images,
-                config.val_images
-            );
-        }
+        check_counts_unchanged(
+            &config,
+            &splits,
+            "resume with the same data (and the same --on-bad-image), or start a new run",
+        )?;
         (config, splits)
     } else {
         if run.exists() || run.path(classify::run::CHECKPOINT_FILE).exists() {
@@ -213,6 +206,23 @@ fn train_run(args: TrainArgs, device: &Device, device_name: &str, progress: Prog
     Ok(())
 }
 
+/// Fails, with `advice`, unless `splits` (from the run's own `--data`) has the image counts the
+/// run trained with: other counts mean other batches and another validation split.
+fn check_counts_unchanged(config: &RunConfig, splits: &Splits, advice: &str) -> Result<()> {
+    let counts = (splits.train.len(), splits.val.len());
+    if counts != (config.train_images, config.val_images) {
+        bail!(
+            "--data {} now gives {} training and {} validation images, but the run trained with {} and {}: {advice}",
+            config.data,
+            counts.0,
+            counts.1,
+            config.train_images,
+            config.val_images
+        );
+    }
+    Ok(())
+}
+
 /// Loads the run and the images of the split that `eval` and `report` measure.
 fn load_eval_set(
     run: &Path,
@@ -234,17 +244,13 @@ fn load_eval_set(
     let split = split.unwrap_or(if splits.test.is_some() { SplitName::Test } else { SplitName::Val });
     // The run's own validation split exists only on the data it trained on, unchanged: other
     // image counts shift it onto images the model trained on (resume refuses the same).
-    let counts = (splits.train.len(), splits.val.len());
-    if split == SplitName::Val && spec == config.data && counts != (config.train_images, config.val_images) {
-        bail!(
-            "--data {spec} now gives {} training and {} validation images, but the run trained with {} \
-             and {}: its validation split would hold other images, some of them trained on; evaluate \
-             on the data as it was (the same files and --on-bad-image), or on a test split",
-            counts.0,
-            counts.1,
-            config.train_images,
-            config.val_images
-        );
+    if split == SplitName::Val && spec == config.data {
+        check_counts_unchanged(
+            config,
+            &splits,
+            "its validation split would hold other images, some of them trained on; evaluate on the \
+             data as it was (the same files and --on-bad-image), or on a test split",
+        )?;
     }
     let (name, set) = match split {
         SplitName::Val => ("val", splits.val),

@@ -3,12 +3,15 @@
 //!
 //! Its own test binary, so that the counting allocator below sees only this test.
 
+mod util;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use classify::data::IMAGE_BYTES;
 use classify::data::folder::decode_into;
+use util::png_chunk;
 
 /// The system allocator, counting the bytes live at once and their peak.
 struct Counting;
@@ -34,16 +37,6 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-fn chunk(png: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
-    png.extend_from_slice(&(data.len() as u32).to_be_bytes());
-    let mut crc = flate2::Crc::new();
-    crc.update(kind);
-    crc.update(data);
-    png.extend_from_slice(kind);
-    png.extend_from_slice(data);
-    png.extend_from_slice(&crc.sum().to_be_bytes());
-}
-
 fn zlib(parts: impl Iterator<Item = Vec<u8>>) -> Vec<u8> {
     let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
     for part in parts {
@@ -59,13 +52,13 @@ fn png_with_profile(profile_mib: usize) -> Vec<u8> {
     ihdr.extend_from_slice(&32u32.to_be_bytes());
     ihdr.extend_from_slice(&32u32.to_be_bytes());
     ihdr.extend_from_slice(&[8, 0, 0, 0, 0]); // 8-bit grey
-    chunk(&mut png, b"IHDR", &ihdr);
+    png_chunk(&mut png, b"IHDR", &ihdr);
     let mut iccp = b"bomb\0\0".to_vec(); // profile name, compression method 0
     iccp.extend(zlib((0..profile_mib).map(|_| vec![0u8; 1 << 20])));
-    chunk(&mut png, b"iCCP", &iccp);
+    png_chunk(&mut png, b"iCCP", &iccp);
     let rows: Vec<u8> = (0..32u8).flat_map(|y| std::iter::once(0).chain((0..32u8).map(move |x| x ^ y))).collect();
-    chunk(&mut png, b"IDAT", &zlib(std::iter::once(rows)));
-    chunk(&mut png, b"IEND", &[]);
+    png_chunk(&mut png, b"IDAT", &zlib(std::iter::once(rows)));
+    png_chunk(&mut png, b"IEND", &[]);
     png
 }
 

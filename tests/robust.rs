@@ -17,30 +17,10 @@ use classify::data::cifar::{self, META_FILE, TEST_FILE, TRAIN_FILES};
 use classify::data::folder::decode_into;
 use classify::data::{BadImagePolicy, DataError, IMAGE_BYTES, ImageSet, LoadOptions, PLANE_BYTES, load};
 use serde_json::Value;
-use util::{classify, ok, stderr, stdout};
+use util::{classify, ok, png_chunk, stderr, stdout};
 
 // ---------------------------------------------------------------------------------------------
 // Fixtures
-
-/// CRC-32 (IEEE, reflected, as PNG uses), bit by bit: small and obviously right.
-fn crc32(data: &[u8]) -> u32 {
-    let mut c = 0xFFFF_FFFFu32;
-    for &b in data {
-        c ^= u32::from(b);
-        for _ in 0..8 {
-            c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
-        }
-    }
-    !c
-}
-
-fn png_chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
-    out.extend((data.len() as u32).to_be_bytes());
-    let mut body = kind.to_vec();
-    body.extend_from_slice(data);
-    out.extend_from_slice(&body);
-    out.extend(crc32(&body).to_be_bytes());
-}
 
 /// A PNG written by hand, so colour types the `image` encoder never writes (palettes, low bit
 /// depths) can be tested: `rows` are the raw scanlines without filter bytes.

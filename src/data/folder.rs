@@ -454,7 +454,7 @@ pub fn decode_into(bytes: &[u8], out: &mut [u8]) -> Result<(), String> {
              export it again"
             .into());
     }
-    let (width, height) = reader()?.into_dimensions().map_err(|e| e.to_string())?;
+    let (width, height) = image_dimensions(bytes)?;
     check_dimensions(width, height)?;
     let mut reader = reader()?;
     // A second guard inside the decoder, in case a header and the data disagree, and a memory

@@ -443,19 +443,26 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_request_over_the_pixel_budget_is_refused_before_anything_is_decoded() {
-        // Headers claiming 4096x4096 (allowed one by one) over one real pixel: five of them
-        // are 80 Mi pixels, over the 64 Mi budget, refused from the headers alone.
+    /// A one-pixel RGB PNG whose header (with a valid checksum) claims `width` x `height`.
+    fn png_claiming(width: u32, height: u32) -> Vec<u8> {
         let mut png = Vec::new();
         image::codecs::png::PngEncoder::new(&mut png)
             .write_image(&[0; 3], 1, 1, image::ExtendedColorType::Rgb8)
             .unwrap();
-        png[16..20].copy_from_slice(&4096u32.to_be_bytes());
-        png[20..24].copy_from_slice(&4096u32.to_be_bytes());
+        // IHDR: length (8..12), "IHDR" (12..16), width, height, ... (16..29), CRC (29..33).
+        png[16..20].copy_from_slice(&width.to_be_bytes());
+        png[20..24].copy_from_slice(&height.to_be_bytes());
         let mut crc = flate2::Crc::new();
         crc.update(&png[12..29]);
         png[29..33].copy_from_slice(&crc.sum().to_be_bytes());
+        png
+    }
+
+    #[test]
+    fn a_request_over_the_pixel_budget_is_refused_before_anything_is_decoded() {
+        // Headers claiming 4096x4096 (allowed one by one) over one real pixel: five of them
+        // are 80 Mi pixels, over the 64 Mi budget, refused from the headers alone.
+        let png = png_claiming(4096, 4096);
         let body = |n: usize| {
             let items: Vec<String> = (0..n).map(|_| format!("\"{}\"", BASE64.encode(&png))).collect();
             format!("{{\"instances\": [{}]}}", items.join(","))
@@ -471,17 +478,8 @@ mod tests {
     #[test]
     fn huge_dimensions_are_refused_before_decoding() {
         // A PNG header claiming 5000x5000 pixels; the pixel data is never read.
-        let mut png = Vec::new();
-        image::codecs::png::PngEncoder::new(&mut png)
-            .write_image(&[0; 3], 1, 1, image::ExtendedColorType::Rgb8)
-            .unwrap();
-        // IHDR: length (8..12), "IHDR" (12..16), width, height, ... (16..29), CRC (29..33).
-        let mut big = png.clone();
-        big[16..20].copy_from_slice(&5000u32.to_be_bytes());
-        big[20..24].copy_from_slice(&5000u32.to_be_bytes());
-        let mut crc = flate2::Crc::new();
-        crc.update(&big[12..29]);
-        big[29..33].copy_from_slice(&crc.sum().to_be_bytes());
+        let png = png_claiming(1, 1);
+        let big = png_claiming(5000, 5000);
         let mut out = vec![0; IMAGE_BYTES];
         assert!(matches!(decode_image(&big, &mut out, "the image"), Err(ApiError::TooLarge(_))));
         assert!(decode_image(&png, &mut out, "the image").is_ok());

@@ -77,6 +77,8 @@ pub enum TrainError {
     Diverged(f64, usize),
     #[error("{0}")]
     Recipe(String),
+    #[error("{} has no complete checkpoint: train it for an epoch first (`classify train --out {}`)", .0.display(), .0.display())]
+    NoCheckpoint(std::path::PathBuf),
     #[error("stopped by a termination request during epoch {epoch}; the checkpoint of epoch {} is intact: continue with --resume", epoch - 1)]
     Stopped { epoch: usize },
 }
@@ -98,11 +100,7 @@ pub fn train(
     if splits.classes != config.classes {
         return Err(TrainError::ClassMismatch { run: config.classes.join(","), data: splits.classes.join(",") });
     }
-    let run_name = run.root().display().to_string();
-    let record_err = |what: &'static str| {
-        let run = run_name.clone();
-        move |e: burn::store::RecordError| TrainError::Record { what, run: run.clone(), reason: e.to_string() }
-    };
+    let record_err = |what: &'static str| move |e| record_error(run, what, e);
 
     config.recipe.validate().map_err(TrainError::Recipe)?;
     progress::pause_point("loaded");
