@@ -13,7 +13,7 @@ use burn::tensor::Device;
 use serde::Serialize;
 
 use crate::data::ImageSet;
-use crate::geometry::IMAGE_BYTES;
+use crate::geometry::ImageShape;
 use crate::model::{ModelKind, Network, images_to_tensor, labels_to_tensor};
 use crate::quantize::{Quantize, quantize};
 use crate::run::{RunConfig, RunDir};
@@ -31,6 +31,8 @@ pub const INFER_BATCH: usize = 256;
 #[derive(Debug, Clone)]
 pub struct BenchSettings {
     pub model: ModelKind,
+    /// Side of the square images, in pixels (`--image-size`).
+    pub image_size: usize,
     /// Images per training step; [`BenchSettings::recipe_batch_size`] is the recipe's.
     pub batch_size: usize,
     /// Timed training steps.
@@ -54,6 +56,8 @@ impl BenchSettings {
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchResult {
     pub model: String,
+    /// Side of the square images, in pixels.
+    pub image_size: usize,
     /// `fresh weights`, or the checkpoint the steps started from (`--from-run`).
     pub start: String,
     pub classify_version: String,
@@ -117,9 +121,11 @@ pub fn run(
     start: Option<Checkpointed>,
     device: &Device,
 ) -> BenchResult {
+    let shape = ImageShape::square(settings.image_size);
     let mut data = match images {
-        Some(set) if !set.is_empty() => set.clone(),
-        _ => synthetic(4096.max(settings.batch_size)),
+        Some(set) if !set.is_empty() => set.clone().center_crop(shape.size.min(set.shape.size)),
+        // As many pixels as 4,096 CIFAR images, and a batch at least.
+        _ => synthetic((4096 * 1024 / (shape.size * shape.size)).max(settings.batch_size), shape),
     };
     let data_name = match images {
         Some(set) if !set.is_empty() => format!("{} images", set.len()),
@@ -154,7 +160,7 @@ pub fn run(
         let indices: Vec<usize> = (step * bs..(step + 1) * bs).map(|i| i % data.len()).collect();
         let t0 = Instant::now();
         let batch = data.select(&indices);
-        let x = images_to_tensor(&batch.images, &train_device);
+        let x = images_to_tensor(&batch.images, data.shape, &train_device);
         let y = labels_to_tensor(&batch.labels, &train_device);
         let t1 = Instant::now();
         let loss = loss_fn.forward(model.forward(x), y);
@@ -178,17 +184,18 @@ pub fn run(
 
     let model = quantize(model.valid(), settings.quantize);
     let infer: Vec<u8> = (0..settings.infer_images).flat_map(|i| data.image(i % data.len()).iter().copied()).collect();
-    model.logits(&infer[..IMAGE_BYTES * INFER_BATCH.min(settings.infer_images)], device);
+    let bytes = data.shape.image_bytes();
+    model.logits(&infer[..bytes * INFER_BATCH.min(settings.infer_images)], data.shape, device);
     let t = Instant::now();
-    for chunk in infer.chunks(INFER_BATCH * IMAGE_BYTES) {
-        model.logits(chunk, device);
+    for chunk in infer.chunks(INFER_BATCH * bytes) {
+        model.logits(chunk, data.shape, device);
     }
     let infer_s = t.elapsed().as_secs_f64();
 
     let mut latencies: Vec<f64> = Vec::with_capacity(settings.latency_calls);
     for i in 0..settings.latency_calls + WARMUP_STEPS {
         let t = Instant::now();
-        model.logits(data.image(i % data.len()), device);
+        model.logits(data.image(i % data.len()), data.shape, device);
         if i >= WARMUP_STEPS {
             latencies.push(t.elapsed().as_secs_f64() * 1000.0);
         }
@@ -197,6 +204,7 @@ pub fn run(
 
     BenchResult {
         model: recipe.model.to_string(),
+        image_size: data.shape.size,
         start: start_name,
         classify_version: env!("CARGO_PKG_VERSION").to_string(),
         threads: rayon::current_num_threads(),
@@ -220,11 +228,11 @@ pub fn run(
     }
 }
 
-/// `n` deterministic pseudo-random images with labels `i % 10`.
-pub fn synthetic(n: usize) -> ImageSet {
+/// `n` deterministic pseudo-random images of `shape` with labels `i % 10`.
+pub fn synthetic(n: usize, shape: ImageShape) -> ImageSet {
     let mut state: u64 = 0x2545_F491_4F6C_DD1D;
-    let mut set = ImageSet::default();
-    let mut img = vec![0u8; IMAGE_BYTES];
+    let mut set = ImageSet::with_capacity(shape, n);
+    let mut img = vec![0u8; shape.image_bytes()];
     for i in 0..n {
         for v in img.iter_mut() {
             state ^= state << 13;
@@ -266,9 +274,10 @@ impl fmt::Display for BenchResult {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "classify {} bench, model {} ({}), {} threads, {} data, subnormals {}",
+            "classify {} bench, model {} at {} px ({}), {} threads, {} data, subnormals {}",
             self.classify_version,
             self.model,
+            self.image_size,
             self.start,
             self.threads,
             self.data,
@@ -307,13 +316,14 @@ mod tests {
     fn the_fast_model_is_benched_with_its_recipes_sgd() {
         let settings = BenchSettings {
             model: ModelKind::Fast,
+            image_size: 32,
             batch_size: 2,
             steps: 1,
             infer_images: 2,
             latency_calls: 1,
             quantize: Quantize::None,
         };
-        let r = run(&settings, Some(&synthetic(4)), None, &Device::flex());
+        let r = run(&settings, Some(&synthetic(4, ImageShape::CIFAR)), None, &Device::flex());
         assert_eq!((r.optimizer, r.learning_rate), (OptimizerKind::Sgd, 0.375));
         assert_eq!(BenchSettings::recipe_batch_size(ModelKind::Fast), 256);
         assert_eq!(BenchSettings::recipe_batch_size(ModelKind::Seed), 32);
@@ -331,8 +341,8 @@ mod tests {
 
     #[test]
     fn synthetic_images_are_deterministic_and_labelled_round_robin() {
-        let a = synthetic(12);
-        assert_eq!(a, synthetic(12));
+        let a = synthetic(12, ImageShape::CIFAR);
+        assert_eq!(a, synthetic(12, ImageShape::CIFAR));
         assert_eq!(a.len(), 12);
         assert_eq!(a.labels[11], 1);
         assert_ne!(a.image(0), a.image(1));
@@ -342,13 +352,14 @@ mod tests {
     fn bench_reports_every_figure_on_a_tiny_run() {
         let settings = BenchSettings {
             model: ModelKind::Seed,
+            image_size: 32,
             batch_size: 4,
             steps: 2,
             infer_images: 8,
             latency_calls: 3,
             quantize: Quantize::None,
         };
-        let r = run(&settings, Some(&synthetic(16)), None, &Device::flex());
+        let r = run(&settings, Some(&synthetic(16, ImageShape::CIFAR)), None, &Device::flex());
         assert_eq!(r.steps, 2);
         assert_eq!(r.data, "16 images");
         for v in [
@@ -369,8 +380,12 @@ mod tests {
         if cfg!(target_os = "linux") {
             assert!(r.peak_rss_mb.unwrap() > 1.0);
         }
-        let int8 =
-            run(&BenchSettings { quantize: Quantize::Int8, ..settings }, Some(&synthetic(16)), None, &Device::flex());
+        let int8 = run(
+            &BenchSettings { quantize: Quantize::Int8, ..settings },
+            Some(&synthetic(16, ImageShape::CIFAR)),
+            None,
+            &Device::flex(),
+        );
         assert_eq!(int8.quantize, Quantize::Int8);
         assert!(int8.infer_images_per_s_batch256 > 0.0 && int8.latency_ms_p50 > 0.0, "{int8:?}");
     }

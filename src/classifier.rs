@@ -105,7 +105,11 @@ impl Classifier {
             .into_iter()
             .map(|view| {
                 // The unchanged view reads the caller's images, so Tta::None copies nothing.
-                let images = if view == identity { Cow::Borrowed(images) } else { Cow::Owned(view_all(images, view)) };
+                let images = if view == identity {
+                    Cow::Borrowed(images)
+                } else {
+                    Cow::Owned(view_all(images, self.image_shape(), view))
+                };
                 self.view_probabilities(&images)
             })
             .collect();
@@ -114,7 +118,7 @@ impl Classifier {
 
     /// Softmax probabilities of the images exactly as given.
     fn view_probabilities(&self, images: &[u8]) -> Vec<Vec<f32>> {
-        let logits = self.model.logits(images, &self.device);
+        let logits = self.model.logits(images, self.image_shape(), &self.device);
         let classes = self.classes().len();
         logits.chunks(classes).take(self.config.image_shape().count(images.len())).map(softmax).collect()
     }

@@ -87,16 +87,25 @@ pub enum ModelCommand {
         /// Number of classes, 1 to 256.
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=256))]
         classes: u16,
+        /// Side of the input images [default: 32 for seed and fast, 128 for the ResNets].
+        #[arg(long, value_parser = clap::value_parser!(u16).range(32..=1024))]
+        image_size: Option<u16>,
     },
 }
 
 /// Where the data comes from, shared by `train`, `eval` and `report`.
 #[derive(Debug, Args)]
 pub struct DataArgs {
-    /// `cifar10` (the official set, fetched on first use), a CIFAR-10 binary folder, or an
-    /// image-folder root with train/<class>/*.{png,jpg,jpeg} and optionally test/<class>/...
+    /// `cifar10` (the official set, fetched on first use), a CIFAR-10 binary folder, a
+    /// folder of class folders (ROOT/<class>/*.jpg, validation carved out by --val-split;
+    /// or ROOT/train/<class>/... with optional ROOT/val/ and ROOT/test/), or a .csv file of
+    /// path,label rows.
     #[arg(long)]
     pub data: Option<String>,
+    /// A CSV file of `path,label` rows (paths relative to the file; an optional third
+    /// column says train, val or test): the same as --data FILE.csv.
+    #[arg(long, conflicts_with = "data")]
+    pub labels: Option<PathBuf>,
     /// Cache folder for downloaded datasets (see `classify data fetch --help`).
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
@@ -105,6 +114,13 @@ pub struct DataArgs {
     /// files skipped (image folders only).
     #[arg(long, value_enum, default_value = "fail")]
     pub on_bad_image: BadImagePolicy,
+}
+
+impl DataArgs {
+    /// The data spec given: --data, or --labels.
+    pub fn spec(&self) -> Option<String> {
+        self.data.clone().or_else(|| self.labels.as_ref().map(|p| p.display().to_string()))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -263,10 +279,14 @@ pub struct BenchArgs {
     /// The architecture.
     #[arg(long, value_enum, default_value = "seed")]
     pub model: ModelKind,
-    /// Images per training step [default: the model's recipe's: 32 for seed, 256 for fast;
-    /// with --from-run, the run's].
+    /// Images per training step [default: the model's recipe's: 32 for seed, 256 for fast,
+    /// 64 for the ResNets; with --from-run, the run's].
     #[arg(long)]
     pub batch_size: Option<usize>,
+    /// Side of the square images [default: the model's: 32 for seed and fast, 128 for the
+    /// ResNets; with --from-run, the run's].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(32..=1024))]
+    pub image_size: Option<u16>,
     /// Time the training steps from this run's last checkpoint (its model, recipe and
     /// optimiser state after many steps: the steady state of a real run) instead of from
     /// fresh weights; --model is then the run's.

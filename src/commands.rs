@@ -10,7 +10,7 @@ use serde_json::json;
 
 use classify::classifier::Classifier;
 use classify::data::augment::Tta;
-use classify::data::{self, BadImagePolicy, IMAGE_BYTES, ImageSet, LoadOptions, Splits};
+use classify::data::{self, BadImagePolicy, Framing, ImageSet, LoadOptions, Splits};
 use classify::eval::{self, Evaluation};
 use classify::model::{ModelKind, Network};
 use classify::quantize::Quantize;
@@ -28,9 +28,13 @@ use crate::cli::{
 pub fn run(command: Command, device: &Device, device_name: &str) -> Result<()> {
     match command {
         Command::Data(DataCommand::Fetch(args)) => fetch(args),
-        Command::Model(ModelCommand::Summary { model, classes }) => {
+        Command::Model(ModelCommand::Summary { model, classes, image_size }) => {
+            let size = image_size.map_or(model.default_image_size(), usize::from);
+            if model.fixed_size() && size != 32 {
+                bail!("--model {model} takes 32x32 images only: leave --image-size out");
+            }
             let net = Network::init(model, usize::from(classes), device);
-            println!("{}", net.summary());
+            println!("{}", net.summary(size));
             Ok(())
         }
         Command::Train(args) => train(args, device, device_name),
@@ -54,16 +58,18 @@ fn fetch(args: FetchArgs) -> Result<()> {
     Ok(())
 }
 
-fn load_splits(spec: &str, args: &DataArgs, val_split: f64) -> Result<Splits> {
+/// Loads `spec` and splits it as a run with `val_split` and `framing` trains on it.
+fn load_splits(spec: &str, args: &DataArgs, val_split: f64, framing: Framing) -> Result<Splits> {
     let opts = LoadOptions {
         cache_dir: args.cache_dir.clone(),
         url: None,
         progress: terminal(),
         on_bad_image: args.on_bad_image,
+        side: Some(framing.resize),
     };
     let started = std::time::Instant::now();
     let dataset = data::load(spec, &opts).with_context(|| format!("cannot load --data {spec}"))?;
-    let splits = data::split(dataset, val_split)?;
+    let splits = data::split(dataset, val_split)?.framed(framing);
     tracing::info!(
         "loaded {spec}: {} train, {} val, {} test images, {} classes in {:.1}s",
         splits.train.len(),
@@ -102,7 +108,9 @@ fn train(args: TrainArgs, device: &Device, device_name: &str) -> Result<()> {
 /// Fills what the command line left open from a SageMaker job: its data channel, its model
 /// folder, and its hyperparameters (flags given explicitly win).
 fn apply_job(job: &Job, mut args: TrainArgs) -> Result<TrainArgs> {
-    args.data.data = args.data.data.or(Some(job.data_dir()?.display().to_string()));
+    if args.data.spec().is_none() {
+        args.data.data = Some(job.data_dir()?.display().to_string());
+    }
     args.out = args.out.or(Some(job.model_dir()));
     if let Some(policy) = job_enum::<BadImagePolicy>(job, "on-bad-image")? {
         args.data.on_bad_image = policy;
@@ -137,7 +145,7 @@ fn train_run(args: TrainArgs, device: &Device, device_name: &str, progress: Prog
     let run = RunDir::new(&out);
     let (config, splits) = if args.resume {
         let mut config = run.load_config().context("--resume needs a run folder")?;
-        if args.data.data.is_some() {
+        if args.data.spec().is_some() {
             tracing::warn!("--data is ignored with --resume: the run keeps its saved data ({})", config.data);
         }
         let (mut settings, mut replaced) = (config.settings(), false);
@@ -158,7 +166,7 @@ fn train_run(args: TrainArgs, device: &Device, device_name: &str, progress: Prog
             config.set_settings(&settings);
             run.save_config(&config)?;
         }
-        let splits = load_splits(&config.data, &args.data, config.val_split)?;
+        let splits = load_splits(&config.data, &args.data, config.val_split, config.framing)?;
         // Another image count would change every epoch's shuffle and the validation split.
         check_counts_unchanged(
             &config,
@@ -172,8 +180,8 @@ fn train_run(args: TrainArgs, device: &Device, device_name: &str, progress: Prog
         }
         let settings = given.resolve()?;
         settings.validate().map_err(|reason| anyhow::anyhow!(reason))?;
-        let spec = args.data.data.clone().unwrap_or_else(|| data::CIFAR10_SPEC.to_string());
-        let splits = load_splits(&spec, &args.data, settings.val_split)?;
+        let spec = args.data.spec().unwrap_or_else(|| data::CIFAR10_SPEC.to_string());
+        let splits = load_splits(&spec, &args.data, settings.val_split, settings.framing())?;
         let config = RunConfig::new(
             &settings,
             spec,
@@ -232,8 +240,8 @@ fn load_eval_set(
 ) -> Result<(Classifier, &'static str, ImageSet)> {
     let classifier = Classifier::load(run, device)?;
     let config = classifier.config();
-    let spec = data.data.clone().unwrap_or_else(|| config.data.clone());
-    let splits = load_splits(&spec, data, config.val_split)?;
+    let spec = data.spec().unwrap_or_else(|| config.data.clone());
+    let splits = load_splits(&spec, data, config.val_split, config.framing)?;
     if splits.classes != config.classes {
         bail!(
             "--data {spec} has classes [{}] but the run was trained on [{}]",
@@ -327,11 +335,14 @@ fn print_evaluation(run: &Path, split: &str, inference: &InferenceArgs, e: &Eval
 
 fn predict(args: PredictArgs, device: &Device) -> Result<()> {
     let classifier = args.inference.apply(Classifier::load(&args.run, device)?);
-    let mut images = vec![0u8; args.images.len() * IMAGE_BYTES];
-    for (path, slot) in args.images.iter().zip(images.chunks_mut(IMAGE_BYTES)) {
+    let framing = classifier.config().framing;
+    let bytes_each = framing.input().image_bytes();
+    let mut images = vec![0u8; args.images.len() * bytes_each];
+    for (path, slot) in args.images.iter().zip(images.chunks_mut(bytes_each)) {
         let bytes =
             data::folder::read_image_file(path).map_err(|reason| anyhow::anyhow!("{}: {reason}", path.display()))?;
-        data::folder::decode_into(&bytes, slot).map_err(|reason| anyhow::anyhow!("{}: {reason}", path.display()))?;
+        data::folder::decode_framed(&bytes, slot, framing)
+            .map_err(|reason| anyhow::anyhow!("{}: {reason}", path.display()))?;
     }
     let classes = classifier.classes();
     let k = usize::from(args.top_k).clamp(1, classes.len());
@@ -394,7 +405,8 @@ fn export(args: ExportArgs, device: &Device) -> Result<()> {
             (ExportFormat::Onnx, Quantize::Int8) => "model-int8.onnx",
         })
     });
-    let bytes = classify::onnx::export(classifier.model(), config.model.name(), &config.classes, args.quantize);
+    let bytes =
+        classify::onnx::export(classifier.model(), config.model.name(), &config.classes, config.framing, args.quantize);
     classify::run::write_file_atomic(&out, &bytes).map_err(|e| {
         anyhow::anyhow!("cannot write --out {}: {e}; free disk space, or choose a writable --out", out.display())
     })?;
@@ -404,13 +416,6 @@ fn export(args: ExportArgs, device: &Device) -> Result<()> {
 }
 
 fn bench(args: BenchArgs, device: &Device) -> Result<()> {
-    let images = match &args.data {
-        Some(spec) => {
-            let opts = LoadOptions { progress: terminal(), ..LoadOptions::default() };
-            Some(data::load(spec, &opts).with_context(|| format!("cannot load --data {spec}"))?.train)
-        }
-        None => None,
-    };
     let start = match &args.from_run {
         Some(run) => Some(
             classify::bench::Checkpointed::load(run, device)
@@ -423,8 +428,25 @@ fn bench(args: BenchArgs, device: &Device) -> Result<()> {
         (Some(start), None) => start.config.batch_size,
         (None, None) => classify::bench::BenchSettings::recipe_batch_size(args.model),
     };
+    let model = start.as_ref().map_or(args.model, |s| s.config.model);
+    let image_size = match (&start, args.image_size) {
+        (_, Some(size)) => usize::from(size),
+        (Some(start), None) => start.config.framing.size,
+        (None, None) => model.default_image_size(),
+    };
+    if model.fixed_size() && image_size != 32 {
+        bail!("--model {model} takes 32x32 images only: leave --image-size out, or bench a resnet");
+    }
+    let images = match &args.data {
+        Some(spec) => {
+            let opts = LoadOptions { progress: terminal(), side: Some(image_size), ..LoadOptions::default() };
+            Some(data::load(spec, &opts).with_context(|| format!("cannot load --data {spec}"))?.train)
+        }
+        None => None,
+    };
     let settings = classify::bench::BenchSettings {
-        model: start.as_ref().map_or(args.model, |s| s.config.model),
+        model,
+        image_size,
         batch_size: batch_size.max(1),
         steps: args.steps.max(1),
         infer_images: args.infer_images.max(1),
@@ -469,7 +491,7 @@ mod tests {
     /// how the process runs) is a SageMaker hyperparameter of the same name and effect.
     #[test]
     fn every_train_flag_is_a_sagemaker_hyperparameter_with_the_same_effect() {
-        let not_hyperparameters = ["data", "cache-dir", "out", "resume", "sagemaker", "device", "threads", "help"];
+        let not_hyperparameters = ["data", "labels", "cache-dir", "out", "resume", "sagemaker", "device", "threads", "help"];
         let cli = Cli::command();
         let train = cli.find_subcommand("train").unwrap();
         let mut checked = 0;

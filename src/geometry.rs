@@ -30,6 +30,11 @@ impl ImageShape {
         self.channels * self.plane_bytes()
     }
 
+    /// Square RGB images of side `size`.
+    pub const fn square(size: usize) -> ImageShape {
+        ImageShape { channels: 3, size }
+    }
+
     /// The NCHW tensor shape of `batch` images.
     pub const fn dims(self, batch: usize) -> [usize; 4] {
         [batch, self.channels, self.size, self.size]
@@ -38,6 +43,42 @@ impl ImageShape {
     /// How many whole images `bytes` holds.
     pub const fn count(self, bytes: usize) -> usize {
         bytes / self.image_bytes()
+    }
+}
+
+/// How an image of any size becomes a model's input: its shorter side is resized to
+/// `resize` pixels (keeping its aspect), then the centre `size` x `size` square is cut out.
+/// `size` is the run's `--image-size`; `resize` leaves the margin that a training crop
+/// samples from (`size` itself for CIFAR's 32x32 images, whose crops shift instead).
+///
+/// Training images are kept at `resize` x `resize` (the centre square), validation, test
+/// and served images are cut to `size` as evaluation expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Framing {
+    /// Side of the model's square input, in pixels.
+    pub size: usize,
+    /// The shorter side of an image before the centre crop, in pixels (at least `size`).
+    pub resize: usize,
+}
+
+impl Framing {
+    /// CIFAR's: 32x32 images, kept as they are.
+    pub const CIFAR: Framing = Framing { size: 32, resize: 32 };
+
+    /// For photos at `size`: resized so that the crop keeps 87.5% of the shorter side
+    /// (torchvision's and timm's evaluation rule: 146 for 128, 256 for 224).
+    pub fn photo(size: usize) -> Framing {
+        Framing { size, resize: (size as f64 / 0.875).round() as usize }
+    }
+
+    /// The images the model takes.
+    pub const fn input(self) -> ImageShape {
+        ImageShape::square(self.size)
+    }
+
+    /// The training images as kept in memory, before their random crop.
+    pub const fn stored(self) -> ImageShape {
+        ImageShape::square(self.resize)
     }
 }
 
@@ -61,5 +102,13 @@ mod tests {
         assert_eq!(shape.dims(5), [5, 3, 32, 32]);
         assert_eq!(shape.count(3 * 3072 + 7), 3);
         assert_eq!((IMAGE_SIZE, CHANNELS, IMAGE_BYTES, PLANE_BYTES), (32, 3, 3072, 1024));
+    }
+
+    #[test]
+    fn photos_keep_seven_eighths_of_the_shorter_side() {
+        assert_eq!(Framing::photo(128), Framing { size: 128, resize: 146 });
+        assert_eq!(Framing::photo(224).resize, 256);
+        assert_eq!(Framing::CIFAR.input(), ImageShape::CIFAR);
+        assert_eq!(Framing::photo(128).stored().image_bytes(), 3 * 146 * 146);
     }
 }

@@ -5,11 +5,12 @@
 //! protocol-buffer writer ([`pb`]) rather than through a tracing exporter: the CPU forward
 //! pass finds its max-pool windows on the host, which a trace cannot see. What it contains:
 //!
-//! - input `images`: float32 `[batch, 3, 32, 32]`, RGB planes, pixel values / 255 (the
-//!   model's own input contract, also stated in the metadata under `classify.input`);
+//! - input `images`: float32 `[batch, 3, S, S]` at the run's `--image-size` S, RGB planes,
+//!   pixel values / 255 (the model's own input contract, also stated in the metadata under
+//!   `classify.input`, with `classify.image_size` and `classify.resize`);
 //! - outputs `logits` `[batch, classes]` and `probabilities` (their softmax);
 //! - metadata: `classify.model`, `classify.classes` (JSON list in label order),
-//!   `classify.input`, `classify.precision`.
+//!   `classify.input`, `classify.image_size`, `classify.resize`, `classify.precision`.
 //!
 //! With `--quantize int8` every convolution and dense weight is stored as int8 with one
 //! fp32 scale and expanded by a `DequantizeLinear` node: a quarter of the size, and the same
@@ -17,27 +18,36 @@
 
 use burn::prelude::*;
 
-use crate::model::{Fast, Network, Seed};
+use crate::geometry::Framing;
+use crate::model::{Fast, Network, ResNet, Seed};
 use crate::quantize::{Quantize, quantize_tensor};
 
 /// ONNX operator set the graph is written for.
 pub const OPSET: i64 = 13;
 /// ONNX IR version that goes with [`OPSET`].
 const IR_VERSION: i64 = 7;
-/// What the graph's input holds, stored in its metadata.
-pub const INPUT_CONTRACT: &str = "images: float32 [batch, 3, 32, 32], RGB planes (channel, row, column), \
-     pixel values divided by 255 (0..1); larger images are resized to 32x32 first";
+/// What the graph's input holds at `size` x `size`, stored in its metadata.
+pub fn input_contract(size: usize) -> String {
+    format!(
+        "images: float32 [batch, 3, {size}, {size}], RGB planes (channel, row, column), pixel values divided by \
+         255 (0..1); other images: resize the shorter side, then cut out the centre {size}x{size} square \
+         (classify.resize says to how many pixels)"
+    )
+}
 
 /// ONNX tensor element types.
 const FLOAT: i64 = 1;
 const INT8: i64 = 3;
 
-/// The ONNX file of `model`, whose classes are `classes`, at `precision`.
-pub fn export(model: &Network, model_name: &str, classes: &[String], precision: Quantize) -> Vec<u8> {
+/// The ONNX file of `model`, whose classes are `classes` and whose input is framed as
+/// `framing` says, at `precision`.
+pub fn export(model: &Network, model_name: &str, classes: &[String], framing: Framing, precision: Quantize) -> Vec<u8> {
+    let size = framing.size;
     let mut g = Graph { nodes: Vec::new(), initializers: Vec::new(), count: 0, precision };
     let logits = match model {
         Network::Seed(net) => seed_graph(&mut g, net),
         Network::Fast(net) => fast_graph(&mut g, net),
+        Network::ResNet(net) => resnet_graph(&mut g, net),
     };
     g.node_named("Identity", &[&logits], "logits", Vec::new());
     g.node_named("Softmax", &["logits"], "probabilities", vec![attr_int("axis", 1)]);
@@ -50,7 +60,8 @@ pub fn export(model: &Network, model_name: &str, classes: &[String], precision: 
     for init in &g.initializers {
         graph.msg(5, init);
     }
-    graph.msg(11, &value_info("images", &[None, Some(3), Some(32), Some(32)]));
+    let side = Some(size as i64);
+    graph.msg(11, &value_info("images", &[None, Some(3), side, side]));
     let k = Some(classes.len() as i64);
     graph.msg(12, &value_info("logits", &[None, k]));
     graph.msg(12, &value_info("probabilities", &[None, k]));
@@ -72,7 +83,9 @@ pub fn export(model: &Network, model_name: &str, classes: &[String], precision: 
     for (key, value) in [
         ("classify.model", model_name),
         ("classify.classes", &classes_json),
-        ("classify.input", INPUT_CONTRACT),
+        ("classify.input", &input_contract(size)),
+        ("classify.image_size", &size.to_string()),
+        ("classify.resize", &framing.resize.to_string()),
         ("classify.precision", precision_name),
     ] {
         let mut entry = pb::Msg::default();
@@ -134,6 +147,71 @@ fn fast_graph(g: &mut Graph, net: &Fast) -> String {
     g.node("Mul", &[&x, &scale], Vec::new())
 }
 
+/// Input normalisation, the stem, four stages of residual blocks, global average pool, fc.
+fn resnet_graph(g: &mut Graph, net: &ResNet) -> String {
+    let mean = g.float("input_mean", net.input_mean.val().reshape([1, 3, 1, 1]));
+    let std = g.float("input_std", net.input_std.val().reshape([1, 3, 1, 1]));
+    let x = g.node("Sub", &["images", &mean], Vec::new());
+    let mut x = g.node("Div", &[&x, &std], Vec::new());
+    x = g.conv_bn(&x, "conv1", &net.conv1, 2, "bn1", &net.bn1);
+    x = g.node("Relu", &[&x], Vec::new());
+    x = g.node(
+        "MaxPool",
+        &[&x],
+        vec![attr_ints("kernel_shape", &[3, 3]), attr_ints("strides", &[2, 2]), attr_ints("pads", &[1, 1, 1, 1])],
+    );
+    for (stage, layer) in [&net.layer1, &net.layer2, &net.layer3, &net.layer4].into_iter().enumerate() {
+        for (i, block) in layer.iter().enumerate() {
+            let p = format!("layer{}.{i}", stage + 1);
+            let shortcut = match &block.downsample {
+                Some(d) => g.conv_bn(
+                    &x,
+                    &format!("{p}.downsample.conv"),
+                    &d.conv,
+                    block.stride,
+                    &format!("{p}.downsample.bn"),
+                    &d.bn,
+                ),
+                None => x.clone(),
+            };
+            let mut y = x;
+            match (&block.conv3, &block.bn3) {
+                (Some(conv3), Some(bn3)) => {
+                    y = g.conv_bn(&y, &format!("{p}.conv1"), &block.conv1, 1, &format!("{p}.bn1"), &block.bn1);
+                    y = g.node("Relu", &[&y], Vec::new());
+                    y = g.conv_bn(
+                        &y,
+                        &format!("{p}.conv2"),
+                        &block.conv2,
+                        block.stride,
+                        &format!("{p}.bn2"),
+                        &block.bn2,
+                    );
+                    y = g.node("Relu", &[&y], Vec::new());
+                    y = g.conv_bn(&y, &format!("{p}.conv3"), conv3, 1, &format!("{p}.bn3"), bn3);
+                }
+                _ => {
+                    y = g.conv_bn(
+                        &y,
+                        &format!("{p}.conv1"),
+                        &block.conv1,
+                        block.stride,
+                        &format!("{p}.bn1"),
+                        &block.bn1,
+                    );
+                    y = g.node("Relu", &[&y], Vec::new());
+                    y = g.conv_bn(&y, &format!("{p}.conv2"), &block.conv2, 1, &format!("{p}.bn2"), &block.bn2);
+                }
+            }
+            let sum = g.node("Add", &[&y, &shortcut], Vec::new());
+            x = g.node("Relu", &[&sum], Vec::new());
+        }
+    }
+    x = g.node("GlobalAveragePool", &[&x], Vec::new());
+    x = g.node("Flatten", &[&x], vec![attr_int("axis", 1)]);
+    g.dense(&x, "fc", &net.fc)
+}
+
 /// The graph being built: nodes in execution order and the weights they read.
 struct Graph {
     nodes: Vec<pb::Msg>,
@@ -170,6 +248,27 @@ impl Graph {
         let attrs =
             vec![attr_ints("kernel_shape", &[kernel, kernel]), attr_ints("pads", &pads), attr_ints("strides", &[1, 1])];
         self.node("Conv", &inputs, attrs)
+    }
+
+    /// A bias-free convolution of `stride` with "same" padding (half the kernel), then a
+    /// BatchNorm.
+    fn conv_bn(
+        &mut self,
+        x: &str,
+        conv_name: &str,
+        conv: &burn::nn::conv::Conv2d,
+        stride: usize,
+        norm_name: &str,
+        norm: &burn::nn::BatchNorm,
+    ) -> String {
+        let w = self.weight(&format!("{conv_name}.weight"), conv.weight.val());
+        let k = conv.weight.dims()[2] as i64;
+        let p = k / 2;
+        let s = stride as i64;
+        let attrs =
+            vec![attr_ints("kernel_shape", &[k, k]), attr_ints("pads", &[p, p, p, p]), attr_ints("strides", &[s, s])];
+        let y = self.node("Conv", &[x, &w], attrs);
+        self.batch_norm(&y, norm_name, norm)
     }
 
     fn max_pool(&mut self, x: &str) -> String {

@@ -81,7 +81,7 @@ mod tests {
         let mut model = Network::init(kind, 10, &device).map(&mut RandomWeights);
         let images = Tensor::<4>::random([16, 3, 32, 32], Distribution::Default, &device);
         let bytes: Vec<u8> = images.to_data().iter::<f32>().map(|v| (v * 255.0) as u8).collect();
-        model.prepare(&bytes);
+        model.prepare(&bytes, crate::geometry::ImageShape::CIFAR);
         let model = model.valid();
         let fp32 = model.forward(images.clone());
         let int8 = quantize(model, Quantize::Int8).forward(images);

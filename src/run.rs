@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::geometry::ImageShape;
+use crate::geometry::{Framing, ImageShape};
 use crate::model::ModelKind;
 use crate::settings::{AdamSettings, Recipe, RecipeName, TrainSettings};
 
@@ -112,6 +112,10 @@ pub struct RunConfig {
     /// written before recipes existed, which used the original recipe (the default).
     #[serde(default)]
     pub recipe: Recipe,
+    /// How images become the model's input (`--image-size` and the resize before the
+    /// centre crop); absent in runs written before sizes existed, which are CIFAR's 32x32.
+    #[serde(default = "cifar_framing")]
+    pub framing: Framing,
     /// Device the run trained on (`cpu`, `wgpu`, `cuda`).
     pub device: String,
     /// Class names in label order.
@@ -122,6 +126,10 @@ pub struct RunConfig {
 
 fn first_revision() -> u32 {
     1
+}
+
+fn cifar_framing() -> Framing {
+    Framing::CIFAR
 }
 
 impl RunConfig {
@@ -147,6 +155,7 @@ impl RunConfig {
             seed: settings.seed,
             optimizer: AdamSettings::default(),
             recipe: settings.recipe.clone(),
+            framing: settings.framing(),
             device: device.to_string(),
             classes,
             train_images,
@@ -165,6 +174,7 @@ impl RunConfig {
             learning_rate: self.learning_rate,
             seed: self.seed,
             val_split: self.val_split,
+            image_size: self.framing.size,
             recipe: self.recipe.clone(),
         }
     }
@@ -178,11 +188,12 @@ impl RunConfig {
         self.seed = settings.seed;
         self.val_split = settings.val_split;
         self.recipe = settings.recipe.clone();
+        self.framing = settings.framing();
     }
 
-    /// The shape of the images the run's model takes; every run so far is 32x32 RGB.
+    /// The shape of the images the run's model takes.
     pub fn image_shape(&self) -> ImageShape {
-        ImageShape::CIFAR
+        self.framing.input()
     }
 }
 
@@ -525,6 +536,7 @@ mod tests {
             seed: 1,
             optimizer: AdamSettings::default(),
             recipe: Default::default(),
+            framing: Framing::CIFAR,
             device: "cpu".into(),
             classes: classes.iter().map(|s| s.to_string()).collect(),
             train_images: 10,

@@ -80,7 +80,7 @@ fn a_colour_profile_bomb_decodes_within_the_budget() {
     // The server reads the header before decoding: that read is held to the budget too.
     PEAK.store(LIVE.load(Ordering::SeqCst), Ordering::SeqCst);
     let before = LIVE.load(Ordering::SeqCst);
-    let images = classify::serve::input::single_image(&bomb).unwrap();
+    let images = classify::serve::input::single_image(&bomb, classify::geometry::Framing::CIFAR).unwrap();
     let peak = PEAK.load(Ordering::SeqCst) - before;
     assert!(peak < 64 << 20, "serving it allocated {} MiB at once", peak >> 20);
     assert_eq!(images, out);

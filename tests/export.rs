@@ -10,6 +10,7 @@ use std::process::Command;
 use burn::tensor::Device;
 use classify::classifier::Classifier;
 use classify::data::Splits;
+use classify::geometry::{Framing, ImageShape};
 use classify::model::{ModelKind, Network, Seed, images_to_tensor};
 use classify::quantize::Quantize;
 use classify::run::{RunConfig, RunDir};
@@ -38,16 +39,18 @@ fn onnx_check() -> PathBuf {
 
 /// A run of `model` trained for one epoch on quadrant images (so BatchNorm statistics and
 /// weights are not at their initial values).
-fn trained_run(dir: &Path, model: ModelKind) -> RunDir {
+fn trained_run(dir: &Path, model: ModelKind, size: usize) -> RunDir {
     let classes = util::names(&["tl", "tr", "bl", "br"]);
+    let framing = Framing { size, resize: size };
     let splits = Splits {
         classes: classes.clone(),
         train: util::quadrant_set(4, 16, 1),
         val: util::quadrant_set(4, 4, 2),
         test: None,
-    };
+    }
+    .framed(framing);
     let defaults = RecipeName::Original.defaults(model);
-    let config = RunConfig { model, recipe: defaults.recipe, ..util::synthetic_config(&classes, 1) };
+    let config = RunConfig { model, recipe: defaults.recipe, framing, ..util::synthetic_config(&classes, 1) };
     let run = RunDir::new(dir.join(model.name()));
     train::train(&splits, &config, &run, &Device::flex(), false, &Progress::silent()).expect("training runs");
     run
@@ -61,20 +64,21 @@ fn floats(bytes: &[u8]) -> Vec<f32> {
 fn exported_graphs_give_classifys_logits_in_tract() {
     let checker = onnx_check();
     let dir = tempfile::tempdir().unwrap();
-    let images = util::quadrant_set(4, 3, 9).images;
     let device = Device::flex();
-    let input: Vec<u8> = images_to_tensor(&images, &device)
-        .into_data()
-        .try_to_vec::<f32>()
-        .unwrap()
-        .iter()
-        .flat_map(|v| v.to_le_bytes())
-        .collect();
-    let input_path = dir.path().join("images.f32");
-    std::fs::write(&input_path, &input).unwrap();
-
-    for model in [ModelKind::Seed, ModelKind::Fast] {
-        let run = trained_run(dir.path(), model);
+    // The ResNet at another size than 32: the graph's input is the run's size.
+    for (model, size) in [(ModelKind::Seed, 32), (ModelKind::Fast, 32), (ModelKind::Resnet18, 48)] {
+        let shape = ImageShape::square(size);
+        let images = util::quadrant_set(4, 3, 9).resized(size).images;
+        let input: Vec<u8> = images_to_tensor(&images, shape, &device)
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap()
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let input_path = dir.path().join("images.f32");
+        std::fs::write(&input_path, &input).unwrap();
+        let run = trained_run(dir.path(), model, size);
         let mut sizes = Vec::new();
         for (precision, flag) in [(Quantize::None, "none"), (Quantize::Int8, "int8")] {
             let file = dir.path().join(format!("{model}-{flag}.onnx"));
@@ -88,16 +92,25 @@ fn exported_graphs_give_classifys_logits_in_tract() {
             // The metadata names the classes in label order.
             let needle = br#"["tl","tr","bl","br"]"#;
             assert!(bytes.windows(needle.len()).any(|w| w == needle), "class names missing from the metadata");
+            let needle = format!("[batch, 3, {size}, {size}]");
+            assert!(
+                bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                "{model}: input size not in the metadata"
+            );
 
             let logits_path = dir.path().join("logits.f32");
-            let status =
-                Command::new(&checker).args([&file, &input_path, &logits_path]).arg("logits").status().unwrap();
+            let status = Command::new(&checker)
+                .args([&file, &input_path, &logits_path])
+                .arg("logits")
+                .arg(size.to_string())
+                .status()
+                .unwrap();
             assert!(status.success(), "tract could not run {}", file.display());
             let theirs = floats(&std::fs::read(&logits_path).unwrap());
 
             let classifier = Classifier::load(run.root(), &device).unwrap().with_quantization(precision);
             let logits = |network: &Network| {
-                network.forward(images_to_tensor(&images, &device)).into_data().try_to_vec::<f32>().unwrap()
+                network.forward(images_to_tensor(&images, shape, &device)).into_data().try_to_vec::<f32>().unwrap()
             };
             let largest_difference =
                 |ours: &[f32]| ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);

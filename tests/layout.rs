@@ -8,7 +8,7 @@
 //! - `classifier`, `serve` and `run` never import `train`;
 //! - `train` never imports `report`;
 //! - the leaves (`geometry`, `scores`, `device`) import nothing of the crate, `settings` only
-//!   the names it chooses among (`model`, `data`);
+//!   the names it chooses among (`model`, `data`) and the `geometry` leaf;
 //! - no import loop among the top-level modules.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -175,7 +175,7 @@ fn layers_import_only_what_they_may() {
         }
     }
     for name in graph.get("settings").into_iter().flatten() {
-        if !["model", "data"].contains(&name.as_str()) {
+        if !["model", "data", "geometry"].contains(&name.as_str()) {
             broken.push(format!("settings imports {name}"));
         }
     }

@@ -37,7 +37,7 @@ fn seed_model_has_the_original_parameter_count_and_summary() {
     let device = Device::flex();
     let net = Network::init(ModelKind::Seed, 10, &device);
     assert_eq!(net.num_params(), 4_200_842);
-    let summary = net.summary();
+    let summary = net.summary(32);
     assert_eq!(summary.total_params(), 4_200_842);
     let params: Vec<usize> = summary.rows.iter().map(|r| r.params).collect();
     assert_eq!(params, vec![896, 0, 0, 4_194_816, 0, 5_130]);
@@ -88,4 +88,48 @@ fn seed_model_matches_keras_reference_values() {
             assert!((got - want).abs() < 1e-5, "prob [{n}][{k}]: burn {got}, keras {want}");
         }
     }
+}
+
+/// A torchvision ResNet saved by `torch.save` (tests/reference/resnet_torchvision_reference.py:
+/// torchvision's own classes at width 4, random BatchNorm statistics) gives, loaded into
+/// classify's ResNet, the logits PyTorch computed, within 1e-4.
+#[test]
+fn resnets_load_torchvision_state_dicts_and_match_its_logits() {
+    use classify::model::{Depth, ResNetConfig};
+    for (name, depth) in [("resnet18", Depth::R18), ("resnet50", Depth::R50)] {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference");
+        let fixture: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join(format!("{name}_torchvision.json"))).unwrap())
+                .unwrap();
+        let numbers = |key: &str| -> Vec<f32> {
+            fixture[key].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect()
+        };
+        let (classes, size, width) = (
+            fixture["classes"].as_u64().unwrap() as usize,
+            fixture["size"].as_u64().unwrap() as usize,
+            fixture["width"].as_u64().unwrap() as usize,
+        );
+        let device = burn::tensor::Device::flex();
+        let mut net = ResNetConfig::new(depth, classes).with_width(width).init(&device);
+        net.load_torchvision(&dir.join(format!("{name}_torchvision.pt"))).unwrap_or_else(|e| panic!("{e}"));
+        let images = numbers("images");
+        let n = images.len() / (3 * size * size);
+        let input =
+            burn::tensor::Tensor::<4>::from_data(burn::tensor::TensorData::new(images, [n, 3, size, size]), &device);
+        let logits = net.forward(input).into_data().try_to_vec::<f32>().unwrap();
+        let expected = numbers("logits");
+        assert_eq!(logits.len(), expected.len(), "{name}");
+        let worst = logits.iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(worst < 1e-4, "{name}: logits differ from PyTorch's by up to {worst}");
+    }
+}
+
+/// A state dict of another architecture is refused with the file and what does not fit.
+#[test]
+fn a_resnet50_state_dict_does_not_load_into_a_resnet18() {
+    use classify::model::{Depth, ResNetConfig};
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/resnet50_torchvision.pt");
+    let mut net = ResNetConfig::new(Depth::R18, 5).with_width(4).init(&burn::tensor::Device::flex());
+    let err = net.load_torchvision(&path).unwrap_err().to_string();
+    assert!(err.contains("resnet50_torchvision.pt") && err.contains("resnet18"), "{err}");
 }

@@ -304,7 +304,7 @@ fn class_names_with_line_breaks_are_refused() {
     good_folder(tmp.path());
     put(&tmp.path().join("train/two\nlines/0.png"), &solid_png([0, 0, 200]));
     let msg = load_with(tmp.path(), BadImagePolicy::Fail).unwrap_err().to_string();
-    assert!(msg.contains("control character") && msg.contains("rename the folder"), "{msg}");
+    assert!(msg.contains("control character") && msg.contains("rename the class folder"), "{msg}");
 }
 
 #[test]

@@ -9,7 +9,7 @@
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{CHANNELS, IMAGE_BYTES, IMAGE_SIZE, PLANE_BYTES};
+use super::{ImageSet, ImageShape};
 
 /// Pixels of reflect padding around an image before a random 32x32 crop, by default: the
 /// crop moves the image by up to 4 pixels in each direction, the standard CIFAR-10
@@ -32,7 +32,17 @@ pub enum Augment {
     /// every other epoch (a seeded coin decides which), so over any two epochs the network
     /// sees both orientations of every image instead of a random half of them twice.
     AltFlipCrop,
+    /// torchvision's `RandomResizedCrop` and a flip half of the time, for photos: a box of
+    /// `--crop-scale` to all of the image's area at an aspect between `--crop-ratio` and its
+    /// inverse, resized to `--image-size`.
+    RandomResizedCrop,
 }
+
+/// `random-resized-crop`'s smallest box, as a fraction of the image's area (timm's and
+/// fast.ai's 0.35: torchvision's 0.08 is for 90-epoch ImageNet runs, too harsh for short ones).
+pub const CROP_SCALE: f64 = 0.35;
+/// `random-resized-crop`'s most oblong box, width over height (and its inverse).
+pub const CROP_RATIO: f64 = 0.75;
 
 /// Test-time augmentation, chosen with `--tta`: each image is classified in several views
 /// and the class probabilities are averaged.
@@ -81,22 +91,89 @@ fn reflect(i: i32, n: i32) -> usize {
     i.clamp(0, n - 1) as usize
 }
 
-/// Writes `view` of the CHW image `src` into `dst` (both [`IMAGE_BYTES`] long).
-pub fn apply_view(src: &[u8], dst: &mut [u8], view: View) {
-    let n = IMAGE_SIZE as i32;
+/// Writes `view` of the CHW image `src` (of `shape`) into `dst`, the centre `size` x `size`
+/// square of the view (`size` = `shape.size` for the whole image).
+///
+/// # Panics
+/// If `src` or `dst` is not one image of its shape long, or `size > shape.size`.
+pub fn apply_view(src: &[u8], shape: ImageShape, dst: &mut [u8], size: usize, view: View) {
+    let (side, n) = (shape.size, shape.size as i32);
+    assert!(size <= side && src.len() == shape.image_bytes() && dst.len() == shape.channels * size * size);
+    let offset = ((side - size) / 2) as i32;
     // Source column of each output column, after the shift and the mirror.
-    let cols: [usize; IMAGE_SIZE] = std::array::from_fn(|x| {
-        let sx = reflect(x as i32 + view.dx, n);
-        if view.flip { IMAGE_SIZE - 1 - sx } else { sx }
-    });
-    for c in 0..CHANNELS {
-        let plane = &src[c * PLANE_BYTES..(c + 1) * PLANE_BYTES];
-        let out = &mut dst[c * PLANE_BYTES..(c + 1) * PLANE_BYTES];
-        for (y, row) in out.chunks_exact_mut(IMAGE_SIZE).enumerate() {
-            let sy = reflect(y as i32 + view.dy, n);
-            let src_row = &plane[sy * IMAGE_SIZE..(sy + 1) * IMAGE_SIZE];
+    let cols: Vec<usize> = (0..size)
+        .map(|x| {
+            let sx = reflect(x as i32 + offset + view.dx, n);
+            if view.flip { side - 1 - sx } else { sx }
+        })
+        .collect();
+    for (plane, out) in src.chunks_exact(side * side).zip(dst.chunks_exact_mut(size * size)) {
+        for (y, row) in out.chunks_exact_mut(size).enumerate() {
+            let sy = reflect(y as i32 + offset + view.dy, n);
+            let src_row = &plane[sy * side..(sy + 1) * side];
             for (o, &sx) in row.iter_mut().zip(&cols) {
                 *o = src_row[sx];
+            }
+        }
+    }
+}
+
+/// The centre `size` x `size` square of `src` (of `shape`), into `dst`.
+pub fn center_crop(src: &[u8], shape: ImageShape, dst: &mut [u8], size: usize) {
+    apply_view(src, shape, dst, size, View { flip: false, dx: 0, dy: 0 });
+}
+
+/// A rectangle of an image, in pixels.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rect {
+    pub x: f64,
+    pub y: f64,
+    pub width: f64,
+    pub height: f64,
+}
+
+/// torchvision's `RandomResizedCrop` box for a `side` x `side` image: an area of
+/// `[min_scale, 1]` of the image at an aspect (width / height) between `min_ratio` and its
+/// inverse, drawn log-uniformly, at a uniform position; after 10 boxes that do not fit, the
+/// whole image. `random` gives uniform numbers in `[0, 1)`.
+pub fn resized_crop_box(side: usize, min_scale: f64, min_ratio: f64, mut random: impl FnMut() -> f64) -> Rect {
+    let side_f = side as f64;
+    let area = side_f * side_f;
+    let (lo, hi) = (min_ratio.min(1.0 / min_ratio).ln(), min_ratio.max(1.0 / min_ratio).ln());
+    for _ in 0..10 {
+        let target = area * (min_scale + (1.0 - min_scale) * random());
+        let ratio = (lo + (hi - lo) * random()).exp();
+        let width = (target * ratio).sqrt().round();
+        let height = (target / ratio).sqrt().round();
+        if width >= 1.0 && height >= 1.0 && width <= side_f && height <= side_f {
+            let x = ((side_f - width + 1.0) * random()).floor().min(side_f - width);
+            let y = ((side_f - height + 1.0) * random()).floor().min(side_f - height);
+            return Rect { x, y, width, height };
+        }
+    }
+    Rect { x: 0.0, y: 0.0, width: side_f, height: side_f }
+}
+
+/// Resamples the `rect` of `src` (of `shape`) to `size` x `size` into `dst`, bilinearly
+/// (pixel centres aligned, as PyTorch's `align_corners=False`), mirrored if `flip`.
+pub fn resample(src: &[u8], shape: ImageShape, rect: Rect, flip: bool, dst: &mut [u8], size: usize) {
+    let side = shape.size;
+    let max = (side - 1) as f64;
+    // For each output coordinate: the two source coordinates and the weight of the second.
+    let taps = |start: f64, extent: f64, out: usize| -> (usize, usize, f32) {
+        let s = (start + (out as f64 + 0.5) * extent / size as f64 - 0.5).clamp(0.0, max);
+        let lo = s.floor();
+        (lo as usize, (lo as usize + 1).min(side - 1), (s - lo) as f32)
+    };
+    let cols: Vec<_> = (0..size).map(|x| taps(rect.x, rect.width, if flip { size - 1 - x } else { x })).collect();
+    let rows: Vec<_> = (0..size).map(|y| taps(rect.y, rect.height, y)).collect();
+    for (plane, out) in src.chunks_exact(side * side).zip(dst.chunks_exact_mut(size * size)) {
+        for (row, &(y0, y1, wy)) in out.chunks_exact_mut(size).zip(&rows) {
+            let (r0, r1) = (&plane[y0 * side..(y0 + 1) * side], &plane[y1 * side..(y1 + 1) * side]);
+            for (o, &(x0, x1, wx)) in row.iter_mut().zip(&cols) {
+                let top = f32::from(r0[x0]) + (f32::from(r0[x1]) - f32::from(r0[x0])) * wx;
+                let bottom = f32::from(r1[x0]) + (f32::from(r1[x1]) - f32::from(r1[x0])) * wx;
+                *o = (top + (bottom - top) * wy).round() as u8;
             }
         }
     }
@@ -114,7 +191,7 @@ fn mix(mut z: u64) -> u64 {
 /// crops of an image reflect-padded by `padding` pixels.
 pub fn random_view(augment: Augment, padding: usize, seed: u64, epoch: usize, index: usize) -> View {
     match augment {
-        Augment::None => View { flip: false, dx: 0, dy: 0 },
+        Augment::None | Augment::RandomResizedCrop => View { flip: false, dx: 0, dy: 0 },
         Augment::FlipCrop | Augment::AltFlipCrop => {
             let bits = mix(mix(mix(seed) ^ epoch as u64) ^ index as u64);
             let padding = padding.min(MAX_CROP_PADDING);
@@ -133,30 +210,70 @@ pub fn random_view(augment: Augment, padding: usize, seed: u64, epoch: usize, in
     }
 }
 
-/// Augments a batch of CHW images in place; `indices[i]` is the dataset index of image `i`,
-/// which (with the seed and epoch) decides its crop and flip.
-pub fn augment_batch(images: &mut [u8], indices: &[usize], augment: Augment, padding: usize, seed: u64, epoch: usize) {
-    if augment == Augment::None {
-        return;
-    }
-    images.par_chunks_mut(IMAGE_BYTES).zip(indices).for_each(|(image, &index)| {
-        let src = image.to_vec();
-        apply_view(&src, image, random_view(augment, padding, seed, epoch, index));
-    });
+/// How training images are cropped: the recipe's choices that [`train_batch`] reads.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Cropping {
+    pub augment: Augment,
+    /// Reflect padding of `flip-crop`'s shifts.
+    pub padding: usize,
+    /// Smallest area fraction of `random-resized-crop`'s boxes.
+    pub min_scale: f64,
+    /// Smallest aspect (width / height) of its boxes; the largest is the inverse.
+    pub min_ratio: f64,
 }
 
-/// Every image of `images` in `view`, in the same order.
-pub fn view_all(images: &[u8], view: View) -> Vec<u8> {
-    let mut out = vec![0u8; images.len()];
-    out.par_chunks_mut(IMAGE_BYTES)
-        .zip(images.par_chunks(IMAGE_BYTES))
-        .for_each(|(dst, src)| apply_view(src, dst, view));
+/// The training batch of `set`'s images at `indices`, augmented as `cropping` says and cut
+/// to `size` x `size` (a centre crop when nothing random is asked for). Each image's random
+/// choices come from (seed, epoch, index): see the module docs.
+pub fn train_batch(
+    set: &ImageSet,
+    indices: &[usize],
+    cropping: &Cropping,
+    size: usize,
+    seed: u64,
+    epoch: usize,
+) -> Vec<u8> {
+    let out_bytes = set.shape.channels * size * size;
+    let mut out = vec![0u8; indices.len() * out_bytes];
+    out.par_chunks_mut(out_bytes).zip(indices).for_each(|(dst, &index)| {
+        let src = set.image(index);
+        if cropping.augment == Augment::RandomResizedCrop {
+            let mut state = mix(mix(mix(seed) ^ epoch as u64) ^ index as u64);
+            let flip = state & 1 == 1;
+            let mut random = || {
+                state = mix(state);
+                (state >> 11) as f64 / (1u64 << 53) as f64
+            };
+            let rect = resized_crop_box(set.shape.size, cropping.min_scale, cropping.min_ratio, &mut random);
+            resample(src, set.shape, rect, flip, dst, size);
+        } else {
+            let view = random_view(cropping.augment, cropping.padding, seed, epoch, index);
+            apply_view(src, set.shape, dst, size, view);
+        }
+    });
+    out
+}
+
+/// Every image of `images` (of `shape`) in `view`, in the same order.
+pub fn view_all(images: &[u8], shape: ImageShape, view: View) -> Vec<u8> {
+    let bytes = shape.image_bytes();
+    let mut out = vec![0u8; images.len() / bytes * bytes];
+    out.par_chunks_mut(bytes).zip(images.par_chunks_exact(bytes)).for_each(|(dst, src)| {
+        apply_view(src, shape, dst, shape.size, view);
+    });
     out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::geometry::{IMAGE_BYTES, IMAGE_SIZE, PLANE_BYTES};
+
+    const CIFAR: ImageShape = ImageShape::CIFAR;
+
+    fn view(src: &[u8], dst: &mut [u8], v: View) {
+        apply_view(src, CIFAR, dst, IMAGE_SIZE, v);
+    }
 
     /// An image whose every byte encodes its channel, row and column.
     fn coded() -> Vec<u8> {
@@ -181,27 +298,27 @@ mod tests {
     fn views_flip_and_shift_with_reflected_edges() {
         let src: Vec<u8> = (0..IMAGE_BYTES).map(|i| (i % 251) as u8).collect();
         let mut dst = vec![0u8; IMAGE_BYTES];
-        apply_view(&src, &mut dst, View { flip: false, dx: 0, dy: 0 });
+        view(&src, &mut dst, View { flip: false, dx: 0, dy: 0 });
         assert_eq!(dst, src);
 
-        apply_view(&src, &mut dst, View { flip: true, dx: 0, dy: 0 });
+        view(&src, &mut dst, View { flip: true, dx: 0, dy: 0 });
         for (c, y, x) in [(0, 0, 0), (1, 5, 7), (2, 31, 31)] {
             assert_eq!(at(&dst, c, y, x), at(&src, c, y, 31 - x));
         }
 
         // Shift right/down by 2: output (x, y) shows input (x + 2, y + 2), reflected at the edge.
-        apply_view(&src, &mut dst, View { flip: false, dx: 2, dy: 2 });
+        view(&src, &mut dst, View { flip: false, dx: 2, dy: 2 });
         assert_eq!(at(&dst, 0, 0, 0), at(&src, 0, 2, 2));
         assert_eq!(at(&dst, 1, 31, 30), at(&src, 1, 29, 30));
         // Shift left by 1: output column 0 shows input column -1, reflected to column 1.
-        apply_view(&src, &mut dst, View { flip: false, dx: -1, dy: 0 });
+        view(&src, &mut dst, View { flip: false, dx: -1, dy: 0 });
         assert_eq!(at(&dst, 2, 4, 0), at(&src, 2, 4, 1));
         assert_eq!(at(&dst, 2, 4, 5), at(&src, 2, 4, 4));
 
         // Flip after shift: the mirror of the shifted image.
         let mut shifted = vec![0u8; IMAGE_BYTES];
-        apply_view(&src, &mut shifted, View { flip: false, dx: 1, dy: 1 });
-        apply_view(&src, &mut dst, View { flip: true, dx: 1, dy: 1 });
+        view(&src, &mut shifted, View { flip: false, dx: 1, dy: 1 });
+        view(&src, &mut dst, View { flip: true, dx: 1, dy: 1 });
         assert_eq!(at(&dst, 0, 3, 0), at(&shifted, 0, 3, 31));
     }
 
@@ -248,19 +365,106 @@ mod tests {
         assert!(crops(1).iter().all(|(dx, dy)| dx.abs() <= 2 && dy.abs() <= 2));
     }
 
+    fn set_of(images: &[Vec<u8>], shape: ImageShape) -> ImageSet {
+        let mut set = ImageSet::with_shape(shape);
+        for image in images {
+            set.push(image, 0);
+        }
+        set
+    }
+
+    fn cropping(augment: Augment) -> Cropping {
+        Cropping { augment, padding: 4, min_scale: CROP_SCALE, min_ratio: CROP_RATIO }
+    }
+
     #[test]
     fn augmenting_a_batch_applies_each_images_own_view() {
         let image = coded();
-        let mut batch = [image.clone(), image.clone()].concat();
-        augment_batch(&mut batch, &[7, 900], Augment::FlipCrop, 4, 5, 2);
-        for (k, index) in [7usize, 900].into_iter().enumerate() {
+        let set = set_of(&[image.clone(), coded().iter().map(|v| v ^ 0x55).collect()], CIFAR);
+        let batch = train_batch(&set, &[1, 0, 1], &cropping(Augment::FlipCrop), IMAGE_SIZE, 5, 2);
+        for (k, index) in [1usize, 0, 1].into_iter().enumerate() {
             let mut expected = vec![0u8; IMAGE_BYTES];
-            apply_view(&image, &mut expected, random_view(Augment::FlipCrop, 4, 5, 2, index));
-            assert_eq!(batch[k * IMAGE_BYTES..(k + 1) * IMAGE_BYTES], expected[..]);
+            view(set.image(index), &mut expected, random_view(Augment::FlipCrop, 4, 5, 2, index));
+            assert_eq!(batch[k * IMAGE_BYTES..(k + 1) * IMAGE_BYTES], expected[..], "image {k}");
         }
-        let mut untouched = image.clone();
-        augment_batch(&mut untouched, &[7], Augment::None, 4, 5, 2);
+        let untouched = train_batch(&set, &[0], &cropping(Augment::None), IMAGE_SIZE, 5, 2);
         assert_eq!(untouched, image);
+    }
+
+    /// A 40x40 image whose red value is its column, green its row, blue 200.
+    fn gradient(side: usize) -> Vec<u8> {
+        let plane = side * side;
+        (0..3 * plane).map(|i| [(i % side) as u8, (i % plane / side) as u8, 200][i / plane]).collect()
+    }
+
+    #[test]
+    fn a_centre_crop_cuts_the_middle_square() {
+        let src = gradient(40);
+        let set = set_of(&[src], ImageShape::square(40)).center_crop(32);
+        assert_eq!(set.shape, ImageShape::square(32));
+        let img = set.image(0);
+        // Offset (40 - 32) / 2 = 4 in both directions.
+        assert_eq!((img[0], img[1024], img[2048]), (4, 4, 200));
+        assert_eq!((img[31], img[1024 + 31 * 32]), (35, 35));
+        // Without random augmentation, training batches are the same centre crop.
+        let batch =
+            train_batch(&set_of(&[gradient(40)], ImageShape::square(40)), &[0], &cropping(Augment::None), 32, 1, 1);
+        assert_eq!(batch, img);
+    }
+
+    #[test]
+    fn resized_crop_boxes_stay_inside_cover_the_asked_areas_and_aspects() {
+        let mut state = 7u64;
+        let mut random = || {
+            state = mix(state);
+            (state >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let boxes: Vec<Rect> = (0..2000).map(|_| resized_crop_box(146, 0.35, 0.75, &mut random)).collect();
+        let area = 146.0 * 146.0;
+        for b in &boxes {
+            assert!(b.x >= 0.0 && b.y >= 0.0 && b.x + b.width <= 146.0 && b.y + b.height <= 146.0, "{b:?}");
+            // Rounding the sides moves the area and aspect a little past the bounds.
+            assert!(b.width * b.height >= 0.34 * area, "{b:?}");
+            let aspect = b.width / b.height;
+            assert!((0.73..=1.37).contains(&aspect) || b.width == 146.0, "{b:?}");
+        }
+        let small = boxes.iter().filter(|b| b.width * b.height < 0.5 * area).count();
+        let large = boxes.iter().filter(|b| b.width * b.height > 0.9 * area).count();
+        assert!(small > 200 && large > 50, "{small} small and {large} large boxes of 2000");
+        assert!(boxes.iter().any(|b| b.x > 40.0) && boxes.iter().any(|b| b.y > 40.0));
+        // A range that never fits falls back to the whole image.
+        let whole = resized_crop_box(10, 1.0, 0.1, || 0.999);
+        assert_eq!(whole, Rect { x: 0.0, y: 0.0, width: 10.0, height: 10.0 });
+    }
+
+    #[test]
+    fn resampling_a_box_interpolates_and_mirrors() {
+        let src = gradient(40);
+        let shape = ImageShape::square(40);
+        let mut dst = vec![0u8; 3 * 20 * 20];
+        // The box (10, 10, 20, 20) at its own size is a plain crop.
+        resample(&src, shape, Rect { x: 10.0, y: 10.0, width: 20.0, height: 20.0 }, false, &mut dst, 20);
+        assert_eq!((dst[0], dst[19], dst[400 + 19 * 20], dst[800]), (10, 29, 29, 200));
+        // Mirrored: the first column shows the box's last.
+        resample(&src, shape, Rect { x: 10.0, y: 10.0, width: 20.0, height: 20.0 }, true, &mut dst, 20);
+        assert_eq!((dst[0], dst[19]), (29, 10));
+        // The whole image at half size: each output pixel averages two columns (x = 2i + 0.5).
+        resample(&src, shape, Rect { x: 0.0, y: 0.0, width: 40.0, height: 40.0 }, false, &mut dst, 20);
+        assert_eq!((dst[0], dst[1], dst[19]), (1, 3, 39));
+    }
+
+    #[test]
+    fn random_resized_crops_are_seeded_per_image_and_epoch() {
+        let set = set_of(&[gradient(40), gradient(40)], ImageShape::square(40));
+        let rrc = cropping(Augment::RandomResizedCrop);
+        let a = train_batch(&set, &[0, 1], &rrc, 24, 3, 1);
+        assert_eq!(a.len(), 2 * 3 * 24 * 24);
+        assert_eq!(a, train_batch(&set, &[0, 1], &rrc, 24, 3, 1));
+        assert_ne!(a[..1728], a[1728..], "two indices, two crops");
+        assert_ne!(a, train_batch(&set, &[0, 1], &rrc, 24, 3, 2));
+        assert_ne!(a, train_batch(&set, &[0, 1], &rrc, 24, 4, 1));
+        // Blue is 200 everywhere, whatever the box.
+        assert!(a.chunks(576).skip(2).step_by(3).flatten().all(|&b| b == 200));
     }
 
     #[test]

@@ -45,7 +45,7 @@ pub fn load_dir(dir: &Path) -> Result<Dataset, DataError> {
         "loaded CIFAR binary folder"
     );
     warn_unused_classes(dir, &classes, &train);
-    Ok(Dataset { classes, train, test: Some(test), skipped: Vec::new() })
+    Ok(Dataset { classes, train, val: None, test: Some(test), skipped: Vec::new() })
 }
 
 /// Warns when `batches.meta.txt` names classes that no training record uses: a model would
@@ -139,7 +139,7 @@ pub fn parse_records(path: &Path, bytes: &[u8], n_classes: usize) -> Result<Imag
         return Err(not_a_multiple(path, bytes.len() as u64));
     }
     let n = bytes.len() / RECORD_BYTES;
-    let mut set = ImageSet::with_capacity(n);
+    let mut set = ImageSet::with_capacity(crate::geometry::ImageShape::CIFAR, n);
     for (i, record) in bytes.chunks_exact(RECORD_BYTES).enumerate() {
         let label = record[0];
         if label as usize >= n_classes {

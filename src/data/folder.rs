@@ -1,10 +1,12 @@
-//! The image-folder source: `ROOT/train/<class>/*.{png,jpg,jpeg}` and, optionally,
-//! `ROOT/test/<class>/...`.
+//! Image sources as people have them: a folder per class, flat (`ROOT/<class>/...`) or under
+//! `ROOT/train/` with optional `ROOT/val/` and `ROOT/test/`, or a CSV of `path,label` rows
+//! ([`load_labels`]).
 //!
-//! Classes are the sorted names of train's subfolders (hidden ones skipped); files within a
-//! class are taken in file-name order, which the validation split relies on (see
-//! [`super::split`]). Every image is converted to RGB, resized to 32x32 unless it already is,
-//! and kept as `u8` CHW. Decoding runs in parallel on rayon's pool.
+//! Classes are the sorted names of the class folders (hidden ones skipped); files within a
+//! class are taken in path order, which the validation split relies on (see
+//! [`super::split`]). Every image is converted to RGB, its shorter side resized and its
+//! centre square kept ([`decode_framed`]), as `u8` CHW. Decoding runs in parallel on
+//! rayon's pool.
 
 use std::ffi::OsString;
 use std::fs;
@@ -14,10 +16,12 @@ use std::path::{Path, PathBuf};
 use image::imageops::FilterType;
 use rayon::prelude::*;
 
-use super::{BadImagePolicy, DataError, Dataset, IMAGE_BYTES, IMAGE_SIZE, ImageSet, PLANE_BYTES, SkippedImage};
+use super::{BadImagePolicy, DataError, Dataset, Framing, IMAGE_SIZE, ImageSet, ImageShape, SkippedImage};
 
 /// Subfolder of the root holding the training classes.
 pub const TRAIN_DIR: &str = "train";
+/// Optional subfolder of the root holding the validation classes.
+pub const VAL_DIR: &str = "val";
 /// Optional subfolder of the root holding the test classes.
 pub const TEST_DIR: &str = "test";
 /// File extensions read as images, compared case-insensitively; other files are left out and
@@ -94,41 +98,91 @@ pub fn read_image_file(path: &Path) -> Result<Vec<u8>, String> {
     Ok(bytes)
 }
 
-/// Loads an image-folder root with [`BadImagePolicy::Fail`]; see [`load_dir_with`].
+/// Loads an image-folder root with [`BadImagePolicy::Fail`], at 32x32; see [`load_root`].
 ///
 /// # Errors
-/// As [`load_dir_with`].
+/// As [`load_root`].
 pub fn load_dir(root: &Path, progress: bool) -> Result<Dataset, DataError> {
     load_dir_with(root, progress, BadImagePolicy::Fail)
 }
 
-/// Loads an image-folder root: `train/` (required) and `test/` (if present).
+/// [`load_root`] at 32x32.
 ///
-/// Class order is the sorted names of `train/`'s subfolders. Every training class folder must
-/// hold at least one image: an empty one is an error rather than a skipped class, since
-/// dropping it would renumber the labels, and keeping it would give the model a class it can
-/// never learn. `test/` may lack classes (a warning names them) but every one of its class
-/// folders must be a training class. `progress` shows a progress bar while decoding.
+/// # Errors
+/// As [`load_root`].
+pub fn load_dir_with(root: &Path, progress: bool, policy: BadImagePolicy) -> Result<Dataset, DataError> {
+    load_root(root, &FolderOptions { progress, policy, side: IMAGE_SIZE })
+}
+
+/// How [`load_root`] and [`load_labels`] read images.
+#[derive(Debug, Clone, Copy)]
+pub struct FolderOptions {
+    /// Show a progress bar while decoding.
+    pub progress: bool,
+    pub policy: BadImagePolicy,
+    /// Side of the square images kept: each image's shorter side is resized to it and the
+    /// centre square kept.
+    pub side: usize,
+}
+
+/// Loads an image-folder root in either layout:
+///
+/// - `ROOT/train/<class>/...`, with optional `ROOT/val/<class>/...` (then the validation
+///   split, as given) and `ROOT/test/<class>/...`;
+/// - `ROOT/<class>/...` (no `train/` folder): every class folder is training data, and the
+///   validation split is carved out of it.
+///
+/// Class order is the sorted names of the training class folders. Every training class
+/// folder must hold at least one image: an empty one is an error rather than a skipped
+/// class, since dropping it would renumber the labels, and keeping it would give the model a
+/// class it can never learn. `val/` and `test/` may lack classes (a warning names them) but
+/// every one of their class folders must be a training class.
 ///
 /// Files that cannot be read or decoded, or exceed [`MAX_PIXELS`], stop loading under
 /// [`BadImagePolicy::Fail`]; under [`BadImagePolicy::Skip`] they are left out, listed in
 /// [`Dataset::skipped`], and a warning gives their count and the first few paths.
 ///
 /// # Errors
-/// If `train/` has no class folders, an empty class folder (or one whose every image was
-/// skipped), `test/` class folders that are not training classes (all named), a folder that
-/// cannot be listed, or, under [`BadImagePolicy::Fail`], an image that cannot be read or
-/// decoded (the error names the file).
-pub fn load_dir_with(root: &Path, progress: bool, policy: BadImagePolicy) -> Result<Dataset, DataError> {
-    let train_dir = root.join(TRAIN_DIR);
+/// If there are no class folders, an empty class folder (or one whose every image was
+/// skipped), `val/` or `test/` class folders that are not training classes (all named), a
+/// folder that cannot be listed, or, under [`BadImagePolicy::Fail`], an image that cannot be
+/// read or decoded (the error names the file).
+pub fn load_root(root: &Path, opts: &FolderOptions) -> Result<Dataset, DataError> {
+    let nested = root.join(TRAIN_DIR).is_dir();
+    let train_dir = if nested { root.join(TRAIN_DIR) } else { root.to_path_buf() };
+    let expected = if nested { "train/<class>/*.jpg|png|..." } else { "<class>/*.jpg|png|..." };
     let classes = list_classes(&train_dir)?;
     if classes.is_empty() {
-        return Err(DataError::format(&train_dir, "has no class folders; expected train/<class>/*.png|jpg"));
+        return Err(DataError::format(&train_dir, format!("has no class folders; expected {expected}")));
     }
-    if classes.len() > 256 {
+    let names = class_names(&train_dir, &classes, "class folder")?;
+    let train_items = list_items(&train_dir, &classes)?;
+    if train_items.is_empty() {
         return Err(DataError::format(
             &train_dir,
-            format!("has {} class folders; at most 256 are supported", classes.len()),
+            format!("holds no images ({}) in its class folders", IMAGE_EXTENSIONS.join(", ")),
+        ));
+    }
+    check_no_empty_class(&train_dir, &names, &train_items, "")?;
+    let held_out = |dir_name: &str| -> Result<Option<Vec<(PathBuf, u8)>>, DataError> {
+        let dir = root.join(dir_name);
+        if !nested || !dir.is_dir() {
+            return Ok(None);
+        }
+        check_held_out_classes(&dir, &classes, &names)?;
+        list_items(&dir, &classes).map(Some)
+    };
+    let (val_items, test_items) = (held_out(VAL_DIR)?, held_out(TEST_DIR)?);
+    decode_dataset(root, &train_dir, names, [Some(train_items), val_items, test_items], opts)
+}
+
+/// The classes of `dir` as UTF-8 names, checked: at most 256, no control characters, at
+/// least two. `noun` is what a class is there ("class folder", "label").
+fn class_names(dir: &Path, classes: &[OsString], noun: &str) -> Result<Vec<String>, DataError> {
+    if classes.len() > 256 {
+        return Err(DataError::format(
+            dir,
+            format!("has {} {noun}s; at most 256 classes are supported", classes.len()),
         ));
     }
     let names: Vec<String> = classes
@@ -136,64 +190,137 @@ pub fn load_dir_with(root: &Path, progress: bool, policy: BadImagePolicy) -> Res
         .map(|c| {
             c.clone()
                 .into_string()
-                .map_err(|c| DataError::format(&train_dir.join(&c), "class folder name is not valid UTF-8; rename it"))
+                .map_err(|c| DataError::format(&dir.join(&c), format!("{noun} name is not valid UTF-8; rename it")))
         })
         .collect::<Result<_, _>>()?;
     // classes.txt keeps one name a line, and a name is shown in tables and reports.
     if let Some(name) = names.iter().find(|n| n.chars().any(char::is_control)) {
         return Err(DataError::format(
-            &train_dir.join(name),
-            "class folder name holds a control character (a line break or a tab); rename the folder",
+            &dir.join(name),
+            format!("{noun} name holds a control character (a line break or a tab); rename the {noun}"),
         ));
     }
     if let [only] = names.as_slice() {
         return Err(DataError::format(
-            &train_dir,
-            format!("has one class folder ({only}): a classifier needs at least two classes; add a folder per class"),
+            dir,
+            format!("has one {noun} ({only}): a classifier needs at least two classes; add a {noun} per class"),
         ));
     }
+    Ok(names)
+}
 
-    let train_items = list_items(&train_dir, &classes)?;
-    if train_items.is_empty() {
+/// Fails unless every class folder of `dir` (a `val/` or `test/` folder) is a training
+/// class; warns about training classes it lacks.
+fn check_held_out_classes(dir: &Path, classes: &[OsString], names: &[String]) -> Result<(), DataError> {
+    let found = list_classes(dir)?;
+    let unknown: Vec<String> =
+        found.iter().filter(|c| !classes.contains(c)).map(|c| c.to_string_lossy().into_owned()).collect();
+    if !unknown.is_empty() {
         return Err(DataError::format(
-            &train_dir,
-            "holds no images (png, jpg, jpeg, gif, bmp, webp, tif, tiff) in its class folders",
+            dir,
+            format!(
+                "has class folders that are not among the training classes: {} (the training classes are {}); \
+                 rename them to training classes or remove them",
+                unknown.join(", "),
+                names.join(", ")
+            ),
         ));
     }
-    check_no_empty_class(&train_dir, &names, &train_items, "")?;
+    let missing: Vec<&str> =
+        classes.iter().zip(names).filter(|(c, _)| !found.contains(c)).map(|(_, n)| n.as_str()).collect();
+    if !missing.is_empty() {
+        tracing::warn!(
+            "{} has no folder for the training classes {}: they are not in it",
+            dir.display(),
+            missing.join(", ")
+        );
+    }
+    Ok(())
+}
 
-    let test_dir = root.join(TEST_DIR);
-    let test_items = if test_dir.is_dir() {
-        let test_classes = list_classes(&test_dir)?;
-        let unknown: Vec<String> =
-            test_classes.iter().filter(|c| !classes.contains(c)).map(|c| c.to_string_lossy().into_owned()).collect();
-        if !unknown.is_empty() {
+/// Loads the images a CSV file of `path,label` rows names (`--labels`): paths relative to
+/// the CSV's folder (or absolute), labels any text; the classes are the sorted labels. A
+/// first row whose path names no file is a header. An optional third column `split` says
+/// `train`, `val` or `test` per row (absent or empty: train).
+///
+/// # Errors
+/// A row that does not parse or lacks a label (named by line), fewer than two classes, a
+/// file that does not exist (under [`BadImagePolicy::Fail`]), and whatever decoding reports.
+pub fn load_labels(csv_path: &Path, opts: &FolderOptions) -> Result<Dataset, DataError> {
+    let base = csv_path.parent().unwrap_or(Path::new("."));
+    let bytes = fs::read(csv_path).map_err(|e| DataError::io("cannot read", csv_path, e))?;
+    let mut reader =
+        csv::ReaderBuilder::new().has_headers(false).flexible(true).trim(csv::Trim::All).from_reader(&bytes[..]);
+    let mut rows: Vec<(PathBuf, String, usize)> = Vec::new();
+    for (i, record) in reader.records().enumerate() {
+        let line = i + 1;
+        let record = record.map_err(|e| DataError::format(csv_path, format!("line {line}: {e}")))?;
+        if record.iter().all(str::is_empty) {
+            continue;
+        }
+        let (path, label) = (record.get(0).unwrap_or(""), record.get(1).unwrap_or(""));
+        let file = base.join(path.trim_start_matches("./"));
+        if rows.is_empty() && i == 0 && !file.is_file() {
+            continue; // the header
+        }
+        if path.is_empty() || label.is_empty() {
             return Err(DataError::format(
-                &test_dir,
-                format!(
-                    "has class folders that are not among the training classes: {} (the \
-                     training classes are {}); rename them to training classes or remove them",
-                    unknown.join(", "),
-                    names.join(", ")
-                ),
+                csv_path,
+                format!("line {line}: expected `path,label` (a file and its class), got {:?}", record.as_slice()),
             ));
         }
-        let missing: Vec<&str> =
-            classes.iter().zip(&names).filter(|(c, _)| !test_classes.contains(c)).map(|(_, n)| n.as_str()).collect();
-        if !missing.is_empty() {
-            tracing::warn!(
-                "{} has no folder for the training classes {}: they are not tested",
-                test_dir.display(),
-                missing.join(", ")
-            );
-        }
-        Some(list_items(&test_dir, &classes)?)
-    } else {
-        None
-    };
+        let split = match record.get(2).unwrap_or("").to_ascii_lowercase().as_str() {
+            "" | "train" => 0,
+            "val" | "valid" | "validation" => 1,
+            "test" => 2,
+            other => {
+                return Err(DataError::format(
+                    csv_path,
+                    format!("line {line}: split {other:?} is not train, val or test"),
+                ));
+            }
+        };
+        rows.push((file, label.to_string(), split));
+    }
+    let mut names: Vec<String> = rows.iter().filter(|r| r.2 == 0).map(|r| r.1.clone()).collect();
+    names.sort();
+    names.dedup();
+    let os: Vec<OsString> = names.iter().map(OsString::from).collect();
+    let names = class_names(csv_path, &os, "label")?;
+    let mut splits: [Option<Vec<(PathBuf, u8)>>; 3] = [Some(Vec::new()), None, None];
+    for (file, label, split) in rows {
+        let Ok(index) = names.binary_search(&label) else {
+            return Err(DataError::format(
+                csv_path,
+                format!(
+                    "{} is labelled {label:?}, a class no training row has; label it as a training class",
+                    file.display()
+                ),
+            ));
+        };
+        splits[split].get_or_insert_with(Vec::new).push((file, index as u8));
+    }
+    let train = splits[0].as_deref().unwrap_or_default();
+    if train.is_empty() {
+        return Err(DataError::format(csv_path, "names no training images"));
+    }
+    check_no_empty_class(csv_path, &names, train, "")?;
+    decode_dataset(base, csv_path, names, splits, opts)
+}
 
-    let total = train_items.len() + test_items.as_ref().map_or(0, Vec::len);
-    let bar = if progress {
+/// Decodes the train, val and test items of a source rooted at `root` (`train_dir` names
+/// its training part in errors) into a [`Dataset`], with the skipped-file warning.
+fn decode_dataset(
+    root: &Path,
+    train_dir: &Path,
+    names: Vec<String>,
+    [train_items, val_items, test_items]: [Option<Vec<(PathBuf, u8)>>; 3],
+    opts: &FolderOptions,
+) -> Result<Dataset, DataError> {
+    let train_items = train_items.unwrap_or_default();
+    let total =
+        train_items.len() + [&val_items, &test_items].iter().map(|s| s.as_ref().map_or(0, Vec::len)).sum::<usize>();
+    let bar = if opts.progress {
         indicatif::ProgressBar::new(total as u64).with_style(
             indicatif::ProgressStyle::with_template("decoding {pos}/{len} images [{bar:30}] {per_sec} ETA {eta}")
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
@@ -204,12 +331,13 @@ pub fn load_dir_with(root: &Path, progress: bool, policy: BadImagePolicy) -> Res
     };
     let start = std::time::Instant::now();
     let mut skipped = Vec::new();
-    let train = decode_items(&train_items, &bar, policy, &mut skipped)?;
+    let train = decode_items(&train_items, &bar, opts, &mut skipped)?;
     if !skipped.is_empty() {
         let kept: Vec<(PathBuf, u8)> = train.labels.iter().map(|&l| (PathBuf::new(), l)).collect();
-        check_no_empty_class(&train_dir, &names, &kept, " (all of its images were skipped as bad)")?;
+        check_no_empty_class(train_dir, &names, &kept, " (all of its images were skipped as bad)")?;
     }
-    let test = test_items.map(|items| decode_items(&items, &bar, policy, &mut skipped)).transpose()?;
+    let val = val_items.map(|items| decode_items(&items, &bar, opts, &mut skipped)).transpose()?;
+    let test = test_items.map(|items| decode_items(&items, &bar, opts, &mut skipped)).transpose()?;
     bar.finish_and_clear();
     if !skipped.is_empty() {
         const SHOWN: usize = 5;
@@ -230,7 +358,7 @@ pub fn load_dir_with(root: &Path, progress: bool, policy: BadImagePolicy) -> Res
         seconds = start.elapsed().as_secs_f64(),
         "decoded image folder"
     );
-    Ok(Dataset { classes: names, train, test, skipped })
+    Ok(Dataset { classes: names, train, val, test, skipped })
 }
 
 /// Fails, naming them all, if some of `names` has no item in `items`.
@@ -363,32 +491,32 @@ pub fn has_image_extension(name: &std::ffi::OsStr) -> bool {
 fn decode_items(
     items: &[(PathBuf, u8)],
     bar: &indicatif::ProgressBar,
-    policy: BadImagePolicy,
+    opts: &FolderOptions,
     skipped: &mut Vec<SkippedImage>,
 ) -> Result<ImageSet, DataError> {
-    let mut images = vec![0u8; items.len() * IMAGE_BYTES];
+    let shape = ImageShape::square(opts.side);
+    let framing = Framing { size: opts.side, resize: opts.side };
+    let bytes_each = shape.image_bytes();
+    let mut images = vec![0u8; items.len() * bytes_each];
     let decode_one = |out: &mut [u8], path: &PathBuf| {
         let bytes = read_image_file(path).map_err(|reason| DataError::Decode { path: path.clone(), reason })?;
-        decode_into(&bytes, out).map_err(|reason| DataError::Decode { path: path.clone(), reason })?;
+        decode_framed(&bytes, out, framing).map_err(|reason| DataError::Decode { path: path.clone(), reason })?;
         bar.inc(1);
         Ok::<(), DataError>(())
     };
-    if policy == BadImagePolicy::Fail {
+    if opts.policy == BadImagePolicy::Fail {
         images
-            .par_chunks_mut(IMAGE_BYTES)
+            .par_chunks_mut(bytes_each)
             .zip(items.par_iter())
             .try_for_each(|(out, (path, _))| decode_one(out, path))?;
-        return Ok(ImageSet { images, labels: items.iter().map(|(_, l)| *l).collect() });
+        return Ok(ImageSet { shape, images, labels: items.iter().map(|(_, l)| *l).collect() });
     }
-    let results: Vec<Result<(), DataError>> = images
-        .par_chunks_mut(IMAGE_BYTES)
-        .zip(items.par_iter())
-        .map(|(out, (path, _))| decode_one(out, path))
-        .collect();
-    let mut set = ImageSet::with_capacity(items.len());
+    let results: Vec<Result<(), DataError>> =
+        images.par_chunks_mut(bytes_each).zip(items.par_iter()).map(|(out, (path, _))| decode_one(out, path)).collect();
+    let mut set = ImageSet::with_capacity(shape, items.len());
     for (i, (result, (path, label))) in results.into_iter().zip(items).enumerate() {
         match result {
-            Ok(()) => set.push(&images[i * IMAGE_BYTES..(i + 1) * IMAGE_BYTES], *label),
+            Ok(()) => set.push(&images[i * bytes_each..(i + 1) * bytes_each], *label),
             Err(e) => {
                 bar.inc(1);
                 let reason = match e {
@@ -415,7 +543,19 @@ fn decode_items(
 /// # Panics
 /// If `out` is not [`IMAGE_BYTES`] long (a bug in the caller, never a property of the input).
 pub fn decode_into(bytes: &[u8], out: &mut [u8]) -> Result<(), String> {
-    assert_eq!(out.len(), IMAGE_BYTES, "decode_into: out must be {IMAGE_BYTES} bytes");
+    decode_framed(bytes, out, Framing::CIFAR)
+}
+
+/// Decodes an encoded image as [`decode_into`] does, framed as `framing` says: the shorter
+/// side resized to `framing.resize` and the centre `framing.size` square kept, written to
+/// `out` as RGB CHW. (The square is cut from the original first and resized once, so a
+/// large photo is resampled once, from the pixels that end up in the result.)
+///
+/// # Panics
+/// If `out` is not `3 * size * size` long (a bug in the caller, never a property of the input).
+pub fn decode_framed(bytes: &[u8], out: &mut [u8], framing: Framing) -> Result<(), String> {
+    let size = framing.size;
+    assert_eq!(out.len(), 3 * size * size, "decode_framed: out must be one {size}x{size} image");
     if bytes.is_empty() {
         return Err("the file is empty (0 bytes)".into());
     }
@@ -466,12 +606,19 @@ pub fn decode_into(bytes: &[u8], out: &mut [u8]) -> Result<(), String> {
     reader.limits(limits);
     let img = reader.decode().map_err(|e| e.to_string())?;
     let mut rgb = img.into_rgb8();
-    let side = IMAGE_SIZE as u32;
+    let side = size as u32;
+    let (w, h) = rgb.dimensions();
+    // The source square that becomes the output: size/resize of the shorter side, centred.
+    let square = ((f64::from(w.min(h)) * size as f64 / framing.resize as f64).round() as u32).clamp(1, w.min(h));
+    if (w, h) != (square, square) {
+        rgb = image::imageops::crop_imm(&rgb, (w - square) / 2, (h - square) / 2, square, square).to_image();
+    }
     if rgb.dimensions() != (side, side) {
         rgb = image::imageops::resize(&rgb, side, side, RESIZE_FILTER);
     }
-    let (r, rest) = out.split_at_mut(PLANE_BYTES);
-    let (g, b) = rest.split_at_mut(PLANE_BYTES);
+    let plane = size * size;
+    let (r, rest) = out.split_at_mut(plane);
+    let (g, b) = rest.split_at_mut(plane);
     for (i, px) in rgb.as_raw().chunks_exact(3).enumerate() {
         r[i] = px[0];
         g[i] = px[1];
@@ -550,6 +697,7 @@ pub fn check_dimensions(width: u32, height: u32) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::geometry::{IMAGE_BYTES, PLANE_BYTES};
 
     fn encode_png(img: &image::DynamicImage) -> Vec<u8> {
         let mut buf = Vec::new();

@@ -18,7 +18,9 @@ pub mod folder;
 
 use std::path::{Path, PathBuf};
 
-pub use crate::geometry::{CHANNELS, IMAGE_BYTES, IMAGE_SIZE, PLANE_BYTES};
+use rayon::prelude::*;
+
+pub use crate::geometry::{CHANNELS, Framing, IMAGE_BYTES, IMAGE_SIZE, ImageShape, PLANE_BYTES};
 
 /// The CIFAR-10 class names in the official label order (label 0 is `airplane`), as listed in
 /// `batches.meta.txt` of the official archive.
@@ -67,8 +69,8 @@ pub enum DataError {
     /// The spec given to [`load`] names nothing that can be loaded.
     #[error(
         "{}: {reason}; expected `cifar10`, a CIFAR-10 binary folder (with data_batch_1.bin, \
-         or a cifar-10-batches-bin/ subfolder), or an image-folder root with \
-         train/<class>/*.png|jpg (and optionally test/<class>/...)",
+         or a cifar-10-batches-bin/ subfolder), a folder of class folders (<class>/*.jpg, or \
+         train/<class>/... with optional val/ and test/), or a .csv file of path,label rows",
         path.display()
     )]
     UnknownSource {
@@ -136,31 +138,44 @@ impl DataError {
     }
 }
 
-/// Decoded images with their labels.
+/// Decoded images with their labels, all of one [`ImageShape`].
 ///
-/// Each image is [`IMAGE_BYTES`] of `u8` in CHW order: the R plane, then G, then B, each
-/// [`IMAGE_SIZE`] x [`IMAGE_SIZE`] in row-major order. This is the CIFAR-10 binary layout and
-/// burn's NCHW once images are stacked.
+/// Each image is `shape.image_bytes()` of `u8` in CHW order: the R plane, then G, then B,
+/// each `shape.size` x `shape.size` in row-major order. This is the CIFAR-10 binary layout
+/// and burn's NCHW once images are stacked.
 ///
-/// Invariant: `images.len() == labels.len() * IMAGE_BYTES`; the accessors panic if the public
-/// fields are edited into breaking it.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// Invariant: `images.len() == labels.len() * shape.image_bytes()`; the accessors panic if
+/// the public fields are edited into breaking it.
+#[derive(Debug, Clone, PartialEq)]
 pub struct ImageSet {
-    /// All images back to back, `len() * IMAGE_BYTES` bytes.
+    /// The shape of every image.
+    pub shape: ImageShape,
+    /// All images back to back, `len() * shape.image_bytes()` bytes.
     pub images: Vec<u8>,
     /// One class index per image.
     pub labels: Vec<u8>,
 }
 
+impl Default for ImageSet {
+    fn default() -> Self {
+        ImageSet::with_shape(ImageShape::CIFAR)
+    }
+}
+
 impl ImageSet {
-    /// An empty set.
+    /// An empty set of 32x32 images.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// An empty set with room for `n` images.
-    pub fn with_capacity(n: usize) -> Self {
-        ImageSet { images: Vec::with_capacity(n * IMAGE_BYTES), labels: Vec::with_capacity(n) }
+    /// An empty set of images of `shape`.
+    pub fn with_shape(shape: ImageShape) -> Self {
+        ImageSet { shape, images: Vec::new(), labels: Vec::new() }
+    }
+
+    /// An empty set of images of `shape` with room for `n` of them.
+    pub fn with_capacity(shape: ImageShape, n: usize) -> Self {
+        ImageSet { shape, images: Vec::with_capacity(n * shape.image_bytes()), labels: Vec::with_capacity(n) }
     }
 
     /// Number of images.
@@ -178,22 +193,62 @@ impl ImageSet {
     /// # Panics
     /// If `i >= self.len()`, like slice indexing.
     pub fn image(&self, i: usize) -> &[u8] {
-        &self.images[i * IMAGE_BYTES..(i + 1) * IMAGE_BYTES]
+        let n = self.shape.image_bytes();
+        &self.images[i * n..(i + 1) * n]
     }
 
-    /// Appends one image (CHW, [`IMAGE_BYTES`] long) with its label.
+    /// Appends one image (CHW, `shape.image_bytes()` long) with its label.
     ///
     /// # Panics
-    /// If `img` is not exactly [`IMAGE_BYTES`] long: that is a bug in the caller, never a
-    /// property of user data, since every source converts to this size first.
+    /// If `img` is not exactly one image long: that is a bug in the caller, never a property
+    /// of user data, since every source converts to the set's shape first.
     pub fn push(&mut self, img: &[u8], label: u8) {
-        assert_eq!(img.len(), IMAGE_BYTES, "ImageSet::push: an image must be {IMAGE_BYTES} bytes (CHW 3x32x32)");
+        assert_eq!(img.len(), self.shape.image_bytes(), "ImageSet::push: an image must be {:?}", self.shape);
         self.images.extend_from_slice(img);
         self.labels.push(label);
     }
 
+    /// The set with every image cut to its centre `size` x `size` square (the same set when
+    /// the images are that size already).
+    ///
+    /// # Panics
+    /// If `size` is larger than the images.
+    pub fn center_crop(self, size: usize) -> ImageSet {
+        if size == self.shape.size {
+            return self;
+        }
+        let shape = ImageShape::square(size);
+        let mut images = vec![0u8; self.len() * shape.image_bytes()];
+        images
+            .par_chunks_mut(shape.image_bytes())
+            .zip(self.images.par_chunks(self.shape.image_bytes()))
+            .for_each(|(dst, src)| augment::center_crop(src, self.shape, dst, size));
+        ImageSet { shape, images, labels: self.labels }
+    }
+
+    /// The set with every (square) image resampled to `side` x `side`, bilinearly; the same
+    /// set when the images are that size.
+    pub fn resized(self, side: usize) -> ImageSet {
+        if side == self.shape.size {
+            return self;
+        }
+        let shape = ImageShape::square(side);
+        let whole = self.shape.size as f64;
+        let rect = augment::Rect { x: 0.0, y: 0.0, width: whole, height: whole };
+        let mut images = vec![0u8; self.len() * shape.image_bytes()];
+        images
+            .par_chunks_mut(shape.image_bytes())
+            .zip(self.images.par_chunks(self.shape.image_bytes()))
+            .for_each(|(dst, src)| augment::resample(src, self.shape, rect, false, dst, side));
+        ImageSet { shape, images, labels: self.labels }
+    }
+
     /// Appends all images of `other`.
+    ///
+    /// # Panics
+    /// If `other` holds images of another shape.
     pub fn extend_from(&mut self, other: &ImageSet) {
+        assert_eq!(self.shape, other.shape, "ImageSet::extend_from: images of another shape");
         self.images.extend_from_slice(&other.images);
         self.labels.extend_from_slice(&other.labels);
     }
@@ -203,7 +258,7 @@ impl ImageSet {
     /// # Panics
     /// If an index is out of range.
     pub fn select(&self, idx: &[usize]) -> ImageSet {
-        let mut out = ImageSet::with_capacity(idx.len());
+        let mut out = ImageSet::with_capacity(self.shape, idx.len());
         for &i in idx {
             out.push(self.image(i), self.labels[i]);
         }
@@ -229,11 +284,42 @@ pub struct Dataset {
     pub classes: Vec<String>,
     /// The training images, in load order (record order, or class then file-name order).
     pub train: ImageSet,
+    /// The source's own validation images (a `val/` folder), if it has any: then the
+    /// validation split is these, not carved out of `train`.
+    pub val: Option<ImageSet>,
     /// The source's held-out test images, if it has any.
     pub test: Option<ImageSet>,
     /// Image files left out under [`BadImagePolicy::Skip`], in load order (train, then test);
     /// always empty under [`BadImagePolicy::Fail`] and for CIFAR binaries.
     pub skipped: Vec<SkippedImage>,
+}
+
+impl Dataset {
+    /// The dataset with every image resampled to `side` x `side` (the same dataset when its
+    /// images are that size).
+    pub fn resized(self, side: usize) -> Dataset {
+        Dataset {
+            train: self.train.resized(side),
+            val: self.val.map(|s| s.resized(side)),
+            test: self.test.map(|s| s.resized(side)),
+            ..self
+        }
+    }
+}
+
+impl Splits {
+    /// The splits as training and evaluation take them under `framing`: training images
+    /// at `framing.resize` (what random crops sample from), validation and test images cut
+    /// to their centre `framing.size` square.
+    pub fn framed(self, framing: Framing) -> Splits {
+        let eval = |set: ImageSet| set.resized(framing.resize).center_crop(framing.size);
+        Splits {
+            classes: self.classes,
+            train: self.train.resized(framing.resize),
+            val: eval(self.val),
+            test: self.test.map(eval),
+        }
+    }
 }
 
 /// What to do with an image file that cannot be read or decoded, or is too large
@@ -279,7 +365,8 @@ pub fn val_count(n: usize, val_fraction: f64) -> usize {
     if v <= 0.0 { 0 } else { (v as usize).min(n) }
 }
 
-/// Splits `dataset.train` into train and validation sets.
+/// Splits `dataset.train` into train and validation sets; a source's own validation set
+/// (`dataset.val`, from a `val/` folder) is used as it is instead.
 ///
 /// For each class, the last [`val_count`]`(n, val_fraction)` of its `n` images, in load order,
 /// go to validation and the rest to training; both keep load order. `val_fraction = 0` gives an
@@ -292,7 +379,10 @@ pub fn split(dataset: Dataset, val_fraction: f64) -> Result<Splits, DataError> {
     if !(0.0..1.0).contains(&val_fraction) {
         return Err(DataError::ValFraction { value: val_fraction });
     }
-    let Dataset { classes, train: all, test, skipped: _ } = dataset;
+    let Dataset { classes, train: all, val, test, skipped: _ } = dataset;
+    if let Some(val) = val {
+        return Ok(Splits { classes, train: all, val, test });
+    }
 
     // Load-order positions of each label's images.
     let mut per_class: Vec<Vec<usize>> = vec![Vec::new(); 256];
@@ -325,6 +415,9 @@ pub struct LoadOptions {
     pub progress: bool,
     /// What to do with image files that cannot be decoded (image folders only).
     pub on_bad_image: BadImagePolicy,
+    /// Side of the square images kept (image folders decode to it, CIFAR-10's 32x32 images
+    /// are resampled to it); `None` keeps 32.
+    pub side: Option<usize>,
 }
 
 /// What kind of source a spec names.
@@ -334,8 +427,11 @@ pub enum Source {
     Cifar10,
     /// A CIFAR-10 binary folder (the one holding `data_batch_1.bin`).
     CifarBinary(PathBuf),
-    /// An image-folder root (the one holding `train/`).
+    /// An image-folder root: one holding `train/` (and perhaps `val/`, `test/`), or class
+    /// folders directly.
     ImageFolder(PathBuf),
+    /// A CSV file of `path,label` rows.
+    Labels(PathBuf),
 }
 
 /// Decides what `spec` names, without reading any images.
@@ -354,8 +450,11 @@ pub fn resolve(spec: &str) -> Result<Source, DataError> {
     if !path.exists() {
         return Err(unknown("no such file or folder"));
     }
+    if path.is_file() && path.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")) {
+        return Ok(Source::Labels(path.to_path_buf()));
+    }
     if !path.is_dir() {
-        return Err(unknown("not a folder"));
+        return Err(unknown("not a folder (nor a .csv file of path,label rows)"));
     }
     if path.join(cifar::TRAIN_FILES[0]).is_file() {
         return Ok(Source::CifarBinary(path.to_path_buf()));
@@ -367,7 +466,15 @@ pub fn resolve(spec: &str) -> Result<Source, DataError> {
     if path.join(folder::TRAIN_DIR).is_dir() {
         return Ok(Source::ImageFolder(path.to_path_buf()));
     }
-    Err(unknown("has neither data_batch_1.bin, cifar-10-batches-bin/ nor train/"))
+    // Class folders directly under the root: any visible subfolder.
+    let has_folder = std::fs::read_dir(path)
+        .map_err(|e| DataError::io("cannot list", path, e))?
+        .filter_map(Result::ok)
+        .any(|e| !e.file_name().as_encoded_bytes().starts_with(b".") && e.path().is_dir());
+    if has_folder {
+        return Ok(Source::ImageFolder(path.to_path_buf()));
+    }
+    Err(unknown("has neither data_batch_1.bin, cifar-10-batches-bin/, train/ nor class folders"))
 }
 
 /// Loads the dataset that `spec` names (see [`resolve`]).
@@ -377,14 +484,18 @@ pub fn resolve(spec: &str) -> Result<Source, DataError> {
 /// # Errors
 /// Whatever [`resolve`], the download, or the source's reader reports.
 pub fn load(spec: &str, opts: &LoadOptions) -> Result<Dataset, DataError> {
-    match resolve(spec)? {
+    let side = opts.side.unwrap_or(IMAGE_SIZE);
+    let folder_opts = folder::FolderOptions { progress: opts.progress, policy: opts.on_bad_image, side };
+    let dataset = match resolve(spec)? {
         Source::Cifar10 => {
             let dir = download::ensure_cifar10(opts)?;
-            cifar::load_dir(&dir)
+            cifar::load_dir(&dir)?
         }
-        Source::CifarBinary(dir) => cifar::load_dir(&dir),
-        Source::ImageFolder(root) => folder::load_dir_with(&root, opts.progress, opts.on_bad_image),
-    }
+        Source::CifarBinary(dir) => cifar::load_dir(&dir)?,
+        Source::ImageFolder(root) => return folder::load_root(&root, &folder_opts),
+        Source::Labels(csv) => return folder::load_labels(&csv, &folder_opts),
+    };
+    Ok(dataset.resized(side))
 }
 
 #[cfg(test)]
@@ -404,6 +515,7 @@ mod tests {
         Dataset {
             classes: vec!["a".into(), "b".into(), "c".into()],
             train: numbered(labels),
+            val: None,
             test: None,
             skipped: Vec::new(),
         }

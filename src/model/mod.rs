@@ -2,22 +2,25 @@
 //! A model knows tensors and layers; which kernel a layer runs on which device is
 //! [`crate::kernels`]' business, and files, data and training are elsewhere.
 //!
-//! Every architecture takes `[batch, 3, 32, 32]` images scaled to `[0, 1]` (see
-//! [`images_to_tensor`]) and returns unnormalised class scores (logits); softmax and the
-//! loss live with the training loop and the classifier, not in the model.
+//! Every architecture takes `[batch, 3, size, size]` images scaled to `[0, 1]` (see
+//! [`images_to_tensor`]; `seed` and `fast` take 32x32 only) and returns unnormalised class
+//! scores (logits); softmax and the loss live with the training loop and the classifier,
+//! not in the model.
 
 mod fast;
+pub mod resnet;
 mod seed;
 mod summary;
 
 pub use fast::{Fast, FastConfig, LOGIT_SCALE as FAST_LOGIT_SCALE};
+pub use resnet::{Depth, ResNet, ResNetConfig};
 pub use seed::{Seed, SeedConfig};
 pub use summary::{LayerRow, Summary};
 
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::geometry::{CHANNELS, IMAGE_BYTES, IMAGE_SIZE};
+use crate::geometry::ImageShape;
 
 /// The architectures `classify` can train, by their command-line name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -28,6 +31,13 @@ pub enum ModelKind {
     /// A small VGG-style network with BatchNorm and a whitening first layer (airbench-like),
     /// trained with the modern recipe: 89% on CIFAR-10 (90% with TTA) in under an hour on 2 cores.
     Fast,
+    /// torchvision's ResNet-18 (11.2M weights for 10 classes), for photos at any size
+    /// (128 px by default).
+    Resnet18,
+    /// torchvision's ResNet-34 (21.3M weights).
+    Resnet34,
+    /// torchvision's ResNet-50, of bottleneck blocks (23.5M weights).
+    Resnet50,
 }
 
 impl ModelKind {
@@ -36,6 +46,31 @@ impl ModelKind {
         match self {
             ModelKind::Seed => "seed",
             ModelKind::Fast => "fast",
+            ModelKind::Resnet18 => "resnet18",
+            ModelKind::Resnet34 => "resnet34",
+            ModelKind::Resnet50 => "resnet50",
+        }
+    }
+
+    /// Whether the architecture takes 32x32 images only (`seed`'s dense layer is sized for
+    /// them, `fast`'s whitening and widths are tuned to them).
+    pub fn fixed_size(self) -> bool {
+        matches!(self, ModelKind::Seed | ModelKind::Fast)
+    }
+
+    /// The `--image-size` a run of this model gets when none is given: 32, or 128 for the
+    /// ResNets (what fast.ai's Imagenette results are measured at).
+    pub fn default_image_size(self) -> usize {
+        if self.fixed_size() { 32 } else { 128 }
+    }
+
+    /// The ResNet depth, for the ResNets.
+    pub fn resnet_depth(self) -> Option<Depth> {
+        match self {
+            ModelKind::Resnet18 => Some(Depth::R18),
+            ModelKind::Resnet34 => Some(Depth::R34),
+            ModelKind::Resnet50 => Some(Depth::R50),
+            ModelKind::Seed | ModelKind::Fast => None,
         }
     }
 }
@@ -62,6 +97,8 @@ pub enum Network {
     Seed(Seed),
     /// See [`Fast`].
     Fast(Fast),
+    /// See [`ResNet`].
+    ResNet(ResNet),
 }
 
 impl Network {
@@ -79,55 +116,72 @@ impl Network {
             ModelKind::Fast => {
                 Network::Fast(FastConfig::new(num_classes).with_padded_whitening(revision < 2).init(device))
             }
+            ModelKind::Resnet18 | ModelKind::Resnet34 | ModelKind::Resnet50 => {
+                let depth = kind.resnet_depth().unwrap_or(Depth::R18);
+                Network::ResNet(ResNetConfig::new(depth, num_classes).init(device))
+            }
         }
     }
 
-    /// Sets whatever the architecture derives from the training images before training
-    /// (the `fast` model's whitening layer); nothing for the others.
-    pub fn prepare(&mut self, train_images: &[u8]) {
-        if let Network::Fast(net) = self {
-            net.whiten(train_images);
+    /// Sets whatever the architecture derives from the training images (CHW `u8` of
+    /// `shape`) before training: the `fast` model's whitening layer, a ResNet's input
+    /// normalisation.
+    pub fn prepare(&mut self, train_images: &[u8], shape: ImageShape) {
+        match self {
+            Network::Fast(net) => net.whiten(train_images),
+            Network::ResNet(net) => net.normalize_from(train_images, shape.image_bytes()),
+            Network::Seed(_) => {}
         }
     }
 
     /// Class scores for a batch of images.
     ///
     /// # Shapes
-    /// - images: `[batch, 3, 32, 32]`, values in `[0, 1]`
+    /// - images: `[batch, 3, size, size]`, values in `[0, 1]`
     /// - output: `[batch, num_classes]` logits
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
         match self {
             Network::Seed(net) => net.forward(images),
             Network::Fast(net) => net.forward(images),
+            Network::ResNet(net) => net.forward(images),
         }
     }
 
-    /// Logits of every image in `images` (CHW `u8`, as [`images_to_tensor`] takes them),
-    /// `[n * num_classes]` row-major, computed [`PREDICT_BATCH`] images at a time.
-    pub fn logits(&self, images: &[u8], device: &Device) -> Vec<f32> {
+    /// Logits of every image in `images` (CHW `u8` of `shape`, as [`images_to_tensor`]
+    /// takes them), `[n * num_classes]` row-major, computed [`PREDICT_BATCH`] images at a
+    /// time (fewer for large images, so a batch stays under 64 MiB of floats).
+    pub fn logits(&self, images: &[u8], shape: ImageShape, device: &Device) -> Vec<f32> {
+        let batch = predict_batch(shape);
         let mut logits = Vec::new();
-        for chunk in images.chunks(PREDICT_BATCH * IMAGE_BYTES) {
-            let out = self.forward(images_to_tensor(chunk, device));
+        for chunk in images.chunks(batch * shape.image_bytes()) {
+            let out = self.forward(images_to_tensor(chunk, shape, device));
             logits.extend(out.into_data().try_to_vec::<f32>().unwrap_or_default());
         }
         logits
     }
 
-    /// The Keras-style layer table for this network.
-    pub fn summary(&self) -> Summary {
+    /// The Keras-style layer table for this network, with its input `size`.
+    pub fn summary(&self, size: usize) -> Summary {
         match self {
             Network::Seed(net) => net.summary(),
             Network::Fast(net) => net.summary(),
+            Network::ResNet(net) => net.summary(size),
         }
     }
 }
 
-/// Converts `n` CHW uint8 images into the model's input: `[n, 3, 32, 32]` floats in `[0, 1]`,
-/// the scaling of the original system (`x / 255`).
-pub fn images_to_tensor(images: &[u8], device: &Device) -> Tensor<4> {
-    let n = images.len() / IMAGE_BYTES;
-    let floats: Vec<f32> = images.iter().map(|&v| f32::from(v) * (1.0 / 255.0)).collect();
-    Tensor::from_data(TensorData::new(floats, [n, CHANNELS, IMAGE_SIZE, IMAGE_SIZE]), device)
+/// Images per forward pass when predicting images of `shape`: [`PREDICT_BATCH`] at 32x32,
+/// as many pixels at larger sizes (activations grow with them), but at least 16.
+pub fn predict_batch(shape: ImageShape) -> usize {
+    (PREDICT_BATCH * 32 * 32 / (shape.size * shape.size).max(1)).clamp(16, PREDICT_BATCH)
+}
+
+/// Converts CHW uint8 images of `shape` into the model's input: `[n, 3, size, size]` floats
+/// in `[0, 1]`, the scaling of the original system (`x / 255`).
+pub fn images_to_tensor(images: &[u8], shape: ImageShape, device: &Device) -> Tensor<4> {
+    let n = shape.count(images.len());
+    let floats: Vec<f32> = images[..n * shape.image_bytes()].iter().map(|&v| f32::from(v) * (1.0 / 255.0)).collect();
+    Tensor::from_data(TensorData::new(floats, shape.dims(n)), device)
 }
 
 /// Converts class labels into the loss's target tensor.

@@ -24,7 +24,6 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use super::error::ApiError;
 use super::metrics::Metrics;
-use crate::geometry::IMAGE_BYTES;
 
 /// How requests are grouped into batches and how many may wait.
 #[derive(Debug, Clone, Copy)]
@@ -60,6 +59,8 @@ struct Job {
 
 /// The handle requests use to reach the model thread; cheap to share behind an `Arc`.
 pub struct Batcher {
+    /// Bytes in one image (CHW uint8 at the model's input size).
+    image_bytes: usize,
     sender: SyncSender<Job>,
     tickets: Arc<Semaphore>,
     capacity: usize,
@@ -69,7 +70,8 @@ pub struct Batcher {
 impl Batcher {
     /// Starts the model thread running `model` and returns the handle that feeds it. The
     /// thread ends once the `Batcher` is dropped and the queued jobs are answered.
-    pub fn start(model: Model, options: BatchOptions, metrics: Arc<Metrics>) -> Batcher {
+    /// Starts the model thread for images of `image_bytes` bytes each.
+    pub fn start(model: Model, image_bytes: usize, options: BatchOptions, metrics: Arc<Metrics>) -> Batcher {
         let capacity = options.queue_capacity;
         // One slot per ticket, so a ticket holder's send never finds the queue full.
         let (sender, receiver) = mpsc::sync_channel(capacity.max(1));
@@ -86,7 +88,7 @@ impl Batcher {
             tracing::error!("cannot start the model thread: {e}");
             running.store(false, Ordering::SeqCst);
         }
-        Batcher { sender, tickets, capacity, running }
+        Batcher { image_bytes: image_bytes.max(1), sender, tickets, capacity, running }
     }
 
     /// Whether the model thread is running, i.e. the server can answer predictions.
@@ -115,10 +117,10 @@ impl Batcher {
             .map_err(|_| ApiError::Overloaded(self.capacity))
     }
 
-    /// Class probabilities of `images` (CHW uint8, [`IMAGE_BYTES`] each), once the model
+    /// Class probabilities of `images` (CHW uint8, one image each `image_bytes`), once the model
     /// thread has evaluated them in some batch.
     pub async fn classify(&self, ticket: Ticket, images: Vec<u8>) -> Result<Probabilities, ApiError> {
-        if images.len() < IMAGE_BYTES {
+        if images.len() < self.image_bytes {
             return Ok(Vec::new());
         }
         self.submit(ticket, images)?.wait().await
@@ -126,7 +128,7 @@ impl Batcher {
 
     /// Queues `images` for the model thread without waiting for the answer.
     pub fn submit(&self, ticket: Ticket, images: Vec<u8>) -> Result<Answer, ApiError> {
-        let count = images.len() / IMAGE_BYTES;
+        let count = images.len() / self.image_bytes;
         let (reply, answer) = oneshot::channel();
         let job = Job { images, count, queued: Instant::now(), reply, _ticket: ticket };
         self.sender.try_send(job).map_err(|e| match e {
@@ -229,7 +231,7 @@ fn run(mut model: Model, receiver: &Receiver<Job>, options: BatchOptions, admitt
 /// Runs one batch through the model and sends each job its rows.
 fn evaluate(model: &mut Model, batch: Vec<Job>, images: usize, metrics: &Metrics) {
     let started = Instant::now();
-    let mut input = Vec::with_capacity(images * IMAGE_BYTES);
+    let mut input = Vec::with_capacity(batch.iter().map(|job| job.images.len()).sum());
     for job in &batch {
         input.extend_from_slice(&job.images);
     }
@@ -264,6 +266,7 @@ fn fail(batch: Vec<Job>, reason: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::geometry::IMAGE_BYTES;
     use std::sync::Mutex;
 
     /// A model that reports each batch's size, can be held on its first call, and answers
@@ -295,7 +298,7 @@ mod tests {
         let (release_tx, release_rx) = mpsc::channel();
         let options = BatchOptions { max_batch: 3, max_wait: Duration::ZERO, queue_capacity: 8 };
         let model = recording_model(Arc::clone(&sizes), Some((started_tx, release_rx)));
-        let batcher = Batcher::start(model, options, Arc::new(Metrics::default()));
+        let batcher = Batcher::start(model, IMAGE_BYTES, options, Arc::new(Metrics::default()));
         let submit = |values: &[u8]| batcher.submit(batcher.admit().unwrap(), images(values)).unwrap();
         let first = submit(&[1]);
         started_rx.recv().unwrap();
@@ -325,7 +328,12 @@ mod tests {
     fn a_job_bigger_than_max_batch_runs_alone_and_whole() {
         let sizes = Arc::new(Mutex::new(Vec::new()));
         let options = BatchOptions { max_batch: 2, max_wait: Duration::ZERO, queue_capacity: 4 };
-        let batcher = Batcher::start(recording_model(Arc::clone(&sizes), None), options, Arc::new(Metrics::default()));
+        let batcher = Batcher::start(
+            recording_model(Arc::clone(&sizes), None),
+            IMAGE_BYTES,
+            options,
+            Arc::new(Metrics::default()),
+        );
         let probs = runtime().block_on(async {
             let ticket = batcher.admit().unwrap();
             batcher.classify(ticket, images(&[7, 8, 9, 10, 11])).await.unwrap()
@@ -340,7 +348,12 @@ mod tests {
         let sizes = Arc::new(Mutex::new(Vec::new()));
         // A window far longer than any test: waiting it out would hang, not pass.
         let options = BatchOptions { max_batch: 8, max_wait: Duration::from_secs(3600), queue_capacity: 4 };
-        let batcher = Batcher::start(recording_model(Arc::clone(&sizes), None), options, Arc::new(Metrics::default()));
+        let batcher = Batcher::start(
+            recording_model(Arc::clone(&sizes), None),
+            IMAGE_BYTES,
+            options,
+            Arc::new(Metrics::default()),
+        );
         let rt = runtime();
         let guard = |answer: Answer| async move {
             tokio::time::timeout(Duration::from_secs(60), answer.wait()).await.expect("hang guard").unwrap()
@@ -360,7 +373,8 @@ mod tests {
     #[test]
     fn admission_stops_at_capacity_and_resumes_when_tickets_return() {
         let options = BatchOptions { max_batch: 1, max_wait: Duration::ZERO, queue_capacity: 2 };
-        let batcher = Batcher::start(recording_model(Arc::default(), None), options, Arc::new(Metrics::default()));
+        let batcher =
+            Batcher::start(recording_model(Arc::default(), None), IMAGE_BYTES, options, Arc::new(Metrics::default()));
         let a = batcher.admit().unwrap();
         let _b = batcher.admit().unwrap();
         assert!(matches!(batcher.admit(), Err(ApiError::Overloaded(2))));
@@ -380,7 +394,7 @@ mod tests {
             vec![vec![1.0]; images.len() / IMAGE_BYTES]
         });
         let options = BatchOptions { max_batch: 1, max_wait: Duration::ZERO, queue_capacity: 2 };
-        let batcher = Batcher::start(model, options, Arc::new(Metrics::default()));
+        let batcher = Batcher::start(model, IMAGE_BYTES, options, Arc::new(Metrics::default()));
         let rt = runtime();
         let first = rt.block_on(batcher.classify(batcher.admit().unwrap(), images(&[1])));
         assert!(matches!(first, Err(ApiError::Internal(_))), "{first:?}");

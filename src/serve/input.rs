@@ -1,16 +1,17 @@
-//! Turning request bodies into model input (CHW uint8 32x32 images, [`IMAGE_BYTES`] each),
-//! and reading the `Content-Type` and `Accept` headers.
+//! Turning request bodies into model input (CHW uint8 images at the run's size S, as its
+//! [`Framing`] says), and reading the `Content-Type` and `Accept` headers.
 //!
 //! What the server accepts, and how it is scaled:
-//! - encoded images (JPEG or PNG, any size, sniffed from the bytes): converted to RGB and
-//!   resized to 32x32 exactly as `classify predict` and image-folder training do
-//!   ([`crate::data::folder::decode_into`]); at most [`MAX_PIXELS`] pixels each;
-//! - pixel arrays (SageMaker JSON): `32x32x3` nested lists, height x width x RGB, of whole
+//! - encoded images (JPEG, PNG, GIF, BMP, WebP, TIFF, any size, sniffed from the bytes):
+//!   converted to RGB, the shorter side resized and the centre cut out exactly as
+//!   `classify predict` and evaluation do ([`crate::data::folder::decode_framed`]); at most
+//!   [`MAX_PIXELS`] pixels each;
+//! - pixel arrays (SageMaker JSON): `SxSx3` nested lists, height x width x RGB, of whole
 //!   numbers 0-255. Fractions are refused rather than guessed at, since `[0, 1]` floats and
 //!   dark 0-255 images cannot be told apart; send those as a KServe `FP32` tensor;
 //! - tensors (KServe v2): `FP32` in `[0, 1]` (the model's own input, pixel / 255), quantised
 //!   to the nearest 1/255 as the model only ever sees 8-bit images; or `UINT8` 0-255; shaped
-//!   `[N, 3, 32, 32]` (CHW) or `[N, 32, 32, 3]` (HWC); data flat or nested, row-major.
+//!   `[N, 3, S, S]` (CHW) or `[N, S, S, 3]` (HWC); data flat or nested, row-major.
 
 use axum::http::{HeaderMap, header};
 use base64::Engine;
@@ -19,7 +20,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::error::ApiError;
-use crate::geometry::{CHANNELS, IMAGE_BYTES, IMAGE_SIZE, PLANE_BYTES};
+use crate::geometry::{CHANNELS, Framing};
 
 /// Most images in one request; larger requests get 413 and should be split.
 pub const MAX_IMAGES: usize = 256;
@@ -76,7 +77,7 @@ fn declared_pixels(bytes: &[u8], what: &str) -> Result<u64, ApiError> {
     if pixels > MAX_PIXELS {
         return Err(ApiError::TooLarge(format!(
             "{what} is {width}x{height} pixels; at most {MAX_PIXELS} (4096x4096) are accepted: \
-             shrink it first (the model sees 32x32)"
+             shrink it first"
         )));
     }
     Ok(pixels)
@@ -93,31 +94,32 @@ fn check_request_pixels(total: u64) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Decodes one encoded image into `out` (32x32 RGB CHW); `what` names it in errors.
-pub fn decode_image(bytes: &[u8], out: &mut [u8], what: &str) -> Result<(), ApiError> {
+/// Decodes one encoded image into `out` (RGB CHW, framed as `framing` says); `what` names
+/// it in errors.
+pub fn decode_image(bytes: &[u8], out: &mut [u8], framing: Framing, what: &str) -> Result<(), ApiError> {
     declared_pixels(bytes, what)?;
-    crate::data::folder::decode_into(bytes, out)
+    crate::data::folder::decode_framed(bytes, out, framing)
         .map_err(|reason| ApiError::Undecodable { what: what.to_string(), reason })
 }
 
 /// One encoded image, the body of an `image/*` request.
-pub fn single_image(body: &[u8]) -> Result<Vec<u8>, ApiError> {
-    let mut images = vec![0; IMAGE_BYTES];
-    decode_image(body, &mut images, "the image")?;
+pub fn single_image(body: &[u8], framing: Framing) -> Result<Vec<u8>, ApiError> {
+    let mut images = vec![0; framing.input().image_bytes()];
+    decode_image(body, &mut images, framing, "the image")?;
     Ok(images)
 }
 
 /// The images of a SageMaker JSON body, `{"instances": [...]}`, where each instance is a
-/// base64 string of an encoded image, `{"b64": "..."}`, or a 32x32x3 array of 0-255 values.
-pub fn instances(body: &[u8]) -> Result<Vec<u8>, ApiError> {
+/// base64 string of an encoded image, `{"b64": "..."}`, or an SxSx3 array of 0-255 values.
+pub fn instances(body: &[u8], framing: Framing) -> Result<Vec<u8>, ApiError> {
+    let size = framing.size;
     let request: Value =
         serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("malformed JSON: {e}")))?;
     let instances = request.get("instances").and_then(Value::as_array).ok_or_else(|| {
-        ApiError::BadRequest(
-            "expected a JSON object {\"instances\": [...]} whose items are base64-encoded images \
-             or 32x32x3 arrays of 0-255 pixel values"
-                .into(),
-        )
+        ApiError::BadRequest(format!(
+            "expected a JSON object {{\"instances\": [...]}} whose items are base64-encoded images \
+                 or {size}x{size}x3 arrays of 0-255 pixel values"
+        ))
     })?;
     check_count(instances.len())?;
     // First every encoded image's bytes and declared size (the budget is checked before any
@@ -139,7 +141,7 @@ pub fn instances(body: &[u8]) -> Result<Vec<u8>, ApiError> {
             Value::Array(_) => None,
             _ => {
                 return Err(ApiError::BadRequest(format!(
-                    "{what}: expected a base64 string or a 32x32x3 array, found {}",
+                    "{what}: expected a base64 string or a {size}x{size}x3 array, found {}",
                     kind(instance)
                 )));
             }
@@ -150,13 +152,14 @@ pub fn instances(body: &[u8]) -> Result<Vec<u8>, ApiError> {
         encoded.push(bytes);
     }
     check_request_pixels(total)?;
-    let mut images = vec![0; instances.len() * IMAGE_BYTES];
-    for (i, ((instance, bytes), out)) in instances.iter().zip(&encoded).zip(images.chunks_mut(IMAGE_BYTES)).enumerate()
+    let image_bytes = framing.input().image_bytes();
+    let mut images = vec![0; instances.len() * image_bytes];
+    for (i, ((instance, bytes), out)) in instances.iter().zip(&encoded).zip(images.chunks_mut(image_bytes)).enumerate()
     {
         let what = format!("instance {i}");
         match bytes {
-            Some(bytes) => decode_image(bytes, out, &what)?,
-            None => pixels_hwc(instance, out, &what)?,
+            Some(bytes) => decode_image(bytes, out, framing, &what)?,
+            None => pixels_hwc(instance, out, size, &what)?,
         }
     }
     Ok(images)
@@ -184,17 +187,23 @@ fn base64_bytes(text: &str, what: &str) -> Result<Vec<u8>, ApiError> {
     BASE64.decode(text.trim()).map_err(|e| ApiError::BadRequest(format!("{what}: not valid base64 ({e})")))
 }
 
-/// Reads a 32x32x3 (height, width, RGB) array of whole numbers 0-255 into CHW `out`.
-fn pixels_hwc(value: &Value, out: &mut [u8], what: &str) -> Result<(), ApiError> {
-    let shape_error =
-        || ApiError::BadRequest(format!("{what}: a pixel array must be 32 rows of 32 pixels of 3 values (RGB 0-255)"));
-    let rows = value.as_array().filter(|r| r.len() == IMAGE_SIZE).ok_or_else(shape_error)?;
+/// Reads a `size` x `size` x 3 (height, width, RGB) array of whole numbers 0-255 into CHW
+/// `out`.
+fn pixels_hwc(value: &Value, out: &mut [u8], size: usize, what: &str) -> Result<(), ApiError> {
+    let shape_error = || {
+        ApiError::BadRequest(format!(
+            "{what}: a pixel array must be {size} rows of {size} pixels of 3 values (RGB 0-255), the model's \
+             input size; send other sizes as encoded images"
+        ))
+    };
+    let plane = size * size;
+    let rows = value.as_array().filter(|r| r.len() == size).ok_or_else(shape_error)?;
     for (y, row) in rows.iter().enumerate() {
-        let pixels = row.as_array().filter(|p| p.len() == IMAGE_SIZE).ok_or_else(shape_error)?;
+        let pixels = row.as_array().filter(|p| p.len() == size).ok_or_else(shape_error)?;
         for (x, pixel) in pixels.iter().enumerate() {
             let channels = pixel.as_array().filter(|c| c.len() == CHANNELS).ok_or_else(shape_error)?;
             for (c, v) in channels.iter().enumerate() {
-                out[c * PLANE_BYTES + y * IMAGE_SIZE + x] = byte(v).ok_or_else(|| {
+                out[c * plane + y * size + x] = byte(v).ok_or_else(|| {
                     ApiError::BadRequest(format!(
                         "{what}: value {v} at [{y}][{x}][{c}] is not a whole number 0-255; pixel \
                          arrays hold 0-255 values (send [0, 1] floats as an FP32 tensor to \
@@ -232,7 +241,7 @@ fn kind(v: &Value) -> &'static str {
 pub struct InferInput {
     /// The tensor's name; any name is accepted.
     pub name: String,
-    /// Its shape: `[N, 3, 32, 32]` or `[N, 32, 32, 3]` for numbers, `[N]` for `BYTES`.
+    /// Its shape: `[N, 3, S, S]` or `[N, S, S, 3]` for numbers, `[N]` for `BYTES`.
     pub shape: Vec<i64>,
     /// `FP32`, `UINT8` or `BYTES`.
     pub datatype: String,
@@ -247,8 +256,9 @@ enum Layout {
     Hwc,
 }
 
-/// The images held by a KServe v2 input tensor.
-pub fn tensor_images(input: &InferInput) -> Result<Vec<u8>, ApiError> {
+/// The images held by a KServe v2 input tensor, for a model framed as `framing` says.
+pub fn tensor_images(input: &InferInput, framing: Framing) -> Result<Vec<u8>, ApiError> {
+    let image_bytes = framing.input().image_bytes();
     let bad = |msg: String| ApiError::BadRequest(format!("input {:?}: {msg}", input.name));
     let datatype = input.datatype.to_ascii_uppercase();
     if datatype == "BYTES" {
@@ -270,9 +280,9 @@ pub fn tensor_images(input: &InferInput) -> Result<Vec<u8>, ApiError> {
             encoded.push((bytes, what));
         }
         check_request_pixels(total)?;
-        let mut images = vec![0; count * IMAGE_BYTES];
-        for ((bytes, what), out) in encoded.iter().zip(images.chunks_mut(IMAGE_BYTES)) {
-            decode_image(bytes, out, what)?;
+        let mut images = vec![0; count * image_bytes];
+        for ((bytes, what), out) in encoded.iter().zip(images.chunks_mut(image_bytes)) {
+            decode_image(bytes, out, framing, what)?;
         }
         return Ok(images);
     }
@@ -286,34 +296,43 @@ pub fn tensor_images(input: &InferInput) -> Result<Vec<u8>, ApiError> {
             )));
         }
     };
-    let side = IMAGE_SIZE as i64;
+    let side = framing.size as i64;
     let (count, layout) = match input.shape.as_slice() {
         [n, 3, h, w] if *n >= 0 && *h == side && *w == side => (*n as usize, Layout::Chw),
         [n, h, w, 3] if *n >= 0 && *h == side && *w == side => (*n as usize, Layout::Hwc),
-        _ => return Err(bad(format!("shape {:?} is not [N, 3, 32, 32] or [N, 32, 32, 3]", input.shape))),
+        _ => {
+            return Err(bad(format!(
+                "shape {:?} is not [N, 3, {side}, {side}] or [N, {side}, {side}, 3] (the model's input size; send \
+                 other sizes as BYTES, encoded images)",
+                input.shape
+            )));
+        }
     };
     check_count(count)?;
-    let values = leaves(&input.data, count * IMAGE_BYTES).map_err(bad)?;
-    let mut images = vec![0; count * IMAGE_BYTES];
+    let values = leaves(&input.data, count * image_bytes).map_err(bad)?;
+    let mut images = vec![0; count * image_bytes];
     for (i, v) in values.iter().enumerate() {
         let pixel = if fp32 { unit_to_byte(v) } else { byte(v) };
         let pixel = pixel.ok_or_else(|| {
             let range = if fp32 { "a number in [0, 1] (pixel / 255)" } else { "a whole number 0-255" };
             bad(format!("element {i} is {v}; {datatype} elements must be {range}"))
         })?;
-        images[chw_index(i, layout)] = pixel;
+        images[chw_index(i, layout, framing.size)] = pixel;
     }
     Ok(images)
 }
 
-/// Where element `i` of a row-major tensor of `layout` goes in CHW order.
-fn chw_index(i: usize, layout: Layout) -> usize {
+/// Where element `i` of a row-major tensor of `layout` (images `size` x `size`) goes in CHW
+/// order.
+fn chw_index(i: usize, layout: Layout, size: usize) -> usize {
+    let plane = size * size;
+    let image_bytes = CHANNELS * plane;
     match layout {
         Layout::Chw => i,
         Layout::Hwc => {
-            let (image, rest) = (i / IMAGE_BYTES, i % IMAGE_BYTES);
+            let (image, rest) = (i / image_bytes, i % image_bytes);
             let (pixel, channel) = (rest / CHANNELS, rest % CHANNELS);
-            image * IMAGE_BYTES + channel * PLANE_BYTES + pixel
+            image * image_bytes + channel * plane + pixel
         }
     }
 }
@@ -349,6 +368,9 @@ fn leaves(data: &Value, expected: usize) -> Result<Vec<&Value>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::geometry::{IMAGE_BYTES, PLANE_BYTES};
+
+    const CIFAR: Framing = Framing::CIFAR;
     use axum::http::HeaderValue;
     use serde_json::json;
 
@@ -383,10 +405,10 @@ mod tests {
     #[test]
     fn hwc_elements_land_in_their_chw_planes() {
         // Pixel (y=0, x=1), green: HWC index (0*32 + 1)*3 + 1 = 4; CHW index 1*1024 + 1.
-        assert_eq!(chw_index(4, Layout::Hwc), PLANE_BYTES + 1);
+        assert_eq!(chw_index(4, Layout::Hwc, 32), PLANE_BYTES + 1);
         // Second image, pixel (y=1, x=0), blue: 3072 + (32)*3 + 2.
-        assert_eq!(chw_index(IMAGE_BYTES + 32 * 3 + 2, Layout::Hwc), IMAGE_BYTES + 2 * PLANE_BYTES + 32);
-        assert_eq!(chw_index(77, Layout::Chw), 77);
+        assert_eq!(chw_index(IMAGE_BYTES + 32 * 3 + 2, Layout::Hwc, 32), IMAGE_BYTES + 2 * PLANE_BYTES + 32);
+        assert_eq!(chw_index(77, Layout::Chw, 32), 77);
     }
 
     #[test]
@@ -424,12 +446,12 @@ mod tests {
     fn a_pixel_array_fills_each_colour_plane() {
         let array: Vec<Vec<[u8; 3]>> = (0..32).map(|y| (0..32).map(|x| [y as u8, x as u8, 7]).collect()).collect();
         let mut out = vec![0; IMAGE_BYTES];
-        pixels_hwc(&json!(array), &mut out, "instance 0").unwrap();
+        pixels_hwc(&json!(array), &mut out, 32, "instance 0").unwrap();
         assert_eq!(out[5 * 32 + 9], 5); // red = y
         assert_eq!(out[PLANE_BYTES + 5 * 32 + 9], 9); // green = x
         assert_eq!(out[2 * PLANE_BYTES + 5 * 32 + 9], 7);
         let short = json!(vec![vec![[0, 0, 0]; 32]; 31]);
-        assert!(matches!(pixels_hwc(&short, &mut out, "instance 0"), Err(ApiError::BadRequest(_))));
+        assert!(matches!(pixels_hwc(&short, &mut out, 32, "instance 0"), Err(ApiError::BadRequest(_))));
     }
 
     #[test]
@@ -437,7 +459,7 @@ mod tests {
         let mut out = vec![0; IMAGE_BYTES];
         for bytes in [&b""[..], b"hello", b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR", b"\xff\xd8\xff\xe0garbage"] {
             assert!(
-                matches!(decode_image(bytes, &mut out, "the image"), Err(ApiError::Undecodable { .. })),
+                matches!(decode_image(bytes, &mut out, CIFAR, "the image"), Err(ApiError::Undecodable { .. })),
                 "{bytes:?}"
             );
         }
@@ -467,12 +489,12 @@ mod tests {
             let items: Vec<String> = (0..n).map(|_| format!("\"{}\"", BASE64.encode(&png))).collect();
             format!("{{\"instances\": [{}]}}", items.join(","))
         };
-        match instances(body(5).as_bytes()) {
+        match instances(body(5).as_bytes(), CIFAR) {
             Err(ApiError::TooLarge(message)) => assert!(message.contains("pixels together"), "{message}"),
             other => panic!("{other:?}"),
         }
         // Four fit the budget; then decoding finds the pixel data missing.
-        assert!(matches!(instances(body(4).as_bytes()), Err(ApiError::Undecodable { .. })));
+        assert!(matches!(instances(body(4).as_bytes(), CIFAR), Err(ApiError::Undecodable { .. })));
     }
 
     #[test]
@@ -481,8 +503,8 @@ mod tests {
         let png = png_claiming(1, 1);
         let big = png_claiming(5000, 5000);
         let mut out = vec![0; IMAGE_BYTES];
-        assert!(matches!(decode_image(&big, &mut out, "the image"), Err(ApiError::TooLarge(_))));
-        assert!(decode_image(&png, &mut out, "the image").is_ok());
+        assert!(matches!(decode_image(&big, &mut out, CIFAR, "the image"), Err(ApiError::TooLarge(_))));
+        assert!(decode_image(&png, &mut out, CIFAR, "the image").is_ok());
     }
 
     use image::ImageEncoder;

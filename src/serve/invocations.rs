@@ -25,6 +25,7 @@ use serde::Serialize;
 
 use super::error::ApiError;
 use super::{AppState, input};
+use crate::geometry::Framing;
 use crate::scores::top_k;
 
 /// Classes listed in each prediction's `top`.
@@ -42,13 +43,14 @@ pub async fn invocations(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     input::check_accept(&headers)?;
-    let parse: fn(&[u8]) -> Result<Vec<u8>, ApiError> = match input::media_type(&headers).as_deref() {
+    let parse: fn(&[u8], Framing) -> Result<Vec<u8>, ApiError> = match input::media_type(&headers).as_deref() {
         Some("image/jpeg" | "image/jpg" | "image/png" | "application/x-image") => input::single_image,
         Some("application/json") => input::instances,
         other => return Err(ApiError::UnsupportedMediaType(other.unwrap_or("(none)").to_string())),
     };
     let body = body?;
-    let ((), probs) = state.predict(move || Ok(((), parse(&body)?))).await?;
+    let framing = state.framing();
+    let ((), probs) = state.predict(move || Ok(((), parse(&body, framing)?))).await?;
     Ok(Json(predictions(state.classes(), &probs)).into_response())
 }
 

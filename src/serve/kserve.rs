@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 use super::error::ApiError;
 use super::input::{self, InferInput};
 use super::{AppState, Probabilities};
-use crate::geometry::{CHANNELS, IMAGE_SIZE};
+use crate::geometry::{CHANNELS, Framing};
 use crate::scores::argmax;
 
 /// The name this server's model answers to in `/v2/models/{name}/...`.
@@ -100,7 +100,8 @@ pub async fn model_metadata(
 ) -> Result<Json<Value>, ApiError> {
     let Path(name) = name?;
     check_model(&name)?;
-    let (c, side) = (CHANNELS as i64, IMAGE_SIZE as i64);
+    let framing = state.framing();
+    let (c, side) = (CHANNELS as i64, framing.size as i64);
     Ok(Json(json!({
         "name": MODEL_NAME,
         "versions": [],
@@ -110,7 +111,7 @@ pub async fn model_metadata(
             {"name": PROBABILITIES, "datatype": "FP32", "shape": [-1, state.classes().len()]},
             {"name": LABEL, "datatype": "BYTES", "shape": [-1]},
         ],
-        "parameters": {"classes": state.classes()},
+        "parameters": {"classes": state.classes(), "image_size": framing.size, "resize": framing.resize},
     })))
 }
 
@@ -133,7 +134,8 @@ pub async fn infer(
         }
     }
     let body = body?;
-    let (Wanted { id, outputs }, probs) = state.predict(move || parse_request(&body)).await?;
+    let framing = state.framing();
+    let (Wanted { id, outputs }, probs) = state.predict(move || parse_request(&body, framing)).await?;
     let id = id.unwrap_or_else(|| state.next_id().to_string());
     Ok(Json(response(&id, &outputs, state.classes(), &probs)).into_response())
 }
@@ -148,7 +150,7 @@ struct Wanted {
 }
 
 /// What the request wants, and its images.
-fn parse_request(body: &[u8]) -> Result<(Wanted, Vec<u8>), ApiError> {
+fn parse_request(body: &[u8], framing: Framing) -> Result<(Wanted, Vec<u8>), ApiError> {
     let request: InferRequest =
         serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("malformed inference request: {e}")))?;
     let [input] = request.inputs.as_slice() else {
@@ -166,7 +168,7 @@ fn parse_request(body: &[u8]) -> Result<(Wanted, Vec<u8>), ApiError> {
             "unknown output {unknown:?}: this model has {PROBABILITIES:?} and {LABEL:?}"
         )));
     }
-    let images = input::tensor_images(input)?;
+    let images = input::tensor_images(input, framing)?;
     Ok((Wanted { id: request.id, outputs }, images))
 }
 
@@ -249,9 +251,11 @@ mod tests {
     #[test]
     fn requests_name_one_input_and_known_outputs() {
         let two = br#"{"inputs": [{"name":"a","shape":[1],"datatype":"BYTES","data":["x"]},{"name":"b","shape":[1],"datatype":"BYTES","data":["x"]}]}"#;
-        assert!(matches!(parse_request(two), Err(ApiError::BadRequest(m)) if m.contains("exactly one")));
+        assert!(
+            matches!(parse_request(two, Framing::CIFAR), Err(ApiError::BadRequest(m)) if m.contains("exactly one"))
+        );
         let unknown = br#"{"inputs": [{"name":"a","shape":[1,3,32,32],"datatype":"FP32","data":[]}], "outputs": [{"name": "logits"}]}"#;
-        assert!(matches!(parse_request(unknown), Err(ApiError::BadRequest(m)) if m.contains("logits")));
-        assert!(matches!(parse_request(b"{"), Err(ApiError::BadRequest(_))));
+        assert!(matches!(parse_request(unknown, Framing::CIFAR), Err(ApiError::BadRequest(m)) if m.contains("logits")));
+        assert!(matches!(parse_request(b"{", Framing::CIFAR), Err(ApiError::BadRequest(_))));
     }
 }

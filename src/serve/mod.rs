@@ -28,6 +28,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::geometry::Framing;
+
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{Method, Uri, header};
@@ -96,6 +98,8 @@ pub struct AppState(Arc<Shared>);
 struct Shared {
     batcher: Batcher,
     classes: Vec<String>,
+    /// How request images become the model's input.
+    framing: Framing,
     metrics: Arc<Metrics>,
     /// Bounds how many requests decode at once, so large images cannot exhaust memory.
     decode_slots: Semaphore,
@@ -106,18 +110,26 @@ impl AppState {
     /// Starts the model thread for `classifier`.
     pub fn new(classifier: Classifier, options: BatchOptions) -> AppState {
         let classes = classifier.classes().to_vec();
-        AppState::with_model(Box::new(move |images: &[u8]| classifier.probabilities(images)), classes, options)
+        let framing = classifier.config().framing;
+        let model = Box::new(move |images: &[u8]| classifier.probabilities(images));
+        AppState::with_framed_model(model, classes, framing, options)
     }
 
-    /// Starts the model thread for any `model` that maps CHW uint8 images to one probability
-    /// row per image over `classes`.
+    /// Starts the model thread for any `model` that maps CHW uint8 32x32 images to one
+    /// probability row per image over `classes`.
     pub fn with_model(model: Model, classes: Vec<String>, options: BatchOptions) -> AppState {
+        AppState::with_framed_model(model, classes, Framing::CIFAR, options)
+    }
+
+    /// As [`AppState::with_model`], for a model whose input is framed as `framing` says.
+    pub fn with_framed_model(model: Model, classes: Vec<String>, framing: Framing, options: BatchOptions) -> AppState {
         let metrics = Arc::new(Metrics::default());
-        let batcher = Batcher::start(model, options, Arc::clone(&metrics));
+        let batcher = Batcher::start(model, framing.input().image_bytes(), options, Arc::clone(&metrics));
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         AppState(Arc::new(Shared {
             batcher,
             classes,
+            framing,
             metrics,
             decode_slots: Semaphore::new(2 * cores),
             next_id: AtomicU64::new(1),
@@ -127,6 +139,11 @@ impl AppState {
     /// Class names in label order.
     pub fn classes(&self) -> &[String] {
         &self.0.classes
+    }
+
+    /// How request images become the model's input.
+    pub fn framing(&self) -> Framing {
+        self.0.framing
     }
 
     /// The queue in front of the model.

@@ -15,7 +15,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::data::augment::{Augment, CROP_PADDING, MAX_CROP_PADDING};
+use crate::data::augment::{Augment, CROP_PADDING, CROP_RATIO, CROP_SCALE, Cropping, MAX_CROP_PADDING};
+use crate::geometry::Framing;
 use crate::model::ModelKind;
 
 pub mod table;
@@ -54,8 +55,13 @@ pub struct TrainSettings {
     pub learning_rate: f64,
     pub seed: u64,
     pub val_split: f64,
+    /// Side of the square images the model takes (`--image-size`).
+    pub image_size: usize,
     pub recipe: Recipe,
 }
+
+/// The largest `--image-size`: 1024 px (a batch of 64 such images is 800 MB as floats).
+pub const MAX_IMAGE_SIZE: usize = 1024;
 
 impl TrainSettings {
     /// Checks every value a user can set, naming the flag at fault: run before any data is
@@ -72,6 +78,16 @@ impl TrainSettings {
         }
         if !(0.0..1.0).contains(&self.val_split) {
             return Err(format!("--val-split must be a fraction in [0, 1), such as 0.1, got {}", self.val_split));
+        }
+        if self.model.fixed_size() && self.image_size != 32 {
+            return Err(format!(
+                "--model {} takes 32x32 images only, got --image-size {}: use --model resnet18 (or 34, 50) for \
+                 other sizes",
+                self.model, self.image_size
+            ));
+        }
+        if !(32..=MAX_IMAGE_SIZE).contains(&self.image_size) {
+            return Err(format!("--image-size must be 32 to {MAX_IMAGE_SIZE} pixels, got {}", self.image_size));
         }
         if self.val_split == 0.0 && self.recipe.patience.is_some() {
             return Err("--patience stops on validation accuracy, and --val-split 0 leaves no \
@@ -92,7 +108,18 @@ impl TrainSettings {
             learning_rate: d.learning_rate,
             seed: DEFAULT_SEED,
             val_split: DEFAULT_VAL_SPLIT,
+            image_size: d.image_size,
             recipe: d.recipe,
+        }
+    }
+
+    /// How images become the model's input at these settings: photo framing (a margin for
+    /// the random crops to sample from) under `random-resized-crop`, the image itself
+    /// otherwise.
+    pub fn framing(&self) -> Framing {
+        match self.recipe.augment {
+            Augment::RandomResizedCrop => Framing::photo(self.image_size),
+            _ => Framing { size: self.image_size, resize: self.image_size },
         }
     }
 }
@@ -165,6 +192,10 @@ pub struct Recipe {
     pub augment: Augment,
     /// Reflect padding before a random crop, in pixels: the largest shift `flip-crop` makes.
     pub crop_padding: usize,
+    /// `random-resized-crop`'s smallest box, as a fraction of the image's area.
+    pub crop_scale: f64,
+    /// `random-resized-crop`'s most oblong box (width / height; its inverse too).
+    pub crop_ratio: f64,
     /// Decay per step of the exponential moving average of the weights that is evaluated
     /// and saved; `None` evaluates the trained weights themselves.
     pub ema: Option<f64>,
@@ -190,6 +221,8 @@ impl Default for Recipe {
             label_smoothing: 0.0,
             augment: Augment::None,
             crop_padding: CROP_PADDING,
+            crop_scale: CROP_SCALE,
+            crop_ratio: CROP_RATIO,
             ema: None,
             patience: None,
         }
@@ -202,6 +235,7 @@ pub struct TrainDefaults {
     pub epochs: usize,
     pub batch_size: usize,
     pub learning_rate: f64,
+    pub image_size: usize,
     pub recipe: Recipe,
 }
 
@@ -210,7 +244,7 @@ impl RecipeName {
     pub fn default_for(model: ModelKind) -> RecipeName {
         match model {
             ModelKind::Seed => RecipeName::Original,
-            ModelKind::Fast => RecipeName::Modern,
+            ModelKind::Fast | ModelKind::Resnet18 | ModelKind::Resnet34 | ModelKind::Resnet50 => RecipeName::Modern,
         }
     }
 
@@ -219,9 +253,13 @@ impl RecipeName {
     pub fn defaults(self, model: ModelKind) -> TrainDefaults {
         match (self, model) {
             // The Keras system, exactly: Adam 1e-3, batch 32, 30 epochs.
-            (RecipeName::Original, _) => {
-                TrainDefaults { epochs: 30, batch_size: 32, learning_rate: 1e-3, recipe: Recipe::default() }
-            }
+            (RecipeName::Original, _) => TrainDefaults {
+                epochs: 30,
+                batch_size: 32,
+                learning_rate: 1e-3,
+                image_size: model.default_image_size(),
+                recipe: Recipe::default(),
+            },
             // The seed network has no normalisation, so it keeps Adam; augmentation is what
             // stops its 4.2M-weight dense layer memorising the training set.
             // 15 epochs: with augmentation the seed network no longer peaks early, and the
@@ -230,6 +268,7 @@ impl RecipeName {
                 epochs: 15,
                 batch_size: 64,
                 learning_rate: 1e-3,
+                image_size: 32,
                 recipe: Recipe {
                     schedule: Schedule::Cosine,
                     warmup_epochs: 1.0,
@@ -253,6 +292,7 @@ impl RecipeName {
                 epochs: 17,
                 batch_size: 256,
                 learning_rate: 0.375,
+                image_size: 32,
                 recipe: Recipe {
                     optimizer: OptimizerKind::Sgd,
                     momentum: 0.85,
@@ -268,7 +308,28 @@ impl RecipeName {
                     augment: Augment::AltFlipCrop,
                     crop_padding: 2,
                     ema: None,
-                    patience: None,
+                    ..Recipe::default()
+                },
+            },
+            // For photos from random weights (ResNets at 128 px): SGD-Nesterov with a
+            // one-cycle rate (a 1-epoch warm-up from 0.1x, then linear to zero), decoupled
+            // weight decay 5e-5 per step of the rate (PyTorch's usual 5e-4 coupled, per unit
+            // rate), label smoothing 0.1, and torchvision's random-resized crops with flips.
+            (RecipeName::Modern, ModelKind::Resnet18 | ModelKind::Resnet34 | ModelKind::Resnet50) => TrainDefaults {
+                epochs: 20,
+                batch_size: 64,
+                learning_rate: 0.1,
+                image_size: 128,
+                recipe: Recipe {
+                    optimizer: OptimizerKind::Sgd,
+                    momentum: 0.9,
+                    weight_decay: 5e-4,
+                    schedule: Schedule::Onecycle,
+                    warmup_epochs: 1.0,
+                    lr_start: 0.1,
+                    label_smoothing: 0.1,
+                    augment: Augment::RandomResizedCrop,
+                    ..Recipe::default()
                 },
             },
         }
@@ -276,6 +337,16 @@ impl RecipeName {
 }
 
 impl Recipe {
+    /// What the training batches' augmentation reads.
+    pub fn cropping(&self) -> Cropping {
+        Cropping {
+            augment: self.augment,
+            padding: self.crop_padding,
+            min_scale: self.crop_scale,
+            min_ratio: self.crop_ratio,
+        }
+    }
+
     /// The factor applied to the base learning rate at `step` of `total` steps
     /// (0-based), with `steps_per_epoch` steps in an epoch.
     pub fn lr_factor(&self, step: usize, total: usize, steps_per_epoch: usize) -> f64 {
@@ -334,6 +405,18 @@ impl Recipe {
         }
         if self.crop_padding > MAX_CROP_PADDING {
             return Err(format!("--crop-padding must be at most {MAX_CROP_PADDING} pixels, got {}", self.crop_padding));
+        }
+        if !(self.crop_scale > 0.0 && self.crop_scale <= 1.0) {
+            return Err(format!(
+                "--crop-scale must be an area fraction in (0, 1], such as 0.35, got {}",
+                self.crop_scale
+            ));
+        }
+        if !(self.crop_ratio > 0.0 && self.crop_ratio <= 1.0) {
+            return Err(format!(
+                "--crop-ratio must be in (0, 1], such as 0.75 (for 3:4 to 4:3), got {}",
+                self.crop_ratio
+            ));
         }
         if self.patience == Some(0) {
             return Err("--patience must be at least 1 epoch".into());

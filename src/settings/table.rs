@@ -133,7 +133,7 @@ pub const SETTINGS: &[Setting] = &[
         help: "Named defaults for everything below: `original` (the Keras system: Adam 1e-3, batch 32, 30 \
                epochs, nothing else) or `modern` (augmentation, label smoothing, warm-up and decay, weight \
                averaging).",
-        defaults: Defaults::Text("original for seed, modern for fast"),
+        defaults: Defaults::Text("original for seed, modern for the others"),
         alone: None,
         on_resume: OnResume::Kept,
         example: "modern",
@@ -150,6 +150,18 @@ pub const SETTINGS: &[Setting] = &[
         example: "3",
         choices: None,
         apply: |s, v| set(&mut s.epochs, number(v)),
+    },
+    Setting {
+        name: "image-size",
+        value_name: "PIXELS",
+        help: "Side of the square images the model sees: each image's shorter side is resized and its centre \
+               cut out (random crops while training). seed and fast take 32 only.",
+        defaults: Defaults::Recipes(|s| s.image_size.to_string()),
+        alone: None,
+        on_resume: OnResume::Kept,
+        example: "32",
+        choices: None,
+        apply: |s, v| set(&mut s.image_size, number(v)),
     },
     Setting {
         name: "batch-size",
@@ -346,6 +358,28 @@ pub const SETTINGS: &[Setting] = &[
         apply: |s, v| set(&mut s.recipe.crop_padding, number(v)),
     },
     Setting {
+        name: "crop-scale",
+        value_name: "FRACTION",
+        help: "Smallest box random-resized-crop cuts, as a fraction of the image's area (the largest is all of it).",
+        defaults: Defaults::Recipes(|s| s.recipe.crop_scale.to_string()),
+        alone: None,
+        on_resume: OnResume::Kept,
+        example: "0.5",
+        choices: None,
+        apply: |s, v| set(&mut s.recipe.crop_scale, number(v)),
+    },
+    Setting {
+        name: "crop-ratio",
+        value_name: "RATIO",
+        help: "Most oblong box random-resized-crop cuts, width over height: 0.75 allows 3:4 to 4:3.",
+        defaults: Defaults::Recipes(|s| s.recipe.crop_ratio.to_string()),
+        alone: None,
+        on_resume: OnResume::Kept,
+        example: "0.5",
+        choices: None,
+        apply: |s, v| set(&mut s.recipe.crop_ratio, number(v)),
+    },
+    Setting {
         name: "patience",
         value_name: "N",
         help: "Stop after this many epochs without a better validation accuracy; the run's model is then the \
@@ -405,7 +439,9 @@ impl Setting {
             Defaults::Recipes(show) => {
                 let base = show(&TrainSettings::defaults(ModelKind::Seed, RecipeName::Original));
                 let mut text = format!("[default: {base}");
-                for (label, model) in [("seed modern", ModelKind::Seed), ("fast", ModelKind::Fast)] {
+                for (label, model) in
+                    [("seed modern", ModelKind::Seed), ("fast", ModelKind::Fast), ("resnet", ModelKind::Resnet18)]
+                {
                     let value = show(&TrainSettings::defaults(model, RecipeName::Modern));
                     if value != base {
                         text.push_str(&format!("; {label}: {value}"));
@@ -593,8 +629,9 @@ mod tests {
     #[test]
     fn help_lists_the_defaults_the_recipes_use() {
         let epochs = Setting::named("epochs").unwrap();
-        assert_eq!(epochs.defaults_text(), "[default: 30; seed modern: 15; fast: 17]");
-        assert_eq!(Setting::named("lr").unwrap().defaults_text(), "[default: 0.001; fast: 0.375]");
+        assert_eq!(epochs.defaults_text(), "[default: 30; seed modern: 15; fast: 17; resnet: 20]");
+        assert_eq!(Setting::named("lr").unwrap().defaults_text(), "[default: 0.001; fast: 0.375; resnet: 0.1]");
+        assert_eq!(Setting::named("image-size").unwrap().defaults_text(), "[default: 32; resnet: 128]");
         assert_eq!(Setting::named("seed").unwrap().defaults_text(), "[default: 42]");
         assert_eq!(Setting::named("ema").unwrap().defaults_text(), "[default: off; seed modern: 0.999]");
     }

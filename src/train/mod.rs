@@ -26,7 +26,7 @@ use burn::tensor::{Bytes, Device};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 
-use crate::data::augment::augment_batch;
+use crate::data::augment::train_batch;
 use crate::data::{ImageSet, Splits};
 use crate::model::{Network, images_to_tensor, labels_to_tensor};
 use crate::run::{Checkpoint, CheckpointParts, EpochMetrics, RunConfig, RunDir, RunError, best_epoch};
@@ -148,7 +148,7 @@ pub fn train(
     // A fresh start derives what the architecture takes from the data; a resumed model has it
     // in its weights. The average starts from the model it will follow.
     if !resumed {
-        model.prepare(&splits.train.images);
+        model.prepare(&splits.train.images, splits.train.shape);
     }
     if ema.is_none() {
         ema = recipe.ema.map(|decay| Ema::new(decay, &model.valid()));
@@ -160,6 +160,7 @@ pub fn train(
         loss_config = loss_config.with_smoothing(Some(recipe.label_smoothing as f32));
     }
     let loss_fn = loss_config.init(&train_device);
+    let (cropping, input) = (recipe.cropping(), config.image_shape());
     let n = splits.train.len();
     let batches = n.div_ceil(config.batch_size);
     let total_steps = batches * config.epochs;
@@ -184,14 +185,14 @@ pub fn train(
                 return Err(TrainError::Stopped { epoch });
             }
             let step = (epoch - 1) * batches + b;
-            let mut batch = splits.train.select(indices);
-            augment_batch(&mut batch.images, indices, recipe.augment, recipe.crop_padding, config.seed, epoch);
-            let images = images_to_tensor(&batch.images, &train_device);
-            let targets = labels_to_tensor(&batch.labels, &train_device);
+            let pixels = train_batch(&splits.train, indices, &cropping, input.size, config.seed, epoch);
+            let labels: Vec<u8> = indices.iter().map(|&i| splits.train.labels[i]).collect();
+            let images = images_to_tensor(&pixels, input, &train_device);
+            let targets = labels_to_tensor(&labels, &train_device);
             let logits = model.forward(images);
             let loss = loss_fn.forward(logits.clone(), targets);
             let batch_loss = f64::from(loss.clone().into_scalar::<f32>());
-            correct += count_correct(&logits.into_data().try_to_vec::<f32>().unwrap_or_default(), &batch.labels);
+            correct += count_correct(&logits.into_data().try_to_vec::<f32>().unwrap_or_default(), &labels);
             loss_sum += batch_loss * indices.len() as f64;
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             let lr = config.learning_rate * recipe.lr_factor(step, total_steps, batches);
@@ -325,7 +326,7 @@ pub fn validate(model: &Network, set: &ImageSet, device: &Device) -> (f64, f64) 
     if set.is_empty() {
         return (0.0, 0.0);
     }
-    let logits = model.logits(&set.images, device);
+    let logits = model.logits(&set.images, set.shape, device);
     let classes = logits.len() / set.len();
     let loss: f64 =
         logits.chunks(classes).zip(&set.labels).map(|(row, &label)| cross_entropy(row, usize::from(label))).sum();

@@ -31,6 +31,7 @@ pub fn synthetic_config(classes: &[String], epochs: usize) -> RunConfig {
         seed: 7,
         optimizer: AdamSettings::default(),
         recipe: Default::default(),
+        framing: classify::geometry::Framing::CIFAR,
         device: "cpu".into(),
         classes: classes.to_vec(),
         train_images: 0,
