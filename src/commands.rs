@@ -491,7 +491,8 @@ mod tests {
     /// how the process runs) is a SageMaker hyperparameter of the same name and effect.
     #[test]
     fn every_train_flag_is_a_sagemaker_hyperparameter_with_the_same_effect() {
-        let not_hyperparameters = ["data", "labels", "cache-dir", "out", "resume", "sagemaker", "device", "threads", "help"];
+        let not_hyperparameters =
+            ["data", "labels", "cache-dir", "out", "resume", "sagemaker", "device", "threads", "help"];
         let cli = Cli::command();
         let train = cli.find_subcommand("train").unwrap();
         let mut checked = 0;

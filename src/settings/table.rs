@@ -630,7 +630,7 @@ mod tests {
     fn help_lists_the_defaults_the_recipes_use() {
         let epochs = Setting::named("epochs").unwrap();
         assert_eq!(epochs.defaults_text(), "[default: 30; seed modern: 15; fast: 17; resnet: 20]");
-        assert_eq!(Setting::named("lr").unwrap().defaults_text(), "[default: 0.001; fast: 0.375; resnet: 0.1]");
+        assert_eq!(Setting::named("lr").unwrap().defaults_text(), "[default: 0.001; fast: 0.375; resnet: 0.05]");
         assert_eq!(Setting::named("image-size").unwrap().defaults_text(), "[default: 32; resnet: 128]");
         assert_eq!(Setting::named("seed").unwrap().defaults_text(), "[default: 42]");
         assert_eq!(Setting::named("ema").unwrap().defaults_text(), "[default: off; seed modern: 0.999]");
