@@ -55,6 +55,29 @@ pub enum Command {
 pub enum DataCommand {
     /// Download a dataset into the cache folder, verify it and extract it.
     Fetch(FetchArgs),
+    /// What training would use: classes with their counts per split, the image sizes, and
+    /// the files left out and why (bad files are listed, not fatal, here).
+    Inspect(InspectArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The dataset, as `classify train --data` takes it [default: cifar10].
+    #[arg(long)]
+    pub data: Option<String>,
+    /// A CSV file of `path,label` rows: the same as --data FILE.csv.
+    #[arg(long, conflicts_with = "data")]
+    pub labels: Option<PathBuf>,
+    /// Fraction of each class that training would hold out for validation (when the data
+    /// has no val/ folder).
+    #[arg(long, default_value_t = 0.1)]
+    pub val_split: f64,
+    /// Cache folder for downloaded datasets.
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// One JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Datasets `classify data fetch` knows.

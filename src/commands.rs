@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use classify::classifier::Classifier;
 use classify::data::augment::Tta;
@@ -21,13 +21,14 @@ use classify::train::{self, Progress};
 
 use crate::cli::{
     BenchArgs, Command, DataArgs, DataCommand, EvalArgs, ExportArgs, ExportFormat, FetchArgs, InferenceArgs,
-    ModelCommand, PredictArgs, ReportArgs, ServeArgs, SplitName, TrainArgs,
+    InspectArgs, ModelCommand, PredictArgs, ReportArgs, ServeArgs, SplitName, TrainArgs,
 };
 
 /// Runs one parsed command on `device`.
 pub fn run(command: Command, device: &Device, device_name: &str) -> Result<()> {
     match command {
         Command::Data(DataCommand::Fetch(args)) => fetch(args),
+        Command::Data(DataCommand::Inspect(args)) => inspect(args),
         Command::Model(ModelCommand::Summary { model, classes, image_size }) => {
             let size = image_size.map_or(model.default_image_size(), usize::from);
             if model.fixed_size() && size != 32 {
@@ -55,6 +56,123 @@ fn fetch(args: FetchArgs) -> Result<()> {
     let opts = LoadOptions { cache_dir: args.dir, url: args.url, progress: terminal(), ..LoadOptions::default() };
     let dir = data::download::ensure_cifar10(&opts)?;
     println!("{}", dir.display());
+    Ok(())
+}
+
+/// Classes whose largest has this many times the images of the smallest are called
+/// imbalanced by `data inspect`.
+const IMBALANCE_RATIO: f64 = 2.0;
+
+fn inspect(args: InspectArgs) -> Result<()> {
+    let spec = args.data.clone().or_else(|| args.labels.as_ref().map(|p| p.display().to_string()));
+    let spec = spec.unwrap_or_else(|| data::CIFAR10_SPEC.to_string());
+    let opts = LoadOptions {
+        cache_dir: args.cache_dir.clone(),
+        url: None,
+        progress: terminal(),
+        on_bad_image: BadImagePolicy::Skip,
+        side: None,
+    };
+    let dataset = data::load(&spec, &opts).with_context(|| format!("cannot load --data {spec}"))?;
+    let (sizes, skipped, own_val) = (dataset.sizes.clone(), dataset.skipped.clone(), dataset.val.is_some());
+    let splits = data::split(dataset, args.val_split)?;
+    let k = splits.classes.len();
+    let (train, val) = (splits.train.class_counts(k), splits.val.class_counts(k));
+    let test = splits.test.as_ref().map(|t| t.class_counts(k));
+    let (most, least) = (train.iter().copied().max().unwrap_or(0), train.iter().copied().min().unwrap_or(0));
+    let ratio = most as f64 / least.max(1) as f64;
+    let mut warnings = Vec::new();
+    if ratio >= IMBALANCE_RATIO {
+        warnings.push(format!(
+            "the classes are imbalanced: the largest has {ratio:.1}x the training images of the smallest; \
+             consider `classify train --class-weights balanced`"
+        ));
+    }
+    let validation = if own_val {
+        "the source's val/ split, as given".to_string()
+    } else {
+        format!("the last {} of each class's images in path order (--val-split)", args.val_split)
+    };
+    let quantiles = |mut v: Vec<u32>| -> Value {
+        v.sort_unstable();
+        match (v.first(), v.get(v.len() / 2), v.last()) {
+            (Some(min), Some(median), Some(max)) => json!({"min": min, "median": median, "max": max}),
+            _ => Value::Null,
+        }
+    };
+    let shorter: Vec<u32> = sizes.iter().map(|&(w, h)| w.min(h)).collect();
+    let below_128 = shorter.iter().filter(|&&s| s < 128).count();
+    let sizes_json = json!({
+        "images": sizes.len(),
+        "width": quantiles(sizes.iter().map(|s| s.0).collect()),
+        "height": quantiles(sizes.iter().map(|s| s.1).collect()),
+        "shorter_side": quantiles(shorter),
+        "square": sizes.iter().filter(|(w, h)| w == h).count(),
+        "shorter_side_below_128": below_128,
+    });
+    if args.json {
+        let classes: Vec<Value> = splits
+            .classes
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                json!({"name": name, "train": train[i], "val": val[i], "test": test.as_ref().map(|t| t[i])})
+            })
+            .collect();
+        let value = json!({
+            "data": spec,
+            "classes": classes,
+            "splits": {"train": splits.train.len(), "val": splits.val.len(), "test": splits.test.as_ref().map(|t| t.len())},
+            "validation": validation,
+            "imbalance_ratio": ratio,
+            "image_sizes": if sizes.is_empty() { Value::Null } else { sizes_json },
+            "skipped": skipped.iter().map(|s| json!({"path": s.path.display().to_string(), "reason": s.reason})).collect::<Vec<_>>(),
+            "warnings": warnings,
+        });
+        println!("{value}");
+        return Ok(());
+    }
+    println!(
+        "{spec}: {} classes, {} train, {} val{} images",
+        k,
+        splits.train.len(),
+        splits.val.len(),
+        match &splits.test {
+            Some(t) => format!(", {} test", t.len()),
+            None => String::new(),
+        }
+    );
+    println!("validation: {validation}");
+    println!("\n  {:<24} {:>7} {:>7} {:>7}", "class", "train", "val", "test");
+    for (i, name) in splits.classes.iter().enumerate() {
+        let t = test.as_ref().map_or("-".to_string(), |t| t[i].to_string());
+        println!("  {:<24} {:>7} {:>7} {:>7}", name, train[i], val[i], t);
+    }
+    if !sizes.is_empty() {
+        let show = |key: &str| {
+            let q = &sizes_json[key];
+            format!("{}/{}/{}", q["min"], q["median"], q["max"])
+        };
+        println!(
+            "\nimage sizes (min/median/max): width {}, height {}, shorter side {}; {} of {} square, {} with a shorter \
+             side under 128 px (upscaled at --image-size 128)",
+            show("width"),
+            show("height"),
+            show("shorter_side"),
+            sizes_json["square"],
+            sizes.len(),
+            below_128
+        );
+    }
+    if !skipped.is_empty() {
+        println!("\nskipped {} file(s) (training stops on them unless --on-bad-image skip):", skipped.len());
+        for s in &skipped {
+            println!("  {}: {}", s.path.display(), s.reason);
+        }
+    }
+    for w in &warnings {
+        println!("\nwarning: {w}");
+    }
     Ok(())
 }
 

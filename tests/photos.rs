@@ -243,3 +243,29 @@ fn the_image_size_flows_from_training_to_eval_predict_serve_and_export() {
         assert!(refused.to_string().contains("[N, 3, 40, 40]"), "{refused}");
     });
 }
+
+/// `data inspect` tells what training would use: counts per class and split, the image
+/// sizes, the files it would stop on, and a warning for imbalanced classes.
+#[test]
+fn data_inspect_reports_counts_sizes_bad_files_and_imbalance() {
+    let tmp = tempfile::tempdir().unwrap();
+    for i in 0..9u8 {
+        put(&tmp.path().join(format!("many/{i}.png")), &banded_png(60, 40, i));
+    }
+    for i in 0..3u8 {
+        put(&tmp.path().join(format!("few/{i}.png")), &banded_png(100, 100, i));
+    }
+    put(&tmp.path().join("few/broken.png"), b"\x89PNG\r\n\x1a\n not really");
+    let root = path_str(tmp.path());
+    let out = stdout(&ok(classify(tmp.path(), &["data", "inspect", "--data", &root, "--json", "--val-split", "0.34"])));
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["classes"][0], json!({"name": "few", "train": 2, "val": 1, "test": null}), "{report}");
+    assert_eq!(report["classes"][1], json!({"name": "many", "train": 6, "val": 3, "test": null}), "{report}");
+    assert_eq!(report["image_sizes"]["images"], 12);
+    assert_eq!(report["image_sizes"]["shorter_side"], json!({"min": 40, "median": 40, "max": 100}));
+    assert_eq!(report["image_sizes"]["square"], 3);
+    assert!(report["skipped"][0]["path"].as_str().unwrap().ends_with("broken.png"), "{report}");
+    assert!(report["warnings"][0].as_str().unwrap().contains("--class-weights balanced"), "{report}");
+    let text = stdout(&ok(classify(tmp.path(), &["data", "inspect", "--data", &root])));
+    assert!(text.contains("broken.png") && text.contains("imbalanced") && text.contains("many"), "{text}");
+}

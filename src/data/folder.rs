@@ -330,14 +330,14 @@ fn decode_dataset(
         indicatif::ProgressBar::hidden()
     };
     let start = std::time::Instant::now();
-    let mut skipped = Vec::new();
-    let train = decode_items(&train_items, &bar, opts, &mut skipped)?;
+    let (mut skipped, mut sizes) = (Vec::new(), Vec::new());
+    let train = decode_items(&train_items, &bar, opts, &mut skipped, &mut sizes)?;
     if !skipped.is_empty() {
         let kept: Vec<(PathBuf, u8)> = train.labels.iter().map(|&l| (PathBuf::new(), l)).collect();
         check_no_empty_class(train_dir, &names, &kept, " (all of its images were skipped as bad)")?;
     }
-    let val = val_items.map(|items| decode_items(&items, &bar, opts, &mut skipped)).transpose()?;
-    let test = test_items.map(|items| decode_items(&items, &bar, opts, &mut skipped)).transpose()?;
+    let val = val_items.map(|items| decode_items(&items, &bar, opts, &mut skipped, &mut sizes)).transpose()?;
+    let test = test_items.map(|items| decode_items(&items, &bar, opts, &mut skipped, &mut sizes)).transpose()?;
     bar.finish_and_clear();
     if !skipped.is_empty() {
         const SHOWN: usize = 5;
@@ -358,7 +358,7 @@ fn decode_dataset(
         seconds = start.elapsed().as_secs_f64(),
         "decoded image folder"
     );
-    Ok(Dataset { classes: names, train, val, test, skipped })
+    Ok(Dataset { classes: names, train, val, test, skipped, sizes })
 }
 
 /// Fails, naming them all, if some of `names` has no item in `items`.
@@ -493,6 +493,7 @@ fn decode_items(
     bar: &indicatif::ProgressBar,
     opts: &FolderOptions,
     skipped: &mut Vec<SkippedImage>,
+    sizes: &mut Vec<(u32, u32)>,
 ) -> Result<ImageSet, DataError> {
     let shape = ImageShape::square(opts.side);
     let framing = Framing { size: opts.side, resize: opts.side };
@@ -500,23 +501,26 @@ fn decode_items(
     let mut images = vec![0u8; items.len() * bytes_each];
     let decode_one = |out: &mut [u8], path: &PathBuf| {
         let bytes = read_image_file(path).map_err(|reason| DataError::Decode { path: path.clone(), reason })?;
-        decode_framed(&bytes, out, framing).map_err(|reason| DataError::Decode { path: path.clone(), reason })?;
+        let size =
+            decode_framed(&bytes, out, framing).map_err(|reason| DataError::Decode { path: path.clone(), reason })?;
         bar.inc(1);
-        Ok::<(), DataError>(())
+        Ok::<(u32, u32), DataError>(size)
     };
+    let results: Vec<Result<(u32, u32), DataError>> =
+        images.par_chunks_mut(bytes_each).zip(items.par_iter()).map(|(out, (path, _))| decode_one(out, path)).collect();
     if opts.policy == BadImagePolicy::Fail {
-        images
-            .par_chunks_mut(bytes_each)
-            .zip(items.par_iter())
-            .try_for_each(|(out, (path, _))| decode_one(out, path))?;
+        for result in results {
+            sizes.push(result?);
+        }
         return Ok(ImageSet { shape, images, labels: items.iter().map(|(_, l)| *l).collect() });
     }
-    let results: Vec<Result<(), DataError>> =
-        images.par_chunks_mut(bytes_each).zip(items.par_iter()).map(|(out, (path, _))| decode_one(out, path)).collect();
     let mut set = ImageSet::with_capacity(shape, items.len());
     for (i, (result, (path, label))) in results.into_iter().zip(items).enumerate() {
         match result {
-            Ok(()) => set.push(&images[i * bytes_each..(i + 1) * bytes_each], *label),
+            Ok(size) => {
+                sizes.push(size);
+                set.push(&images[i * bytes_each..(i + 1) * bytes_each], *label);
+            }
             Err(e) => {
                 bar.inc(1);
                 let reason = match e {
@@ -543,17 +547,18 @@ fn decode_items(
 /// # Panics
 /// If `out` is not [`IMAGE_BYTES`] long (a bug in the caller, never a property of the input).
 pub fn decode_into(bytes: &[u8], out: &mut [u8]) -> Result<(), String> {
-    decode_framed(bytes, out, Framing::CIFAR)
+    decode_framed(bytes, out, Framing::CIFAR).map(|_| ())
 }
 
 /// Decodes an encoded image as [`decode_into`] does, framed as `framing` says: the shorter
 /// side resized to `framing.resize` and the centre `framing.size` square kept, written to
-/// `out` as RGB CHW. (The square is cut from the original first and resized once, so a
-/// large photo is resampled once, from the pixels that end up in the result.)
+/// `out` as RGB CHW, and returns the image's own width and height. (The square is cut from
+/// the original first and resized once, so a large photo is resampled once, from the
+/// pixels that end up in the result.)
 ///
 /// # Panics
 /// If `out` is not `3 * size * size` long (a bug in the caller, never a property of the input).
-pub fn decode_framed(bytes: &[u8], out: &mut [u8], framing: Framing) -> Result<(), String> {
+pub fn decode_framed(bytes: &[u8], out: &mut [u8], framing: Framing) -> Result<(u32, u32), String> {
     let size = framing.size;
     assert_eq!(out.len(), 3 * size * size, "decode_framed: out must be one {size}x{size} image");
     if bytes.is_empty() {
@@ -624,7 +629,7 @@ pub fn decode_framed(bytes: &[u8], out: &mut [u8], framing: Framing) -> Result<(
         g[i] = px[1];
         b[i] = px[2];
     }
-    Ok(())
+    Ok((w, h))
 }
 
 /// Whether a JPEG stream ends before its end-of-image marker (`FF D9`), found by walking

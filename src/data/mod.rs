@@ -292,6 +292,9 @@ pub struct Dataset {
     /// Image files left out under [`BadImagePolicy::Skip`], in load order (train, then test);
     /// always empty under [`BadImagePolicy::Fail`] and for CIFAR binaries.
     pub skipped: Vec<SkippedImage>,
+    /// Width and height of each image file as it was, in load order (train, val, test);
+    /// empty for CIFAR binaries.
+    pub sizes: Vec<(u32, u32)>,
 }
 
 impl Dataset {
@@ -379,7 +382,7 @@ pub fn split(dataset: Dataset, val_fraction: f64) -> Result<Splits, DataError> {
     if !(0.0..1.0).contains(&val_fraction) {
         return Err(DataError::ValFraction { value: val_fraction });
     }
-    let Dataset { classes, train: all, val, test, skipped: _ } = dataset;
+    let Dataset { classes, train: all, val, test, .. } = dataset;
     if let Some(val) = val {
         return Ok(Splits { classes, train: all, val, test });
     }
@@ -518,6 +521,7 @@ mod tests {
             val: None,
             test: None,
             skipped: Vec::new(),
+            sizes: Vec::new(),
         }
     }
 

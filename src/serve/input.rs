@@ -99,6 +99,7 @@ fn check_request_pixels(total: u64) -> Result<(), ApiError> {
 pub fn decode_image(bytes: &[u8], out: &mut [u8], framing: Framing, what: &str) -> Result<(), ApiError> {
     declared_pixels(bytes, what)?;
     crate::data::folder::decode_framed(bytes, out, framing)
+        .map(|_| ())
         .map_err(|reason| ApiError::Undecodable { what: what.to_string(), reason })
 }
 

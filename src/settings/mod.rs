@@ -149,6 +149,35 @@ pub enum Schedule {
     Onecycle,
 }
 
+/// How the loss weighs the classes, chosen with `--class-weights`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ClassWeights {
+    /// Every image counts the same.
+    #[default]
+    None,
+    /// Each class's images weigh `n / (classes * n_class)` (scikit-learn's "balanced"), so
+    /// every class counts the same in the loss however many images it has.
+    Balanced,
+}
+
+impl ClassWeights {
+    /// The per-class loss weights for training images of `counts` per class, or `None` for
+    /// equal weights. A class without images gets weight 1 (it never appears in the loss).
+    pub fn weights(self, counts: &[usize]) -> Option<Vec<f32>> {
+        match self {
+            ClassWeights::None => None,
+            ClassWeights::Balanced => {
+                let total: usize = counts.iter().sum();
+                let k = counts.len() as f64;
+                Some(
+                    counts.iter().map(|&n| if n == 0 { 1.0 } else { (total as f64 / (k * n as f64)) as f32 }).collect(),
+                )
+            }
+        }
+    }
+}
+
 /// A named set of defaults, chosen with `--recipe`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -189,6 +218,8 @@ pub struct Recipe {
     pub lookahead: bool,
     /// Weight of the uniform distribution mixed into the one-hot targets (0 = none).
     pub label_smoothing: f64,
+    /// How the loss weighs the classes (for imbalanced data).
+    pub class_weights: ClassWeights,
     pub augment: Augment,
     /// Reflect padding before a random crop, in pixels: the largest shift `flip-crop` makes.
     pub crop_padding: usize,
@@ -219,6 +250,7 @@ impl Default for Recipe {
             freeze_norm_scale: false,
             lookahead: false,
             label_smoothing: 0.0,
+            class_weights: ClassWeights::None,
             augment: Augment::None,
             crop_padding: CROP_PADDING,
             crop_scale: CROP_SCALE,
@@ -433,6 +465,16 @@ mod tests {
 
     fn with(schedule: Schedule, warmup_epochs: f64) -> Recipe {
         Recipe { schedule, warmup_epochs, ..Recipe::default() }
+    }
+
+    #[test]
+    fn balanced_class_weights_make_every_class_count_the_same() {
+        assert_eq!(ClassWeights::None.weights(&[10, 30]), None);
+        let w = ClassWeights::Balanced.weights(&[10, 30, 0]).unwrap();
+        // 40 images, 3 classes: 40 / (3 * 10) and 40 / (3 * 30); an empty class weighs 1.
+        assert!((w[0] - 4.0 / 3.0).abs() < 1e-6 && (w[1] - 4.0 / 9.0).abs() < 1e-6 && w[2] == 1.0, "{w:?}");
+        // Each class's total weight is then the same.
+        assert!((w[0] * 10.0 - w[1] * 30.0).abs() < 1e-5);
     }
 
     #[test]

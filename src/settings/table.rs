@@ -18,7 +18,7 @@ use std::str::FromStr;
 use clap::builder::PossibleValue;
 use clap::{Arg, ArgAction, ArgMatches, ValueEnum};
 
-use super::{OptimizerKind, Recipe, RecipeName, Schedule, TrainSettings};
+use super::{ClassWeights, OptimizerKind, Recipe, RecipeName, Schedule, TrainSettings};
 use crate::data::augment::Augment;
 use crate::model::ModelKind;
 
@@ -334,6 +334,18 @@ pub const SETTINGS: &[Setting] = &[
         example: "0.1",
         choices: None,
         apply: |s, v| set(&mut s.recipe.label_smoothing, number(v)),
+    },
+    Setting {
+        name: "class-weights",
+        value_name: "NAME",
+        help: "How the loss weighs the classes: `balanced` makes every class count the same however many \
+               images it has (for imbalanced data; `classify data inspect` warns about it).",
+        defaults: Defaults::Recipes(|s| shown(s.recipe.class_weights)),
+        alone: None,
+        on_resume: OnResume::Kept,
+        example: "balanced",
+        choices: Some(choices::<ClassWeights>),
+        apply: |s, v| set(&mut s.recipe.class_weights, name(v)),
     },
     Setting {
         name: "augment",

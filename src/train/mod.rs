@@ -159,6 +159,8 @@ pub fn train(
     if recipe.label_smoothing > 0.0 {
         loss_config = loss_config.with_smoothing(Some(recipe.label_smoothing as f32));
     }
+    loss_config =
+        loss_config.with_weights(recipe.class_weights.weights(&splits.train.class_counts(config.classes.len())));
     let loss_fn = loss_config.init(&train_device);
     let (cropping, input) = (recipe.cropping(), config.image_shape());
     let n = splits.train.len();
