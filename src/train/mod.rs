@@ -207,7 +207,7 @@ pub fn train(
                 ema.update(&model.valid(), step + 1);
             }
             let seen = (b * config.batch_size + indices.len()) as f64;
-            bar.step(loss_sum / seen, correct as f64 / seen);
+            bar.step(loss_sum / seen, correct as f64 / seen, seen as usize);
         }
         let train_loss = loss_sum / n as f64;
         if !train_loss.is_finite() {

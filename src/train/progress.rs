@@ -75,7 +75,7 @@ impl Progress {
             bar.set_prefix(format!("{epoch}/{epochs}"));
             bar
         });
-        EpochBar { bar, epochs, quiet: self.quiet }
+        EpochBar { bar, epochs, quiet: self.quiet, started: std::time::Instant::now() }
     }
 }
 
@@ -84,12 +84,15 @@ pub(crate) struct EpochBar {
     bar: Option<ProgressBar>,
     epochs: usize,
     quiet: bool,
+    started: std::time::Instant,
 }
 
 impl EpochBar {
-    pub(crate) fn step(&self, loss: f64, acc: f64) {
+    /// One more step done; `seen` images of the epoch so far, at running `loss` and `acc`.
+    pub(crate) fn step(&self, loss: f64, acc: f64, seen: usize) {
         if let Some(bar) = &self.bar {
-            bar.set_message(format!("loss {loss:.4} acc {acc:.4}"));
+            let rate = seen as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
+            bar.set_message(format!("loss {loss:.4} acc {acc:.4} {rate:.1} img/s"));
             bar.inc(1);
         }
     }
