@@ -142,8 +142,13 @@ pub struct DataArgs {
 impl DataArgs {
     /// The data spec given: --data, or --labels.
     pub fn spec(&self) -> Option<String> {
-        self.data.clone().or_else(|| self.labels.as_ref().map(|p| p.display().to_string()))
+        data_spec(&self.data, &self.labels)
     }
+}
+
+/// The data spec of a `--data` and a `--labels` flag (which clap keeps from both being given).
+pub fn data_spec(data: &Option<String>, labels: &Option<PathBuf>) -> Option<String> {
+    data.clone().or_else(|| labels.as_ref().map(|p| p.display().to_string()))
 }
 
 #[derive(Debug, Args)]

@@ -31,9 +31,7 @@ pub fn run(command: Command, device: &Device, device_name: &str) -> Result<()> {
         Command::Data(DataCommand::Inspect(args)) => inspect(args),
         Command::Model(ModelCommand::Summary { model, classes, image_size }) => {
             let size = image_size.map_or(model.default_image_size(), usize::from);
-            if model.fixed_size() && size != 32 {
-                bail!("--model {model} takes 32x32 images only: leave --image-size out");
-            }
+            model.check_image_size(size).map_err(anyhow::Error::msg)?;
             let net = Network::init(model, usize::from(classes), device);
             println!("{}", net.summary(size));
             Ok(())
@@ -64,8 +62,7 @@ fn fetch(args: FetchArgs) -> Result<()> {
 const IMBALANCE_RATIO: f64 = 2.0;
 
 fn inspect(args: InspectArgs) -> Result<()> {
-    let spec = args.data.clone().or_else(|| args.labels.as_ref().map(|p| p.display().to_string()));
-    let spec = spec.unwrap_or_else(|| data::CIFAR10_SPEC.to_string());
+    let spec = crate::cli::data_spec(&args.data, &args.labels).unwrap_or_else(|| data::CIFAR10_SPEC.to_string());
     let opts = LoadOptions {
         cache_dir: args.cache_dir.clone(),
         url: None,
@@ -552,9 +549,7 @@ fn bench(args: BenchArgs, device: &Device) -> Result<()> {
         (Some(start), None) => start.config.framing.size,
         (None, None) => model.default_image_size(),
     };
-    if model.fixed_size() && image_size != 32 {
-        bail!("--model {model} takes 32x32 images only: leave --image-size out, or bench a resnet");
-    }
+    model.check_image_size(image_size).map_err(anyhow::Error::msg)?;
     let images = match &args.data {
         Some(spec) => {
             let opts = LoadOptions { progress: terminal(), side: Some(image_size), ..LoadOptions::default() };

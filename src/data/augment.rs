@@ -179,6 +179,11 @@ pub fn resample(src: &[u8], shape: ImageShape, rect: Rect, flip: bool, dst: &mut
     }
 }
 
+/// The random bits of training image `index` in `epoch` of a run seeded with `seed`.
+fn image_bits(seed: u64, epoch: usize, index: usize) -> u64 {
+    mix(mix(mix(seed) ^ epoch as u64) ^ index as u64)
+}
+
 /// SplitMix64: a well-mixed 64-bit hash, used to derive each image's random choices.
 fn mix(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -193,7 +198,7 @@ pub fn random_view(augment: Augment, padding: usize, seed: u64, epoch: usize, in
     match augment {
         Augment::None | Augment::RandomResizedCrop => View { flip: false, dx: 0, dy: 0 },
         Augment::FlipCrop | Augment::AltFlipCrop => {
-            let bits = mix(mix(mix(seed) ^ epoch as u64) ^ index as u64);
+            let bits = image_bits(seed, epoch, index);
             let padding = padding.min(MAX_CROP_PADDING);
             let span = 2 * padding as u64 + 1;
             let flip = match augment {
@@ -238,7 +243,7 @@ pub fn train_batch(
     out.par_chunks_mut(out_bytes).zip(indices).for_each(|(dst, &index)| {
         let src = set.image(index);
         if cropping.augment == Augment::RandomResizedCrop {
-            let mut state = mix(mix(mix(seed) ^ epoch as u64) ^ index as u64);
+            let mut state = image_bits(seed, epoch, index);
             let flip = state & 1 == 1;
             let mut random = || {
                 state = mix(state);

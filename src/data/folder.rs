@@ -260,7 +260,7 @@ pub fn load_labels(csv_path: &Path, opts: &FolderOptions) -> Result<Dataset, Dat
         }
         let (path, label) = (record.get(0).unwrap_or(""), record.get(1).unwrap_or(""));
         let file = base.join(path.trim_start_matches("./"));
-        if rows.is_empty() && i == 0 && !file.is_file() {
+        if i == 0 && !file.is_file() {
             continue; // the header
         }
         if path.is_empty() || label.is_empty() {
@@ -506,14 +506,20 @@ fn decode_items(
         bar.inc(1);
         Ok::<(u32, u32), DataError>(size)
     };
-    let results: Vec<Result<(u32, u32), DataError>> =
-        images.par_chunks_mut(bytes_each).zip(items.par_iter()).map(|(out, (path, _))| decode_one(out, path)).collect();
     if opts.policy == BadImagePolicy::Fail {
-        for result in results {
-            sizes.push(result?);
-        }
+        // Stops at the first failure instead of decoding the rest.
+        let mut dims = vec![(0, 0); items.len()];
+        images.par_chunks_mut(bytes_each).zip(items.par_iter()).zip(dims.par_iter_mut()).try_for_each(
+            |((out, (path, _)), dim)| {
+                *dim = decode_one(out, path)?;
+                Ok::<(), DataError>(())
+            },
+        )?;
+        sizes.extend(dims);
         return Ok(ImageSet { shape, images, labels: items.iter().map(|(_, l)| *l).collect() });
     }
+    let results: Vec<Result<(u32, u32), DataError>> =
+        images.par_chunks_mut(bytes_each).zip(items.par_iter()).map(|(out, (path, _))| decode_one(out, path)).collect();
     let mut set = ImageSet::with_capacity(shape, items.len());
     for (i, (result, (path, label))) in results.into_iter().zip(items).enumerate() {
         match result {

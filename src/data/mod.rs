@@ -214,32 +214,31 @@ impl ImageSet {
     /// # Panics
     /// If `size` is larger than the images.
     pub fn center_crop(self, size: usize) -> ImageSet {
-        if size == self.shape.size {
-            return self;
-        }
-        let shape = ImageShape::square(size);
-        let mut images = vec![0u8; self.len() * shape.image_bytes()];
-        images
-            .par_chunks_mut(shape.image_bytes())
-            .zip(self.images.par_chunks(self.shape.image_bytes()))
-            .for_each(|(dst, src)| augment::center_crop(src, self.shape, dst, size));
-        ImageSet { shape, images, labels: self.labels }
+        let from = self.shape;
+        self.remade(size, |src, dst| augment::center_crop(src, from, dst, size))
     }
 
     /// The set with every (square) image resampled to `side` x `side`, bilinearly; the same
     /// set when the images are that size.
     pub fn resized(self, side: usize) -> ImageSet {
+        let from = self.shape;
+        let whole = from.size as f64;
+        let rect = augment::Rect { x: 0.0, y: 0.0, width: whole, height: whole };
+        self.remade(side, |src, dst| augment::resample(src, from, rect, false, dst, side))
+    }
+
+    /// The set with every image made anew at `side` x `side` by `make(source, out)`, in
+    /// parallel; the set itself when its images are that size already.
+    fn remade(self, side: usize, make: impl Fn(&[u8], &mut [u8]) + Sync) -> ImageSet {
         if side == self.shape.size {
             return self;
         }
         let shape = ImageShape::square(side);
-        let whole = self.shape.size as f64;
-        let rect = augment::Rect { x: 0.0, y: 0.0, width: whole, height: whole };
         let mut images = vec![0u8; self.len() * shape.image_bytes()];
         images
             .par_chunks_mut(shape.image_bytes())
             .zip(self.images.par_chunks(self.shape.image_bytes()))
-            .for_each(|(dst, src)| augment::resample(src, self.shape, rect, false, dst, side));
+            .for_each(|(dst, src)| make(src, dst));
         ImageSet { shape, images, labels: self.labels }
     }
 

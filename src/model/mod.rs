@@ -58,6 +58,17 @@ impl ModelKind {
         matches!(self, ModelKind::Seed | ModelKind::Fast)
     }
 
+    /// Refuses an `--image-size` the architecture cannot take, naming the flag.
+    pub fn check_image_size(self, size: usize) -> Result<(), String> {
+        if self.fixed_size() && size != 32 {
+            return Err(format!(
+                "--model {self} takes 32x32 images only, got --image-size {size}: leave --image-size out, or use \
+                 --model resnet18 (or 34, 50) for other sizes"
+            ));
+        }
+        Ok(())
+    }
+
     /// The `--image-size` a run of this model gets when none is given: 32, or 128 for the
     /// ResNets (what fast.ai's Imagenette results are measured at).
     pub fn default_image_size(self) -> usize {

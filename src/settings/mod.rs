@@ -79,13 +79,7 @@ impl TrainSettings {
         if !(0.0..1.0).contains(&self.val_split) {
             return Err(format!("--val-split must be a fraction in [0, 1), such as 0.1, got {}", self.val_split));
         }
-        if self.model.fixed_size() && self.image_size != 32 {
-            return Err(format!(
-                "--model {} takes 32x32 images only, got --image-size {}: use --model resnet18 (or 34, 50) for \
-                 other sizes",
-                self.model, self.image_size
-            ));
-        }
+        self.model.check_image_size(self.image_size)?;
         if !(32..=MAX_IMAGE_SIZE).contains(&self.image_size) {
             return Err(format!("--image-size must be 32 to {MAX_IMAGE_SIZE} pixels, got {}", self.image_size));
         }
@@ -465,6 +459,17 @@ mod tests {
 
     fn with(schedule: Schedule, warmup_epochs: f64) -> Recipe {
         Recipe { schedule, warmup_epochs, ..Recipe::default() }
+    }
+
+    #[test]
+    fn only_the_resnets_take_other_image_sizes() {
+        let seed = TrainSettings { image_size: 64, ..TrainSettings::defaults(ModelKind::Seed, RecipeName::Original) };
+        let err = seed.validate().unwrap_err();
+        assert!(err.contains("--model seed") && err.contains("--image-size 64"), "{err}");
+        let resnet = TrainSettings::defaults(ModelKind::Resnet18, RecipeName::Modern);
+        assert_eq!((resnet.image_size, resnet.validate()), (128, Ok(())));
+        let huge = TrainSettings { image_size: 2048, ..resnet };
+        assert!(huge.validate().unwrap_err().contains("32 to 1024"));
     }
 
     #[test]

@@ -31,10 +31,14 @@ fn main() -> ExitCode {
         [rest @ .., size] if rest.len() == 4 => (size.parse().unwrap_or(0), rest),
         rest => (32, rest),
     };
-    let ([model, input, output, name], 1..) = (args, size) else {
+    let [model, input, output, name] = args else {
         eprintln!("usage: onnx-check MODEL INPUT OUTPUT NAME [SIZE]");
         return ExitCode::from(2);
     };
+    if size == 0 {
+        eprintln!("onnx-check: SIZE must be a positive number of pixels");
+        return ExitCode::from(2);
+    }
     match run(model, input, output, name, size) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
