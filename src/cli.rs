@@ -137,12 +137,29 @@ pub struct DataArgs {
     /// files skipped (image folders only).
     #[arg(long, value_enum, default_value = "fail")]
     pub on_bad_image: BadImagePolicy,
+    /// Memory the decoded images of an image folder or CSV may take (e.g. 512MiB, 8GiB;
+    /// default: half the machine's memory). A dataset over it stays on disk: each batch's
+    /// files are decoded in parallel while the previous batch trains, giving the same
+    /// batches as in memory.
+    #[arg(long, value_name = "SIZE", env = "CLASSIFY_CACHE_MEM")]
+    pub cache_mem: Option<String>,
 }
 
 impl DataArgs {
     /// The data spec given: --data, or --labels.
     pub fn spec(&self) -> Option<String> {
         data_spec(&self.data, &self.labels)
+    }
+
+    /// The `--cache-mem` budget in bytes (its default when not given).
+    ///
+    /// # Errors
+    /// A value that is not an amount of memory.
+    pub fn cache_mem(&self) -> anyhow::Result<u64> {
+        match &self.cache_mem {
+            None => Ok(classify::data::store::default_cache_mem()),
+            Some(text) => classify::data::store::parse_cache_mem(text).map_err(|e| anyhow::anyhow!("--cache-mem: {e}")),
+        }
     }
 }
 

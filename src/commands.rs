@@ -69,6 +69,7 @@ fn inspect(args: InspectArgs) -> Result<()> {
         progress: terminal(),
         on_bad_image: BadImagePolicy::Skip,
         side: None,
+        cache_mem: None,
     };
     let dataset = data::load(&spec, &opts).with_context(|| format!("cannot load --data {spec}"))?;
     let (sizes, skipped, own_val) = (dataset.sizes.clone(), dataset.skipped.clone(), dataset.val.is_some());
@@ -181,6 +182,7 @@ fn load_splits(spec: &str, args: &DataArgs, val_split: f64, framing: Framing) ->
         progress: terminal(),
         on_bad_image: args.on_bad_image,
         side: Some(framing.resize),
+        cache_mem: Some(args.cache_mem()?),
     };
     let started = std::time::Instant::now();
     let dataset = data::load(spec, &opts).with_context(|| format!("cannot load --data {spec}"))?;
@@ -382,6 +384,7 @@ fn load_eval_set(
             None => bail!("--data {spec} has no test split (no test_batch.bin or test/ folder): use --split val"),
         },
     };
+    let set = set.into_memory().with_context(|| format!("cannot read the {name} split of --data {spec}"))?;
     if set.is_empty() {
         bail!("the {name} split of --data {spec} is empty");
     }
@@ -553,7 +556,8 @@ fn bench(args: BenchArgs, device: &Device) -> Result<()> {
     let images = match &args.data {
         Some(spec) => {
             let opts = LoadOptions { progress: terminal(), side: Some(image_size), ..LoadOptions::default() };
-            Some(data::load(spec, &opts).with_context(|| format!("cannot load --data {spec}"))?.train)
+            let train = data::load(spec, &opts).with_context(|| format!("cannot load --data {spec}"))?.train;
+            Some(train.into_memory()?)
         }
         None => None,
     };

@@ -111,17 +111,17 @@ fn cifar_folder_loads_labels_planes_and_names() {
     assert_eq!(data.train.len(), 15);
     // Batches in order 1..5, records in order: batch k holds images 3k, 3k+1, 3k+2.
     for i in 0..15 {
-        assert_eq!(data.train.labels[i], (i % 3 % 10) as u8, "label {i}");
+        assert_eq!(data.train.labels()[i], (i % 3 % 10) as u8, "label {i}");
         let k = i / 3;
         let j = i % 3;
-        assert_eq!(pixel0(&data.train, i), [(j + 3 * k) as u8, j as u8, 255 - j as u8]);
+        assert_eq!(pixel0(data.train.memory().unwrap(), i), [(j + 3 * k) as u8, j as u8, 255 - j as u8]);
         // Whole planes, not just pixel 0.
-        assert!(data.train.image(i)[..PLANE_BYTES].iter().all(|&v| v == (j + 3 * k) as u8));
-        assert!(data.train.image(i)[2 * PLANE_BYTES..].iter().all(|&v| v == 255 - j as u8));
+        assert!(data.train.memory().unwrap().image(i)[..PLANE_BYTES].iter().all(|&v| v == (j + 3 * k) as u8));
+        assert!(data.train.memory().unwrap().image(i)[2 * PLANE_BYTES..].iter().all(|&v| v == 255 - j as u8));
     }
     let test = data.test.unwrap();
-    assert_eq!(test.labels, vec![0, 1, 2, 3]);
-    assert_eq!(pixel0(&test, 3), [103, 3, 252]);
+    assert_eq!(test.labels(), vec![0, 1, 2, 3]);
+    assert_eq!(pixel0(test.memory().unwrap(), 3), [103, 3, 252]);
 
     // The parent folder is found through its cifar-10-batches-bin/ subfolder.
     let again = load(tmp.path().to_str().unwrap(), &LoadOptions::default()).unwrap();
@@ -167,24 +167,28 @@ fn image_folder_reads_formats_sizes_and_sorted_classes() {
 
     assert_eq!(data.classes, vec!["bird", "cat", "dog"]);
     // Class by class, files by name: bird/e.jpeg, cat/c.Jpeg, cat/d.png, dog/a.JPG, dog/b.png.
-    assert_eq!(data.train.labels, vec![0, 1, 1, 2, 2]);
-    assert_eq!(data.train.images.len(), 5 * IMAGE_BYTES);
-    assert!(close(pixel0(&data.train, 0), [40, 40, 200], 3), "{:?}", pixel0(&data.train, 0));
+    assert_eq!(data.train.labels(), vec![0, 1, 1, 2, 2]);
+    assert_eq!(data.train.memory().unwrap().images.len(), 5 * IMAGE_BYTES);
+    assert!(
+        close(pixel0(data.train.memory().unwrap(), 0), [40, 40, 200], 3),
+        "{:?}",
+        pixel0(data.train.memory().unwrap(), 0)
+    );
     // 40x50 JPEG resized to 32x32: still the same colour everywhere.
-    let c = data.train.image(1);
+    let c = data.train.memory().unwrap().image(1);
     for i in [0, 31, 1023] {
         let p = [c[i], c[PLANE_BYTES + i], c[2 * PLANE_BYTES + i]];
         assert!(close(p, [40, 200, 40], 3), "pixel {i}: {p:?}");
     }
     // Grayscale PNG: the grey level in all three planes, exactly.
-    assert!(data.train.image(2).iter().all(|&v| v == 90));
-    assert!(close(pixel0(&data.train, 3), [200, 40, 40], 3));
+    assert!(data.train.memory().unwrap().image(2).iter().all(|&v| v == 90));
+    assert!(close(pixel0(data.train.memory().unwrap(), 3), [200, 40, 40], 3));
     // 32x32 PNG: bit-exact.
-    assert_eq!(data.train.image(4), &solid(10, 20, 30)[..]);
+    assert_eq!(data.train.memory().unwrap().image(4), &solid(10, 20, 30)[..]);
 
     let test = data.test.unwrap();
-    assert_eq!(test.labels, vec![1]);
-    assert_eq!(test.image(0), &solid(1, 2, 3)[..]);
+    assert_eq!(test.labels(), vec![1]);
+    assert_eq!(test.memory().unwrap().image(0), &solid(1, 2, 3)[..]);
 }
 
 #[test]
@@ -234,11 +238,11 @@ fn image_folder_validation_split_takes_last_files_by_name() {
     let data = load(tmp.path().to_str().unwrap(), &LoadOptions::default()).unwrap();
     let s = split(data, 0.1).unwrap();
     // Sorted names of class a: img0 img1 img10 .. img14 img2 .. img9: the last two are 8, 9.
-    let val: Vec<u8> = (0..s.val.len()).map(|i| s.val.image(i)[0]).collect();
+    let val: Vec<u8> = (0..s.val.len()).map(|i| s.val.memory().unwrap().image(i)[0]).collect();
     assert_eq!(val, vec![8, 9]);
-    assert_eq!(s.val.labels, vec![0, 0]);
+    assert_eq!(s.val.labels(), vec![0, 0]);
     assert_eq!(s.train.class_counts(2), vec![13, 5]);
-    let train_a: Vec<u8> = (0..13).map(|i| s.train.image(i)[0]).collect();
+    let train_a: Vec<u8> = (0..13).map(|i| s.train.memory().unwrap().image(i)[0]).collect();
     assert_eq!(train_a, vec![0, 1, 10, 11, 12, 13, 14, 2, 3, 4, 5, 6, 7]);
 }
 

@@ -44,8 +44,8 @@ fn trained_run(dir: &Path, model: ModelKind, size: usize) -> RunDir {
     let framing = Framing { size, resize: size };
     let splits = Splits {
         classes: classes.clone(),
-        train: util::quadrant_set(4, 16, 1),
-        val: util::quadrant_set(4, 4, 2),
+        train: util::quadrant_set(4, 16, 1).into(),
+        val: util::quadrant_set(4, 4, 2).into(),
         test: None,
     }
     .framed(framing);

@@ -27,8 +27,8 @@ fn seed_model_learns_quadrants_well_above_chance() {
     let classes = util::names(&["tl", "tr", "bl", "br"]);
     let splits = Splits {
         classes: classes.clone(),
-        train: util::quadrant_set(4, 60, 1),
-        val: util::quadrant_set(4, 20, 2),
+        train: util::quadrant_set(4, 60, 1).into(),
+        val: util::quadrant_set(4, 20, 2).into(),
         test: None,
     };
     let dir = tempfile::tempdir().unwrap();
@@ -48,8 +48,8 @@ fn same_seed_same_metrics() {
     let classes = util::names(&["tl", "tr", "bl", "br"]);
     let splits = Splits {
         classes: classes.clone(),
-        train: util::quadrant_set(4, 16, 3),
-        val: util::quadrant_set(4, 4, 4),
+        train: util::quadrant_set(4, 16, 3).into(),
+        val: util::quadrant_set(4, 4, 4).into(),
         test: None,
     };
     let dir = tempfile::tempdir().unwrap();
@@ -70,8 +70,8 @@ fn fast_model_learns_quadrants_with_the_modern_recipe() {
     let classes = util::names(&["tl", "tr", "bl", "br"]);
     let splits = Splits {
         classes: classes.clone(),
-        train: util::quadrant_set(4, 32, 5),
-        val: util::quadrant_set(4, 16, 6),
+        train: util::quadrant_set(4, 32, 5).into(),
+        val: util::quadrant_set(4, 16, 6).into(),
         test: None,
     };
     let defaults = RecipeName::Modern.defaults(ModelKind::Fast);
@@ -104,8 +104,8 @@ fn early_stopping_keeps_the_best_epochs_weights() {
     let classes = util::names(&["tl", "tr", "bl", "br"]);
     let splits = Splits {
         classes: classes.clone(),
-        train: util::quadrant_set(4, 40, 7),
-        val: util::quadrant_set(4, 10, 8),
+        train: util::quadrant_set(4, 40, 7).into(),
+        val: util::quadrant_set(4, 10, 8).into(),
         test: None,
     };
     let config =
@@ -121,7 +121,7 @@ fn early_stopping_keeps_the_best_epochs_weights() {
     assert_eq!(run.load_checkpoint().unwrap().unwrap().best_epoch, Some(best));
     // model.bpk holds the best epoch's (averaged) weights: it scores that epoch's accuracy.
     let classifier = Classifier::load(run.root(), &Device::flex()).unwrap();
-    let predictions = classifier.predict(&splits.val.images);
-    let correct = predictions.iter().zip(&splits.val.labels).filter(|(p, l)| p == l).count();
+    let predictions = classifier.predict(&splits.val.memory().unwrap().images);
+    let correct = predictions.iter().zip(splits.val.labels()).filter(|(p, l)| p == l).count();
     assert_eq!(correct as f64 / splits.val.len() as f64, best_acc);
 }

@@ -73,7 +73,7 @@ fn a_flat_folder_of_class_folders_is_a_dataset_with_a_carved_validation_split() 
     let data = load(tmp.path().to_str().unwrap(), &at(24)).unwrap();
     assert_eq!(data.classes, vec!["ants", "bees"]);
     assert_eq!(data.train.len(), 20);
-    assert_eq!(data.train.shape.size, 24);
+    assert_eq!(data.train.shape().size, 24);
     assert!(data.val.is_none() && data.test.is_none());
     let s = split(data, 0.2).unwrap();
     assert_eq!((s.train.class_counts(2), s.val.class_counts(2)), (vec![8, 8], vec![2, 2]));
@@ -90,15 +90,15 @@ fn train_val_and_test_folders_are_used_as_given() {
         put(&tmp.path().join(format!("test/{class}/t.png")), &banded_png(30, 50, 2));
     }
     let data = load(tmp.path().to_str().unwrap(), &at(32)).unwrap();
-    assert_eq!(data.val.as_ref().map(|v| v.labels.clone()), Some(vec![0, 1]));
+    assert_eq!(data.val.as_ref().map(|v| v.labels().to_vec()), Some(vec![0, 1]));
     assert_eq!(data.test.as_ref().map(|t| t.len()), Some(2));
     // The val/ folder is the validation split, whatever the fraction; nothing is carved.
     let s = split(data, 0.5).unwrap();
     assert_eq!((s.train.len(), s.val.len()), (8, 2));
     // Framed for a 24 px model kept at 28: training images at 28, the others cut to 24.
     let framed = s.framed(Framing { size: 24, resize: 28 });
-    assert_eq!((framed.train.shape.size, framed.val.shape.size), (28, 24));
-    assert_eq!(framed.test.map(|t| t.shape.size), Some(24));
+    assert_eq!((framed.train.shape().size, framed.val.shape().size), (28, 24));
+    assert_eq!(framed.test.map(|t| t.shape().size), Some(24));
     // A val/ class that is not a training class is named.
     put(&tmp.path().join("val/horse/h.png"), &banded_png(32, 32, 3));
     let msg = load(tmp.path().to_str().unwrap(), &at(32)).unwrap_err().to_string();
@@ -123,8 +123,8 @@ fn a_csv_of_paths_and_labels_is_a_dataset() {
     fs::write(&csv, &rows).unwrap();
     let data = load(csv.to_str().unwrap(), &at(32)).unwrap();
     assert_eq!(data.classes, vec!["even", "odd"]);
-    assert_eq!(data.train.labels, vec![0, 1, 0, 1, 1]);
-    assert_eq!(data.val.map(|v| v.labels), Some(vec![0, 1]));
+    assert_eq!(data.train.labels(), vec![0, 1, 0, 1, 1]);
+    assert_eq!(data.val.map(|v| v.labels().to_vec()), Some(vec![0, 1]));
 
     // A row without a label, and a file that is not there, are named.
     fs::write(&csv, "imgs/0.png,even\nimgs/1.png\n").unwrap();
@@ -268,4 +268,113 @@ fn data_inspect_reports_counts_sizes_bad_files_and_imbalance() {
     assert!(report["warnings"][0].as_str().unwrap().contains("--class-weights balanced"), "{report}");
     let text = stdout(&ok(classify(tmp.path(), &["data", "inspect", "--data", &root])));
     assert!(text.contains("broken.png") && text.contains("imbalanced") && text.contains("many"), "{text}");
+}
+
+/// A class-folder root of `per_class` photos per class (PNGs of ants, JPEGs of bees), of
+/// several sizes, whose pixels all differ (so that any change of crop, flip or image changes
+/// a batch).
+fn textured_folder(root: &Path, per_class: u8) {
+    for i in 0..per_class {
+        for (class, (w, h), format) in
+            [("ants", (52, 40), image::ImageFormat::Png), ("bees", (40, 61), image::ImageFormat::Jpeg)]
+        {
+            let img = image::RgbImage::from_fn(w + u32::from(i), h, |x, y| {
+                image::Rgb([(x * 7 + u32::from(i) * 13) as u8, (y * 5 + x) as u8, ((x + y) * 3) as u8])
+            });
+            let mut bytes = Vec::new();
+            img.write_to(&mut std::io::Cursor::new(&mut bytes), format).unwrap();
+            let extension = format.extensions_str()[0];
+            put(&root.join(format!("{class}/{i:02}.{extension}")), &bytes);
+        }
+    }
+}
+
+#[test]
+fn a_dataset_over_cache_mem_stays_on_disk_and_gives_the_same_batches() {
+    use classify::data::augment::{Augment, Cropping};
+    let tmp = tempfile::tempdir().unwrap();
+    textured_folder(tmp.path(), 10);
+    let framing = Framing::photo(24);
+    let root = path_str(tmp.path());
+    let load_with = |cache_mem| {
+        let opts = LoadOptions { side: Some(framing.resize), cache_mem, ..LoadOptions::default() };
+        split(load(&root, &opts).unwrap(), 0.2).unwrap().framed(framing)
+    };
+    // 20 images at 27x27 take 43,740 bytes decoded: over a 1 KiB budget, under 1 MiB.
+    let (memory, roomy, streamed) = (load_with(None), load_with(Some(1 << 20)), load_with(Some(1024)));
+    assert!(!memory.train.is_streamed() && !roomy.train.is_streamed());
+    assert!(streamed.train.is_streamed() && streamed.val.is_streamed());
+    assert_eq!(streamed.train.labels(), memory.train.labels());
+    assert_eq!(streamed.train.shape(), memory.train.shape());
+
+    for augment in [Augment::RandomResizedCrop, Augment::FlipCrop, Augment::None] {
+        let cropping = Cropping { augment, padding: 2, min_scale: 0.35, min_ratio: 0.75 };
+        for epoch in 1..=2 {
+            for indices in [&[3usize, 0, 7, 1][..], &[15, 2]] {
+                let from_memory = memory.train.train_batch(indices, &cropping, 24, 9, epoch).unwrap();
+                let from_files = streamed.train.train_batch(indices, &cropping, 24, 9, epoch).unwrap();
+                assert_eq!(from_files.0.len(), indices.len() * 3 * 24 * 24);
+                assert!(from_files == from_memory, "{augment:?}, epoch {epoch}, images {indices:?} differ");
+            }
+        }
+    }
+    // Validation images and the sample that input statistics come from are the same too.
+    assert_eq!(streamed.val.clone().into_memory().unwrap(), memory.val.clone().into_memory().unwrap());
+    assert_eq!(*streamed.train.statistics_sample().unwrap(), *memory.train.statistics_sample().unwrap());
+}
+
+#[test]
+fn a_bad_file_read_batch_by_batch_stops_training_or_is_left_out_of_its_batch() {
+    use classify::data::BadImagePolicy;
+    use classify::data::augment::{Augment, Cropping};
+    let tmp = tempfile::tempdir().unwrap();
+    textured_folder(tmp.path(), 3);
+    fs::write(tmp.path().join("ants/01.png"), b"not a png").unwrap();
+    let cropping = Cropping { augment: Augment::None, padding: 0, min_scale: 1.0, min_ratio: 1.0 };
+    let root = path_str(tmp.path());
+    let load_with = |on_bad_image| {
+        let opts = LoadOptions { side: Some(16), cache_mem: Some(0), on_bad_image, ..LoadOptions::default() };
+        load(&root, &opts).unwrap().train
+    };
+    let err = load_with(BadImagePolicy::Fail).train_batch(&[0, 1, 2], &cropping, 16, 1, 1).unwrap_err();
+    assert!(err.to_string().contains("01.png"), "{err}");
+    let (pixels, labels) = load_with(BadImagePolicy::Skip).train_batch(&[0, 1, 4], &cropping, 16, 1, 1).unwrap();
+    assert_eq!((pixels.len(), labels), (2 * 3 * 16 * 16, vec![0, 1]));
+}
+
+#[test]
+fn training_from_files_under_a_tiny_cache_mem_learns_as_training_from_memory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("photos");
+    textured_folder(&data, 6);
+    let data_s = path_str(&data);
+    let train = |out: &str, extra: &[&str]| {
+        let run = tmp.path().join(out);
+        let mut args = vec!["train", "--model", "resnet18", "--data", &data_s, "--image-size", "32"];
+        args.extend(["--epochs", "2", "--batch-size", "4", "--val-split", "0.25"]);
+        let run_s = path_str(&run);
+        args.extend(["--out", &run_s]);
+        args.extend(extra);
+        let out = ok(classify(tmp.path(), &args));
+        let metrics: Vec<Value> = fs::read_to_string(run.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        (String::from_utf8_lossy(&out.stderr).into_owned(), metrics)
+    };
+    let (_, in_memory) = train("memory", &[]);
+    let (log, from_files) = train("files", &["--cache-mem", "1KiB"]);
+    assert!(log.contains("on disk"), "{log}");
+    assert_eq!(from_files.len(), 2);
+    for (a, b) in in_memory.iter().zip(&from_files) {
+        for key in ["train_loss", "train_acc", "val_loss", "val_acc"] {
+            let (a, b) = (a[key].as_f64().unwrap(), b[key].as_f64().unwrap());
+            // Not exactly equal in general: burn's parallel sums may split differently when
+            // decoding shares the cores; other images or crops move these by far more.
+            assert!((a - b).abs() < 1e-3, "{key}: {a} in memory, {b} from files");
+        }
+    }
+    let err = classify(tmp.path(), &["train", "--data", &data_s, "--cache-mem", "lots", "--out", "x"]);
+    assert!(String::from_utf8_lossy(&err.stderr).contains("--cache-mem"), "{:?}", err);
 }

@@ -131,8 +131,8 @@ fn write_report_escapes_class_names_and_sizes_the_mistake_grid() {
     let classes = util::names(&["<b>tl</b>", "tr & co", "bl", "br"]);
     let splits = Splits {
         classes: classes.clone(),
-        train: util::quadrant_set(4, 10, 11),
-        val: util::quadrant_set(4, 6, 12),
+        train: util::quadrant_set(4, 10, 11).into(),
+        val: util::quadrant_set(4, 6, 12).into(),
         test: None,
     };
     let config = RunConfig { seed: 5, train_images: 40, val_images: 24, ..util::synthetic_config(&classes, 3) };
@@ -143,12 +143,12 @@ fn write_report_escapes_class_names_and_sizes_the_mistake_grid() {
 
     let classifier = Classifier::load(run.root(), &device).unwrap();
     let out = dir.path().join("out/nested");
-    let files = report::write_report(&classifier, &run, &splits.val, "val", &out).unwrap();
+    let files = report::write_report(&classifier, &run, splits.val.memory().unwrap(), "val", &out).unwrap();
     assert_eq!(files.len(), 6);
     assert_eq!(files.last().unwrap(), &out.join("report.html"));
 
-    let probs = classifier.probabilities(&splits.val.images);
-    let mistakes = layout::mistakes(&splits.val.labels, &probs).len();
+    let probs = classifier.probabilities(&splits.val.memory().unwrap().images);
+    let mistakes = layout::mistakes(splits.val.labels(), &probs).len();
     let shown = mistakes.min(report::MAX_MISTAKES);
     assert_eq!(png_file_size(&out.join("mistakes.png")), report::mistakes_size(shown), "{mistakes} mistakes");
     assert_eq!(png_file_size(&out.join("accuracy.png")), report::CURVE_SIZE);
@@ -161,7 +161,7 @@ fn write_report_escapes_class_names_and_sizes_the_mistake_grid() {
 
     // On ties the report's best epoch is the one --patience keeps: the first.
     run.save_metrics(&metrics(3)).unwrap();
-    report::write_report(&classifier, &run, &splits.val, "val", &out).unwrap();
+    report::write_report(&classifier, &run, splits.val.memory().unwrap(), "val", &out).unwrap();
     let html = fs::read_to_string(out.join("report.html")).unwrap();
     assert!(html.contains("best validation accuracy (epoch 1)"), "{html:.3000}");
 }

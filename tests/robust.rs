@@ -120,7 +120,7 @@ fn each_bad_image_file_fails_the_load_naming_it() {
         put(&bad, &bytes);
         let err = match load_with(tmp.path(), BadImagePolicy::Fail) {
             Err(e) => e,
-            Ok(d) => panic!("{name} was accepted: pixel 0 {:?}", &d.train.image(3)[..3]),
+            Ok(d) => panic!("{name} was accepted: pixel 0 {:?}", &d.train.memory().unwrap().image(3)[..3]),
         };
         assert!(matches!(err, DataError::Decode { .. }), "{name}: {err}");
         let msg = err.to_string();
@@ -143,13 +143,13 @@ fn skip_policy_leaves_bad_files_out_and_lists_them_in_order() {
     put(&tmp.path().join("test/a/0.png"), &solid_png([200, 0, 0]));
     put(&tmp.path().join("test/a/1.jpg"), b"");
     let data = load_with(tmp.path(), BadImagePolicy::Skip).unwrap();
-    assert_eq!(data.train.labels, vec![0, 0, 0, 1, 1, 1]);
-    assert_eq!(data.train.images.len(), 6 * IMAGE_BYTES);
+    assert_eq!(data.train.labels(), vec![0, 0, 0, 1, 1, 1]);
+    assert_eq!(data.train.memory().unwrap().images.len(), 6 * IMAGE_BYTES);
     // The good images are intact, and in their places.
-    assert!(data.train.image(2)[..PLANE_BYTES].iter().all(|&v| v == 200));
-    assert!(data.train.image(3)[PLANE_BYTES..2 * PLANE_BYTES].iter().all(|&v| v == 200));
+    assert!(data.train.memory().unwrap().image(2)[..PLANE_BYTES].iter().all(|&v| v == 200));
+    assert!(data.train.memory().unwrap().image(3)[PLANE_BYTES..2 * PLANE_BYTES].iter().all(|&v| v == 200));
     let test = data.test.unwrap();
-    assert_eq!(test.labels, vec![0]);
+    assert_eq!(test.labels(), vec![0]);
     // Train's bad files in file-name order, then test's.
     expected.sort();
     expected.push((tmp.path().join("test/a/1.jpg"), "empty"));
@@ -275,11 +275,11 @@ fn subfolders_and_other_formats_are_read_and_other_files_counted() {
         put(&tmp.path().join("train").join(junk), b"not an image");
     }
     let data = load_with(tmp.path(), BadImagePolicy::Fail).unwrap();
-    assert_eq!(data.train.labels, vec![0, 0, 0, 0, 0, 1, 1, 1, 1, 1]);
+    assert_eq!(data.train.labels(), vec![0, 0, 0, 0, 0, 1, 1, 1, 1, 1]);
     // Class a in path order: 0.png 1.png 2.png 2019/deep/y.bmp 2019/x.gif; all four new
     // files decode to the blue they hold.
     for i in [3, 4, 8, 9] {
-        let image = data.train.image(i);
+        let image = data.train.memory().unwrap().image(i);
         assert_eq!((image[0], image[2 * 1024]), (0, 200), "image {i}");
     }
     let out = classify(tmp.path(), &["train", "--data", ".", "--epochs", "1", "--val-split", "0", "--out", "r"]);
@@ -320,7 +320,7 @@ fn test_class_folders_not_in_train_are_all_named() {
     fs::remove_dir_all(tmp.path().join("test/A")).unwrap();
     fs::remove_dir_all(tmp.path().join("test/zebra")).unwrap();
     let data = load_with(tmp.path(), BadImagePolicy::Fail).unwrap();
-    assert_eq!(data.test.unwrap().labels, vec![0]);
+    assert_eq!(data.test.unwrap().labels(), vec![0]);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -228,8 +228,7 @@ pub struct Cropping {
 }
 
 /// The training batch of `set`'s images at `indices`, augmented as `cropping` says and cut
-/// to `size` x `size` (a centre crop when nothing random is asked for). Each image's random
-/// choices come from (seed, epoch, index): see the module docs.
+/// to `size` x `size`: [`augment_images`] of those images.
 pub fn train_batch(
     set: &ImageSet,
     indices: &[usize],
@@ -238,10 +237,26 @@ pub fn train_batch(
     seed: u64,
     epoch: usize,
 ) -> Vec<u8> {
-    let out_bytes = set.shape.channels * size * size;
-    let mut out = vec![0u8; indices.len() * out_bytes];
-    out.par_chunks_mut(out_bytes).zip(indices).for_each(|(dst, &index)| {
-        let src = set.image(index);
+    let images: Vec<&[u8]> = indices.iter().map(|&i| set.image(i)).collect();
+    augment_images(&images, set.shape, indices, cropping, size, seed, epoch)
+}
+
+/// `images` (each of `shape`; `indices[j]` is the dataset index of `images[j]`) augmented as
+/// `cropping` says and cut to `size` x `size` (a centre crop when nothing random is asked
+/// for), back to back. Each image's random choices come from (seed, epoch, index): see the
+/// module docs.
+pub fn augment_images(
+    images: &[&[u8]],
+    shape: ImageShape,
+    indices: &[usize],
+    cropping: &Cropping,
+    size: usize,
+    seed: u64,
+    epoch: usize,
+) -> Vec<u8> {
+    let out_bytes = shape.channels * size * size;
+    let mut out = vec![0u8; images.len() * out_bytes];
+    out.par_chunks_mut(out_bytes).zip(images).zip(indices).for_each(|((dst, src), &index)| {
         if cropping.augment == Augment::RandomResizedCrop {
             let mut state = image_bits(seed, epoch, index);
             let flip = state & 1 == 1;
@@ -249,11 +264,11 @@ pub fn train_batch(
                 state = mix(state);
                 (state >> 11) as f64 / (1u64 << 53) as f64
             };
-            let rect = resized_crop_box(set.shape.size, cropping.min_scale, cropping.min_ratio, &mut random);
-            resample(src, set.shape, rect, flip, dst, size);
+            let rect = resized_crop_box(shape.size, cropping.min_scale, cropping.min_ratio, &mut random);
+            resample(src, shape, rect, flip, dst, size);
         } else {
             let view = random_view(cropping.augment, cropping.padding, seed, epoch, index);
-            apply_view(src, set.shape, dst, size, view);
+            apply_view(src, shape, dst, size, view);
         }
     });
     out

@@ -45,7 +45,14 @@ pub fn load_dir(dir: &Path) -> Result<Dataset, DataError> {
         "loaded CIFAR binary folder"
     );
     warn_unused_classes(dir, &classes, &train);
-    Ok(Dataset { classes, train, val: None, test: Some(test), skipped: Vec::new(), sizes: Vec::new() })
+    Ok(Dataset {
+        classes,
+        train: train.into(),
+        val: None,
+        test: Some(test.into()),
+        skipped: Vec::new(),
+        sizes: Vec::new(),
+    })
 }
 
 /// Warns when `batches.meta.txt` names classes that no training record uses: a model would

@@ -16,7 +16,9 @@ use std::path::{Path, PathBuf};
 use image::imageops::FilterType;
 use rayon::prelude::*;
 
-use super::{BadImagePolicy, DataError, Dataset, Framing, IMAGE_SIZE, ImageSet, ImageShape, SkippedImage};
+use super::{
+    BadImagePolicy, DataError, Dataset, FileSet, Framing, IMAGE_SIZE, ImageSet, ImageShape, Images, SkippedImage,
+};
 
 /// Subfolder of the root holding the training classes.
 pub const TRAIN_DIR: &str = "train";
@@ -111,7 +113,7 @@ pub fn load_dir(root: &Path, progress: bool) -> Result<Dataset, DataError> {
 /// # Errors
 /// As [`load_root`].
 pub fn load_dir_with(root: &Path, progress: bool, policy: BadImagePolicy) -> Result<Dataset, DataError> {
-    load_root(root, &FolderOptions { progress, policy, side: IMAGE_SIZE })
+    load_root(root, &FolderOptions { progress, policy, side: IMAGE_SIZE, cache_mem: None })
 }
 
 /// How [`load_root`] and [`load_labels`] read images.
@@ -123,6 +125,9 @@ pub struct FolderOptions {
     /// Side of the square images kept: each image's shorter side is resized to it and the
     /// centre square kept.
     pub side: usize,
+    /// Bytes the decoded images may take; over it they are kept as files (see
+    /// [`super::store`]). `None`: no limit.
+    pub cache_mem: Option<u64>,
 }
 
 /// Loads an image-folder root in either layout:
@@ -320,6 +325,28 @@ fn decode_dataset(
     let train_items = train_items.unwrap_or_default();
     let total =
         train_items.len() + [&val_items, &test_items].iter().map(|s| s.as_ref().map_or(0, Vec::len)).sum::<usize>();
+    let decoded_bytes = total as u64 * ImageShape::square(opts.side).image_bytes() as u64;
+    if let Some(budget) = opts.cache_mem.filter(|&budget| decoded_bytes > budget) {
+        tracing::info!(
+            "keeping the {total} images of {} on disk and decoding each batch as it is needed: decoded \
+             they would take {}, over --cache-mem {}",
+            root.display(),
+            bytesize::ByteSize(decoded_bytes).to_string_as(true),
+            bytesize::ByteSize(budget).to_string_as(true)
+        );
+        let files = |items: Vec<(PathBuf, u8)>| {
+            let (paths, labels) = items.into_iter().unzip();
+            Images::Files(FileSet { paths, labels, side: opts.side, crop: opts.side, policy: opts.policy })
+        };
+        return Ok(Dataset {
+            classes: names,
+            train: files(train_items),
+            val: val_items.map(files),
+            test: test_items.map(files),
+            skipped: Vec::new(),
+            sizes: Vec::new(),
+        });
+    }
     let bar = if opts.progress {
         indicatif::ProgressBar::new(total as u64).with_style(
             indicatif::ProgressStyle::with_template("decoding {pos}/{len} images [{bar:30}] {per_sec} ETA {eta}")
@@ -358,7 +385,14 @@ fn decode_dataset(
         seconds = start.elapsed().as_secs_f64(),
         "decoded image folder"
     );
-    Ok(Dataset { classes: names, train, val, test, skipped, sizes })
+    Ok(Dataset {
+        classes: names,
+        train: train.into(),
+        val: val.map(Images::from),
+        test: test.map(Images::from),
+        skipped,
+        sizes,
+    })
 }
 
 /// Fails, naming them all, if some of `names` has no item in `items`.

@@ -15,12 +15,14 @@ pub mod augment;
 pub mod cifar;
 pub mod download;
 pub mod folder;
+pub mod store;
 
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
 pub use crate::geometry::{CHANNELS, Framing, IMAGE_BYTES, IMAGE_SIZE, ImageShape, PLANE_BYTES};
+pub use store::{FileSet, Images};
 
 /// The CIFAR-10 class names in the official label order (label 0 is `airplane`), as listed in
 /// `batches.meta.txt` of the official archive.
@@ -282,17 +284,18 @@ pub struct Dataset {
     /// Class names; label `i` is `classes[i]`.
     pub classes: Vec<String>,
     /// The training images, in load order (record order, or class then file-name order).
-    pub train: ImageSet,
+    pub train: Images,
     /// The source's own validation images (a `val/` folder), if it has any: then the
     /// validation split is these, not carved out of `train`.
-    pub val: Option<ImageSet>,
+    pub val: Option<Images>,
     /// The source's held-out test images, if it has any.
-    pub test: Option<ImageSet>,
+    pub test: Option<Images>,
     /// Image files left out under [`BadImagePolicy::Skip`], in load order (train, then test);
-    /// always empty under [`BadImagePolicy::Fail`] and for CIFAR binaries.
+    /// always empty under [`BadImagePolicy::Fail`], for CIFAR binaries and for images kept
+    /// as files (bad ones are found when a batch decodes them).
     pub skipped: Vec<SkippedImage>,
     /// Width and height of each image file as it was, in load order (train, val, test);
-    /// empty for CIFAR binaries.
+    /// empty for CIFAR binaries and for images kept as files.
     pub sizes: Vec<(u32, u32)>,
 }
 
@@ -301,9 +304,9 @@ impl Dataset {
     /// images are that size).
     pub fn resized(self, side: usize) -> Dataset {
         Dataset {
-            train: self.train.resized(side),
-            val: self.val.map(|s| s.resized(side)),
-            test: self.test.map(|s| s.resized(side)),
+            train: self.train.for_training(side),
+            val: self.val.map(|s| s.for_training(side)),
+            test: self.test.map(|s| s.for_training(side)),
             ..self
         }
     }
@@ -314,12 +317,11 @@ impl Splits {
     /// at `framing.resize` (what random crops sample from), validation and test images cut
     /// to their centre `framing.size` square.
     pub fn framed(self, framing: Framing) -> Splits {
-        let eval = |set: ImageSet| set.resized(framing.resize).center_crop(framing.size);
         Splits {
             classes: self.classes,
-            train: self.train.resized(framing.resize),
-            val: eval(self.val),
-            test: self.test.map(eval),
+            train: self.train.for_training(framing.resize),
+            val: self.val.for_evaluation(framing),
+            test: self.test.map(|t| t.for_evaluation(framing)),
         }
     }
 }
@@ -350,11 +352,11 @@ pub struct Splits {
     /// Class names; label `i` is `classes[i]`.
     pub classes: Vec<String>,
     /// Images to train on.
-    pub train: ImageSet,
+    pub train: Images,
     /// Images to validate on (possibly empty).
-    pub val: ImageSet,
+    pub val: Images,
     /// The source's test images, passed through unchanged.
-    pub test: Option<ImageSet>,
+    pub test: Option<Images>,
 }
 
 /// How many of a class's `n` images go to validation at fraction `val_fraction`.
@@ -388,7 +390,7 @@ pub fn split(dataset: Dataset, val_fraction: f64) -> Result<Splits, DataError> {
 
     // Load-order positions of each label's images.
     let mut per_class: Vec<Vec<usize>> = vec![Vec::new(); 256];
-    for (i, &label) in all.labels.iter().enumerate() {
+    for (i, &label) in all.labels().iter().enumerate() {
         per_class[label as usize].push(i);
     }
     let mut is_val = vec![false; all.len()];
@@ -420,6 +422,9 @@ pub struct LoadOptions {
     /// Side of the square images kept (image folders decode to it, CIFAR-10's 32x32 images
     /// are resampled to it); `None` keeps 32.
     pub side: Option<usize>,
+    /// Bytes the decoded images of an image folder or CSV may take in memory; over it they
+    /// are kept as files and decoded batch by batch (see [`store`]). `None`: no limit.
+    pub cache_mem: Option<u64>,
 }
 
 /// What kind of source a spec names.
@@ -487,7 +492,8 @@ pub fn resolve(spec: &str) -> Result<Source, DataError> {
 /// Whatever [`resolve`], the download, or the source's reader reports.
 pub fn load(spec: &str, opts: &LoadOptions) -> Result<Dataset, DataError> {
     let side = opts.side.unwrap_or(IMAGE_SIZE);
-    let folder_opts = folder::FolderOptions { progress: opts.progress, policy: opts.on_bad_image, side };
+    let folder_opts =
+        folder::FolderOptions { progress: opts.progress, policy: opts.on_bad_image, side, cache_mem: opts.cache_mem };
     let dataset = match resolve(spec)? {
         Source::Cifar10 => {
             let dir = download::ensure_cifar10(opts)?;
@@ -516,7 +522,7 @@ mod tests {
     fn dataset(labels: &[u8]) -> Dataset {
         Dataset {
             classes: vec!["a".into(), "b".into(), "c".into()],
-            train: numbered(labels),
+            train: numbered(labels).into(),
             val: None,
             test: None,
             skipped: Vec::new(),
@@ -552,10 +558,10 @@ mod tests {
         let labels: Vec<u8> = (0..30).map(|i| (i % 2) as u8).collect(); // 15 per class
         let s = split(dataset(&labels), 0.1).unwrap();
         // 15 at 0.1 -> 2 per class: class 0's last two are 26, 28; class 1's are 27, 29.
-        let val_ids: Vec<u8> = (0..s.val.len()).map(|i| s.val.image(i)[0]).collect();
+        let val_ids: Vec<u8> = (0..s.val.len()).map(|i| s.val.memory().unwrap().image(i)[0]).collect();
         assert_eq!(val_ids, vec![26, 27, 28, 29]);
-        assert_eq!(s.val.labels, vec![0, 1, 0, 1]);
-        let train_ids: Vec<u8> = (0..s.train.len()).map(|i| s.train.image(i)[0]).collect();
+        assert_eq!(s.val.labels(), vec![0, 1, 0, 1]);
+        let train_ids: Vec<u8> = (0..s.train.len()).map(|i| s.train.memory().unwrap().image(i)[0]).collect();
         assert_eq!(train_ids, (0..26).collect::<Vec<u8>>());
         assert_eq!(s.classes, vec!["a", "b", "c"]);
     }
@@ -569,7 +575,7 @@ mod tests {
         let s = split(dataset(&labels), 0.1).unwrap();
         assert_eq!(s.val.class_counts(3), vec![0, 2, 2]);
         assert_eq!(s.train.class_counts(3), vec![5, 13, 23]);
-        let val_ids: Vec<u8> = (0..s.val.len()).map(|i| s.val.image(i)[0]).collect();
+        let val_ids: Vec<u8> = (0..s.val.len()).map(|i| s.val.memory().unwrap().image(i)[0]).collect();
         assert_eq!(val_ids, vec![18, 19, 43, 44]);
     }
 
@@ -584,7 +590,7 @@ mod tests {
     #[test]
     fn split_zero_fraction_gives_empty_val_and_passes_test_through() {
         let mut d = dataset(&[0, 1, 2, 0]);
-        d.test = Some(numbered(&[2, 1]));
+        d.test = Some(numbered(&[2, 1]).into());
         let test = d.test.clone();
         let s = split(d.clone(), 0.0).unwrap();
         assert!(s.val.is_empty());

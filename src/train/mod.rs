@@ -26,8 +26,7 @@ use burn::tensor::{Bytes, Device};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 
-use crate::data::augment::train_batch;
-use crate::data::{ImageSet, Splits};
+use crate::data::{DataError, Images, Splits};
 use crate::model::{Network, images_to_tensor, labels_to_tensor};
 use crate::run::{Checkpoint, CheckpointParts, EpochMetrics, RunConfig, RunDir, RunError, best_epoch};
 use crate::scores::{argmax, cross_entropy};
@@ -81,7 +80,13 @@ pub enum TrainError {
     NoCheckpoint(std::path::PathBuf),
     #[error("stopped by a termination request during epoch {epoch}; the checkpoint of epoch {} is intact: continue with --resume", epoch - 1)]
     Stopped { epoch: usize },
+    #[error("epoch {epoch}: {source}; the checkpoint of epoch {} is intact: fix or remove the file (or pass --on-bad-image skip) and continue with --resume", epoch - 1)]
+    Data { epoch: usize, source: DataError },
 }
+
+/// Training batches prepared ahead of the one training: while a step runs, the next
+/// batches' images are decoded (when read from files) and augmented.
+const PREFETCH: usize = 2;
 
 /// Trains `config.model` on `splits.train`, validating on `splits.val` after each epoch and
 /// checkpointing into `run`. With `resume`, continues from the run's last complete
@@ -148,7 +153,8 @@ pub fn train(
     // A fresh start derives what the architecture takes from the data; a resumed model has it
     // in its weights. The average starts from the model it will follow.
     if !resumed {
-        model.prepare(&splits.train.images, splits.train.shape);
+        let sample = splits.train.statistics_sample().map_err(|source| TrainError::Data { epoch: 1, source })?;
+        model.prepare(&sample.images, sample.shape);
     }
     if ema.is_none() {
         ema = recipe.ema.map(|decay| Ema::new(decay, &model.valid()));
@@ -161,6 +167,9 @@ pub fn train(
     }
     loss_config =
         loss_config.with_weights(recipe.class_weights.weights(&splits.train.class_counts(config.classes.len())));
+    if splits.train.is_streamed() {
+        tracing::info!("training images are decoded from their files batch by batch, {PREFETCH} batches ahead");
+    }
     let loss_fn = loss_config.init(&train_device);
     let (cropping, input) = (recipe.cropping(), config.image_shape());
     let n = splits.train.len();
@@ -181,35 +190,55 @@ pub fn train(
         let started = Instant::now();
         let bar = progress.epoch(epoch, config.epochs, batches as u64);
         let order = epoch_order(n, config.seed, epoch);
-        let (mut loss_sum, mut correct) = (0.0f64, 0u64);
-        for (b, indices) in order.chunks(config.batch_size).enumerate() {
-            if STOP.load(Ordering::Relaxed) {
-                return Err(TrainError::Stopped { epoch });
+        let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0u64, 0usize);
+        // A producer thread prepares the batches (decoding files, cropping) up to PREFETCH
+        // ahead; returning early drops the receiver, which ends it at its next send.
+        model = std::thread::scope(|scope| -> Result<Network, TrainError> {
+            let mut model = model;
+            let (sender, batches_ahead) = std::sync::mpsc::sync_channel(PREFETCH);
+            let (train, cropping, order) = (&splits.train, &cropping, &order);
+            scope.spawn(move || {
+                for indices in order.chunks(config.batch_size) {
+                    let batch = train.train_batch(indices, cropping, input.size, config.seed, epoch);
+                    if sender.send(batch).is_err() {
+                        break;
+                    }
+                }
+            });
+            for (b, batch) in batches_ahead.iter().enumerate() {
+                if STOP.load(Ordering::Relaxed) {
+                    return Err(TrainError::Stopped { epoch });
+                }
+                let (pixels, labels) = batch.map_err(|source| TrainError::Data { epoch, source })?;
+                if labels.is_empty() {
+                    continue;
+                }
+                let step = (epoch - 1) * batches + b;
+                let images = images_to_tensor(&pixels, input, &train_device);
+                let targets = labels_to_tensor(&labels, &train_device);
+                let logits = model.forward(images);
+                let loss = loss_fn.forward(logits.clone(), targets);
+                let batch_loss = f64::from(loss.clone().into_scalar::<f32>());
+                correct += count_correct(&logits.into_data().try_to_vec::<f32>().unwrap_or_default(), &labels);
+                loss_sum += batch_loss * labels.len() as f64;
+                let grads = GradientsParams::from_grads(loss.backward(), &model);
+                let lr = config.learning_rate * recipe.lr_factor(step, total_steps, batches);
+                model = optimizer.step(lr, model, grads);
+                if let Some(slow) =
+                    lookahead.as_mut().filter(|_| lookahead::syncs_after(step + 1, total_steps, sync_every))
+                {
+                    model = slow.sync(model, lookahead::decay_at(step + 1, total_steps));
+                }
+                if let Some(ema) = ema.as_mut().filter(|_| (step + 1).is_multiple_of(ema::EVERY)) {
+                    ema.update(&model.valid(), step + 1);
+                }
+                seen += labels.len();
+                bar.step(loss_sum / seen as f64, correct as f64 / seen as f64, seen);
             }
-            let step = (epoch - 1) * batches + b;
-            let pixels = train_batch(&splits.train, indices, &cropping, input.size, config.seed, epoch);
-            let labels: Vec<u8> = indices.iter().map(|&i| splits.train.labels[i]).collect();
-            let images = images_to_tensor(&pixels, input, &train_device);
-            let targets = labels_to_tensor(&labels, &train_device);
-            let logits = model.forward(images);
-            let loss = loss_fn.forward(logits.clone(), targets);
-            let batch_loss = f64::from(loss.clone().into_scalar::<f32>());
-            correct += count_correct(&logits.into_data().try_to_vec::<f32>().unwrap_or_default(), &labels);
-            loss_sum += batch_loss * indices.len() as f64;
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            let lr = config.learning_rate * recipe.lr_factor(step, total_steps, batches);
-            model = optimizer.step(lr, model, grads);
-            if let Some(slow) = lookahead.as_mut().filter(|_| lookahead::syncs_after(step + 1, total_steps, sync_every))
-            {
-                model = slow.sync(model, lookahead::decay_at(step + 1, total_steps));
-            }
-            if let Some(ema) = ema.as_mut().filter(|_| (step + 1).is_multiple_of(ema::EVERY)) {
-                ema.update(&model.valid(), step + 1);
-            }
-            let seen = (b * config.batch_size + indices.len()) as f64;
-            bar.step(loss_sum / seen, correct as f64 / seen, seen as usize);
-        }
-        let train_loss = loss_sum / n as f64;
+            Ok(model)
+        })?;
+        let trained = seen.max(1);
+        let train_loss = loss_sum / trained as f64;
         if !train_loss.is_finite() {
             return Err(TrainError::Diverged(train_loss, epoch));
         }
@@ -217,12 +246,13 @@ pub fn train(
             Some(ema) => ema.apply(model.valid()),
             None => model.valid(),
         };
-        let (val_loss, val_acc) = validate(&evaluated, &splits.val, device);
+        let (val_loss, val_acc) =
+            validate(&evaluated, &splits.val, device).map_err(|source| TrainError::Data { epoch, source })?;
         let metrics = EpochMetrics {
             epoch,
             seconds: round3(started.elapsed().as_secs_f64()),
             train_loss,
-            train_acc: correct as f64 / n as f64,
+            train_acc: correct as f64 / trained as f64,
             val_loss,
             val_acc,
         };
@@ -323,17 +353,36 @@ pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
     order
 }
 
+/// Images [`validate`] decodes and scores at a time when they are read from files.
+const VALIDATION_CHUNK: usize = 512;
+
 /// Mean cross-entropy and accuracy of `model` on `set`; (0, 0) for an empty set.
-pub fn validate(model: &Network, set: &ImageSet, device: &Device) -> (f64, f64) {
-    if set.is_empty() {
-        return (0.0, 0.0);
+///
+/// # Errors
+/// A file that cannot be decoded, when `set` is read from files (see [`Images::fetch`]).
+pub fn validate(model: &Network, set: &Images, device: &Device) -> Result<(f64, f64), DataError> {
+    let (mut loss, mut correct, mut count) = (0.0f64, 0u64, 0usize);
+    let all: Vec<usize> = (0..set.len()).collect();
+    let chunk = if set.is_streamed() { VALIDATION_CHUNK } else { all.len().max(1) };
+    for indices in all.chunks(chunk) {
+        let (images, _) = set.fetch(indices)?;
+        if images.is_empty() {
+            continue;
+        }
+        let logits = model.logits(&images.images, images.shape, device);
+        let classes = logits.len() / images.len();
+        loss += logits
+            .chunks(classes)
+            .zip(&images.labels)
+            .map(|(row, &label)| cross_entropy(row, usize::from(label)))
+            .sum::<f64>();
+        correct += count_correct(&logits, &images.labels);
+        count += images.len();
     }
-    let logits = model.logits(&set.images, set.shape, device);
-    let classes = logits.len() / set.len();
-    let loss: f64 =
-        logits.chunks(classes).zip(&set.labels).map(|(row, &label)| cross_entropy(row, usize::from(label))).sum();
-    let correct = count_correct(&logits, &set.labels);
-    (loss / set.len() as f64, correct as f64 / set.len() as f64)
+    if count == 0 {
+        return Ok((0.0, 0.0));
+    }
+    Ok((loss / count as f64, correct as f64 / count as f64))
 }
 
 /// How many rows of `logits` have their maximum at the row's label.
