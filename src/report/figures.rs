@@ -6,8 +6,9 @@ use plotters::prelude::*;
 
 use super::layout::{self, Corner, Mistake, Rect};
 use super::text::{self, Align, Style};
+use crate::data::augment::{self, resample};
 use crate::eval::Evaluation;
-use crate::geometry::{IMAGE_BYTES, IMAGE_SIZE, PLANE_BYTES};
+use crate::geometry::{IMAGE_SIZE, ImageShape};
 use crate::run::EpochMetrics;
 
 /// Pixel size of `accuracy.png` and `loss.png`.
@@ -386,11 +387,33 @@ pub fn mistakes_size(shown: usize) -> (u32, u32) {
     (width, MISTAKE_HEADER + rows as u32 * MISTAKE_TILE.1 + MARGIN)
 }
 
-/// `mistakes.png`: the `shown` images of `images` (CHW, [`IMAGE_BYTES`] each), upscaled,
-/// captioned with the true class, the predicted class and its probability; `total` is the
-/// number of mistakes of which these are the most confident.
+/// `image` (CHW, of `shape`) as a `side` x `side` tile, CHW: enlarged by whole pixels when
+/// `side` is a multiple of its size (CIFAR's 32x32 images stay crisp), else resampled
+/// bilinearly (photos).
+fn tile(image: &[u8], shape: ImageShape, side: usize) -> Vec<u8> {
+    let mut out = vec![0u8; shape.channels * side * side];
+    if side.is_multiple_of(shape.size) {
+        let scale = side / shape.size;
+        for (c, plane) in out.chunks_exact_mut(side * side).enumerate() {
+            for (i, px) in plane.iter_mut().enumerate() {
+                let (y, x) = (i / side / scale, i % side / scale);
+                *px = image[c * shape.size * shape.size + y * shape.size + x];
+            }
+        }
+    } else {
+        let whole = shape.size as f64;
+        resample(image, shape, augment::Rect { x: 0.0, y: 0.0, width: whole, height: whole }, false, &mut out, side);
+    }
+    out
+}
+
+/// `mistakes.png`: the `shown` images of `images` (CHW, of `shape`, as the model saw them)
+/// as tiles of [`IMAGE_SIZE`] x [`MISTAKE_SCALE`] pixels, captioned with the true class,
+/// the predicted class and its probability; `total` is the number of mistakes of which
+/// these are the most confident.
 pub fn mistakes(
     images: &[u8],
+    shape: ImageShape,
     classes: &[String],
     shown: &[Mistake],
     total: usize,
@@ -404,15 +427,17 @@ pub fn mistakes(
         let x = MARGIN + col * MISTAKE_TILE.0 + (MISTAKE_TILE.0 - side) / 2;
         (x, MISTAKE_HEADER + row * MISTAKE_TILE.1)
     };
+    let (bytes, plane) = (shape.image_bytes(), (side * side) as usize);
     for (i, m) in shown.iter().enumerate() {
-        let Some(chw) = images.get(m.index * IMAGE_BYTES..(m.index + 1) * IMAGE_BYTES) else { continue };
+        let Some(chw) = images.get(m.index * bytes..(m.index + 1) * bytes) else { continue };
+        let chw = tile(chw, shape, side as usize);
         let (ox, oy) = origin(i);
         for y in 0..side {
             for x in 0..side {
-                let src = (y / MISTAKE_SCALE) as usize * IMAGE_SIZE + (x / MISTAKE_SCALE) as usize;
+                let src = (y * side + x) as usize;
                 let dst = (((oy + y) * size.0 + ox + x) * 3) as usize;
                 if let Some(px) = canvas.pixels.get_mut(dst..dst + 3) {
-                    px.copy_from_slice(&[chw[src], chw[PLANE_BYTES + src], chw[2 * PLANE_BYTES + src]]);
+                    px.copy_from_slice(&[chw[src], chw[plane + src], chw[2 * plane + src]]);
                 }
             }
         }
@@ -469,6 +494,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn tiles_enlarge_small_images_by_whole_pixels_and_keep_photos_at_their_size() {
+        let coded = |side: usize| -> Vec<u8> { (0..3 * side * side).map(|i| (i * 7 % 251) as u8).collect() };
+        let cifar = coded(32);
+        let big = tile(&cifar, ImageShape::CIFAR, 128);
+        for (c, y, x) in [(0, 0, 0), (1, 5, 127), (2, 127, 64), (2, 63, 3)] {
+            assert_eq!(big[c * 128 * 128 + y * 128 + x], cifar[c * 1024 + y / 4 * 32 + x / 4], "({c}, {y}, {x})");
+        }
+        // A 128 px photo is shown as it is; a 146 px one is resampled, a flat one stays flat.
+        let photo = coded(128);
+        assert_eq!(tile(&photo, ImageShape::square(128), 128), photo);
+        let flat = vec![90u8; 3 * 146 * 146];
+        assert!(tile(&flat, ImageShape::square(146), 128).iter().all(|&v| v == 90));
+    }
+
+    #[test]
     fn probabilities_round_down() {
         assert_eq!(probability_label(0.9996), "99.9%");
         assert_eq!(probability_label(1.0), ">99.9%");
@@ -488,9 +528,28 @@ mod tests {
 
     #[test]
     fn no_mistakes_is_a_short_picture_that_says_so() {
-        let png = mistakes(&[], &[], &[], 0, "val").unwrap();
+        let png = mistakes(&[], ImageShape::CIFAR, &[], &[], 0, "val").unwrap();
         let img = image::load_from_memory(&png).unwrap();
         assert_eq!((img.width(), img.height()), mistakes_size(0));
+    }
+
+    #[test]
+    fn the_mistakes_grid_shows_photos_as_the_model_saw_them() {
+        // Two 64 px photos: the second, the one shown, is red on the left and blue on the right.
+        let side = 64;
+        let mut images = vec![0u8; 2 * 3 * side * side];
+        for (i, v) in images[3 * side * side..].iter_mut().enumerate() {
+            let (c, x) = (i / (side * side), i % side);
+            *v = if (c == 0 && x < side / 2) || (c == 2 && x >= side / 2) { 240 } else { 10 };
+        }
+        let shown = [Mistake { index: 1, truth: 0, predicted: 1, probability: 0.9 }];
+        let classes = ["a".to_string(), "b".to_string()];
+        let png = mistakes(&images, ImageShape::square(side), &classes, &shown, 1, "val").unwrap();
+        let img = image::load_from_memory(&png).unwrap().to_rgb8();
+        let tile = IMAGE_SIZE as u32 * MISTAKE_SCALE;
+        let (x0, y0) = (MARGIN + (MISTAKE_TILE.0 - tile) / 2, MISTAKE_HEADER);
+        assert_eq!(img.get_pixel(x0 + 5, y0 + 5).0, [240, 10, 10]);
+        assert_eq!(img.get_pixel(x0 + tile - 5, y0 + tile - 5).0, [10, 10, 240]);
     }
 
     fn metrics(epochs: usize) -> Vec<EpochMetrics> {

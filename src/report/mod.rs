@@ -7,7 +7,7 @@
 //!   loss.png       train and validation loss per epoch          (from metrics.jsonl)
 //!   confusion.png  true x predicted counts on the evaluated split
 //!   per_class.png  accuracy of each class on the evaluated split
-//!   mistakes.png   the most confident mistakes, upscaled and captioned
+//!   mistakes.png   the most confident mistakes in 128 px tiles, captioned
 //!   report.html    all of the above, the headline numbers and the config, in one file
 //! ```
 //!
@@ -118,8 +118,8 @@ pub fn write_report(
     pngs.push((CONFUSION_PNG, "Confusion matrix", confusion));
     let per_class = figures::per_class(&evaluation, split).map_err(draw_error(PER_CLASS_PNG))?;
     pngs.push((PER_CLASS_PNG, "Accuracy per class", per_class));
-    let mistakes =
-        figures::mistakes(&set.images, classes, shown, all_mistakes.len(), split).map_err(draw_error(MISTAKES_PNG))?;
+    let mistakes = figures::mistakes(&set.images, set.shape, classes, shown, all_mistakes.len(), split)
+        .map_err(draw_error(MISTAKES_PNG))?;
     pngs.push((MISTAKES_PNG, "Most confident mistakes", mistakes));
 
     let mut written = Vec::with_capacity(pngs.len() + 1);
