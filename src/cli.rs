@@ -179,6 +179,12 @@ pub struct TrainArgs {
     /// The run folder [default: runs/<model>-NNN, the first free number].
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Start from pretrained weights: a PyTorch state dict (.pth/.pt) or a safetensors file
+    /// in the architecture's reference layout (torchvision's ResNets; the
+    /// efficientnet_lite_pytorch package's EfficientNet-Lites). The classification head is
+    /// replaced by one for the data's classes; the input normalisation is the weights'.
+    #[arg(long, value_name = "FILE", conflicts_with = "resume")]
+    pub pretrained: Option<PathBuf>,
     /// Continue the run in --out from its last complete checkpoint, with its saved settings
     /// (--epochs may change the epoch count).
     #[arg(long, requires = "out")]

@@ -297,15 +297,23 @@ fn train_run(args: TrainArgs, device: &Device, device_name: &str, progress: Prog
         }
         let settings = given.resolve()?;
         settings.validate().map_err(|reason| anyhow::anyhow!(reason))?;
+        if settings.recipe.finetune == classify::settings::Finetune::Head && args.pretrained.is_none() {
+            bail!(
+                "--finetune head trains only the classification head of pretrained weights: give --pretrained FILE, \
+                 or use --finetune full"
+            );
+        }
+        let pretrained = args.pretrained.as_deref().map(|file| pretrained_file(file, settings.model)).transpose()?;
         let spec = args.data.spec().unwrap_or_else(|| data::CIFAR10_SPEC.to_string());
         let splits = load_splits(&spec, &args.data, settings.val_split, settings.framing())?;
-        let config = RunConfig::new(
+        let mut config = RunConfig::new(
             &settings,
             spec,
             device_name,
             splits.classes.clone(),
             [splits.train.len(), splits.val.len()],
         );
+        config.pretrained = pretrained;
         (config, splits)
     };
     // A resumed run's saved settings (config.json may have been edited) get the same checks.
@@ -329,6 +337,19 @@ fn train_run(args: TrainArgs, device: &Device, device_name: &str, progress: Prog
         None => println!("{}: no epochs to run", out.display()),
     }
     Ok(())
+}
+
+/// What a run records of `--pretrained FILE`, checked before any data is loaded or any run
+/// folder made: that the model takes pretrained weights and the file holds them.
+fn pretrained_file(file: &Path, model: ModelKind) -> Result<classify::run::Pretrained> {
+    if !model.takes_pretrained() {
+        bail!("--model {model} has no pretrained weights: use --model efficientnet-lite0 (or resnet18, 34, 50)");
+    }
+    // The head is replaced, so any class count checks the rest of the file.
+    classify::model::Network::init(model, 2, &Device::flex()).load_pretrained(file)?;
+    let sha256 = classify::model::pretrained::sha256_file(file)
+        .with_context(|| format!("cannot read --pretrained {}", file.display()))?;
+    Ok(classify::run::Pretrained { file: file.display().to_string(), sha256 })
 }
 
 /// Fails, with `advice`, unless `splits` (from the run's own `--data`) has the image counts the

@@ -19,7 +19,7 @@
 use burn::prelude::*;
 
 use crate::geometry::Framing;
-use crate::model::{Fast, Network, ResNet, Seed};
+use crate::model::{EfficientNet, Fast, Network, ResNet, Seed};
 use crate::quantize::{Quantize, quantize_tensor};
 
 /// ONNX operator set the graph is written for.
@@ -43,11 +43,12 @@ const INT8: i64 = 3;
 /// `framing` says, at `precision`.
 pub fn export(model: &Network, model_name: &str, classes: &[String], framing: Framing, precision: Quantize) -> Vec<u8> {
     let size = framing.size;
-    let mut g = Graph { nodes: Vec::new(), initializers: Vec::new(), count: 0, precision };
+    let mut g = Graph { nodes: Vec::new(), initializers: Vec::new(), count: 0, precision, relu6_bounds: false };
     let logits = match model {
         Network::Seed(net) => seed_graph(&mut g, net),
         Network::Fast(net) => fast_graph(&mut g, net),
         Network::ResNet(net) => resnet_graph(&mut g, net),
+        Network::EfficientNet(net) => efficientnet_graph(&mut g, net),
     };
     g.node_named("Identity", &[&logits], "logits", Vec::new());
     g.node_named("Softmax", &["logits"], "probabilities", vec![attr_int("axis", 1)]);
@@ -148,6 +149,32 @@ fn fast_graph(g: &mut Graph, net: &Fast) -> String {
 }
 
 /// Input normalisation, the stem, four stages of residual blocks, global average pool, fc.
+fn efficientnet_graph(g: &mut Graph, net: &EfficientNet) -> String {
+    let mean = g.float("input_mean", net.input_mean.val().reshape([1, 3, 1, 1]));
+    let std = g.float("input_std", net.input_std.val().reshape([1, 3, 1, 1]));
+    let x = g.node("Sub", &["images", &mean], Vec::new());
+    let x = g.node("Div", &[&x, &std], Vec::new());
+    let x = g.conv_same_bn(&x, "conv_stem", &net.conv_stem, "bn0", &net.bn0);
+    let mut x = g.relu6(&x);
+    for (i, block) in net.blocks.iter().enumerate() {
+        let p = format!("blocks.{i}");
+        let mut y = x.clone();
+        if let (Some(conv), Some(norm)) = (&block.expand_conv, &block.bn0) {
+            y = g.conv_same_bn(&y, &format!("{p}.expand_conv"), conv, &format!("{p}.bn0"), norm);
+            y = g.relu6(&y);
+        }
+        y = g.conv_same_bn(&y, &format!("{p}.depthwise_conv"), &block.depthwise_conv, &format!("{p}.bn1"), &block.bn1);
+        y = g.relu6(&y);
+        y = g.conv_same_bn(&y, &format!("{p}.project_conv"), &block.project_conv, &format!("{p}.bn2"), &block.bn2);
+        x = if block.residual { g.node("Add", &[&y, &x], Vec::new()) } else { y };
+    }
+    let x = g.conv_same_bn(&x, "conv_head", &net.conv_head, "bn1", &net.bn1);
+    let x = g.relu6(&x);
+    let x = g.node("GlobalAveragePool", &[&x], Vec::new());
+    let x = g.node("Flatten", &[&x], vec![attr_int("axis", 1)]);
+    g.dense(&x, "fc", &net.fc)
+}
+
 fn resnet_graph(g: &mut Graph, net: &ResNet) -> String {
     let mean = g.float("input_mean", net.input_mean.val().reshape([1, 3, 1, 1]));
     let std = g.float("input_std", net.input_std.val().reshape([1, 3, 1, 1]));
@@ -218,6 +245,8 @@ struct Graph {
     initializers: Vec<pb::Msg>,
     count: usize,
     precision: Quantize,
+    /// Whether the bounds of [`Graph::relu6`]'s `Clip` are among the initializers yet.
+    relu6_bounds: bool,
 }
 
 impl Graph {
@@ -269,6 +298,39 @@ impl Graph {
             vec![attr_ints("kernel_shape", &[k, k]), attr_ints("pads", &[p, p, p, p]), attr_ints("strides", &[s, s])];
         let y = self.node("Conv", &[x, &w], attrs);
         self.batch_norm(&y, norm_name, norm)
+    }
+
+    /// A bias-free convolution with TensorFlow's `SAME` padding (ONNX's `SAME_UPPER`: the
+    /// extra pixel after), its own stride and groups, then a BatchNorm.
+    fn conv_same_bn(
+        &mut self,
+        x: &str,
+        conv_name: &str,
+        conv: &burn::nn::conv::Conv2d,
+        norm_name: &str,
+        norm: &burn::nn::BatchNorm,
+    ) -> String {
+        let w = self.weight(&format!("{conv_name}.weight"), conv.weight.val());
+        let k = conv.weight.dims()[2] as i64;
+        let s = conv.stride[0] as i64;
+        let attrs = vec![
+            attr_ints("kernel_shape", &[k, k]),
+            attr_string("auto_pad", "SAME_UPPER"),
+            attr_ints("strides", &[s, s]),
+            attr_int("group", conv.groups as i64),
+        ];
+        let y = self.node("Conv", &[x, &w], attrs);
+        self.batch_norm(&y, norm_name, norm)
+    }
+
+    /// `min(max(x, 0), 6)`; the bounds are initializers, written once.
+    fn relu6(&mut self, x: &str) -> String {
+        if !self.relu6_bounds {
+            self.initializers.push(tensor_proto("relu6.min", &[], FLOAT, 0f32.to_le_bytes().to_vec()));
+            self.initializers.push(tensor_proto("relu6.max", &[], FLOAT, 6f32.to_le_bytes().to_vec()));
+            self.relu6_bounds = true;
+        }
+        self.node("Clip", &[x, "relu6.min", "relu6.max"], Vec::new())
     }
 
     fn max_pool(&mut self, x: &str) -> String {
@@ -367,6 +429,7 @@ fn value_info(name: &str, dims: &[Option<i64>]) -> pb::Msg {
 /// ONNX attribute types.
 const ATTR_FLOAT: i64 = 1;
 const ATTR_INT: i64 = 2;
+const ATTR_STRING: i64 = 3;
 const ATTR_INTS: i64 = 7;
 
 fn attr_int(name: &str, v: i64) -> pb::Msg {
@@ -384,6 +447,14 @@ fn attr_ints(name: &str, vs: &[i64]) -> pb::Msg {
         a.int(8, v);
     }
     a.int(20, ATTR_INTS);
+    a
+}
+
+fn attr_string(name: &str, v: &str) -> pb::Msg {
+    let mut a = pb::Msg::default();
+    a.string(1, name);
+    a.bytes(4, v.as_bytes());
+    a.int(20, ATTR_STRING);
     a
 }
 

@@ -116,12 +116,24 @@ pub struct RunConfig {
     /// centre crop); absent in runs written before sizes existed, which are CIFAR's 32x32.
     #[serde(default = "cifar_framing")]
     pub framing: Framing,
+    /// The pretrained weights training started from (`--pretrained`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pretrained: Option<Pretrained>,
     /// Device the run trained on (`cpu`, `wgpu`, `cuda`).
     pub device: String,
     /// Class names in label order.
     pub classes: Vec<String>,
     pub train_images: usize,
     pub val_images: usize,
+}
+
+/// The file of pretrained weights a run started from, as it was.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pretrained {
+    /// The path given to `--pretrained`.
+    pub file: String,
+    /// SHA-256 of its bytes, hex: says which weights these were once the file is gone.
+    pub sha256: String,
 }
 
 fn first_revision() -> u32 {
@@ -156,6 +168,7 @@ impl RunConfig {
             optimizer: AdamSettings::default(),
             recipe: settings.recipe.clone(),
             framing: settings.framing(),
+            pretrained: None,
             device: device.to_string(),
             classes,
             train_images,
@@ -537,6 +550,7 @@ mod tests {
             optimizer: AdamSettings::default(),
             recipe: Default::default(),
             framing: Framing::CIFAR,
+            pretrained: None,
             device: "cpu".into(),
             classes: classes.iter().map(|s| s.to_string()).collect(),
             train_images: 10,

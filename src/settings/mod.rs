@@ -155,6 +155,19 @@ pub enum ClassWeights {
     Balanced,
 }
 
+/// What of a pretrained network trains, chosen with `--finetune`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Finetune {
+    /// Every layer (also what a network from random weights does).
+    #[default]
+    Full,
+    /// Only the new classification head: the backbone stays as it was, BatchNorm statistics
+    /// included, so each image's features are computed once, and the head learns from them
+    /// (Create ML's feature extractor, the tutorial's "ConvNet as fixed feature extractor").
+    Head,
+}
+
 impl ClassWeights {
     /// The per-class loss weights for training images of `counts` per class, or `None` for
     /// equal weights. A class without images gets weight 1 (it never appears in the loss).
@@ -214,6 +227,8 @@ pub struct Recipe {
     pub label_smoothing: f64,
     /// How the loss weighs the classes (for imbalanced data).
     pub class_weights: ClassWeights,
+    /// What of a pretrained network trains (`--finetune`).
+    pub finetune: Finetune,
     pub augment: Augment,
     /// Reflect padding before a random crop, in pixels: the largest shift `flip-crop` makes.
     pub crop_padding: usize,
@@ -245,6 +260,7 @@ impl Default for Recipe {
             lookahead: false,
             label_smoothing: 0.0,
             class_weights: ClassWeights::None,
+            finetune: Finetune::Full,
             augment: Augment::None,
             crop_padding: CROP_PADDING,
             crop_scale: CROP_SCALE,
@@ -270,7 +286,7 @@ impl RecipeName {
     pub fn default_for(model: ModelKind) -> RecipeName {
         match model {
             ModelKind::Seed => RecipeName::Original,
-            ModelKind::Fast | ModelKind::Resnet18 | ModelKind::Resnet34 | ModelKind::Resnet50 => RecipeName::Modern,
+            _ => RecipeName::Modern,
         }
     }
 
@@ -343,11 +359,12 @@ impl RecipeName {
             // rate (a 1-epoch warm-up from 0.1x, then linear to zero), decoupled
             // weight decay 5e-5 per step of the rate (PyTorch's usual 5e-4 coupled, per unit
             // rate), label smoothing 0.1, and torchvision's random-resized crops with flips.
-            (RecipeName::Modern, ModelKind::Resnet18 | ModelKind::Resnet34 | ModelKind::Resnet50) => TrainDefaults {
+            // The EfficientNet-Lites take it too, at their ImageNet size.
+            (RecipeName::Modern, _) => TrainDefaults {
                 epochs: 20,
                 batch_size: 64,
                 learning_rate: 0.05,
-                image_size: 128,
+                image_size: model.default_image_size(),
                 recipe: Recipe {
                     optimizer: OptimizerKind::Sgd,
                     momentum: 0.9,

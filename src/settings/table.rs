@@ -18,7 +18,7 @@ use std::str::FromStr;
 use clap::builder::PossibleValue;
 use clap::{Arg, ArgAction, ArgMatches, ValueEnum};
 
-use super::{ClassWeights, OptimizerKind, Recipe, RecipeName, Schedule, TrainSettings};
+use super::{ClassWeights, Finetune, OptimizerKind, Recipe, RecipeName, Schedule, TrainSettings};
 use crate::data::augment::Augment;
 use crate::model::ModelKind;
 
@@ -346,6 +346,18 @@ pub const SETTINGS: &[Setting] = &[
         example: "balanced",
         choices: Some(choices::<ClassWeights>),
         apply: |s, v| set(&mut s.recipe.class_weights, name(v)),
+    },
+    Setting {
+        name: "finetune",
+        value_name: "PART",
+        help: "What of a --pretrained network trains: `full` (every layer) or `head` (only the new \
+               classification head, on features computed once per image: the fast way on a CPU).",
+        defaults: Defaults::Recipes(|s| shown(s.recipe.finetune)),
+        alone: None,
+        on_resume: OnResume::Kept,
+        example: "head",
+        choices: Some(choices::<Finetune>),
+        apply: |s, v| set(&mut s.recipe.finetune, name(v)),
     },
     Setting {
         name: "augment",

@@ -9,6 +9,7 @@
 
 pub mod adam;
 pub mod ema;
+mod head;
 pub mod lookahead;
 mod progress;
 pub mod sgd;
@@ -30,7 +31,7 @@ use crate::data::{DataError, Images, Splits};
 use crate::model::{Network, images_to_tensor, labels_to_tensor};
 use crate::run::{Checkpoint, CheckpointParts, EpochMetrics, RunConfig, RunDir, RunError, best_epoch};
 use crate::scores::{argmax, cross_entropy};
-use crate::settings::{AdamSettings, OptimizerKind, Recipe};
+use crate::settings::{AdamSettings, Finetune, OptimizerKind, Recipe};
 use ema::Ema;
 use lookahead::Lookahead;
 
@@ -80,6 +81,8 @@ pub enum TrainError {
     NoCheckpoint(std::path::PathBuf),
     #[error("stopped by a termination request during epoch {epoch}; the checkpoint of epoch {} is intact: continue with --resume", epoch - 1)]
     Stopped { epoch: usize },
+    #[error(transparent)]
+    Pretrained(#[from] crate::model::LoadError),
     #[error("epoch {epoch}: {source}; the checkpoint of epoch {} is intact: fix or remove the file (or pass --on-bad-image skip) and continue with --resume", epoch - 1)]
     Data { epoch: usize, source: DataError },
 }
@@ -153,8 +156,17 @@ pub fn train(
     // A fresh start derives what the architecture takes from the data; a resumed model has it
     // in its weights. The average starts from the model it will follow.
     if !resumed {
-        let sample = splits.train.statistics_sample().map_err(|source| TrainError::Data { epoch: 1, source })?;
-        model.prepare(&sample.images, sample.shape);
+        match &config.pretrained {
+            Some(pretrained) => {
+                model.load_pretrained(std::path::Path::new(&pretrained.file))?;
+                tracing::info!("starting from the weights of {} with a new head", pretrained.file);
+            }
+            None => {
+                let sample =
+                    splits.train.statistics_sample().map_err(|source| TrainError::Data { epoch: 1, source })?;
+                model.prepare(&sample.images, sample.shape);
+            }
+        }
     }
     if ema.is_none() {
         ema = recipe.ema.map(|decay| Ema::new(decay, &model.valid()));
@@ -171,6 +183,9 @@ pub fn train(
         tracing::info!("training images are decoded from their files batch by batch, {PREFETCH} batches ahead");
     }
     let loss_fn = loss_config.init(&train_device);
+    if recipe.finetune == Finetune::Head {
+        return head::train_head(model, optimizer, history, &loss_fn, splits, config, run, device, progress);
+    }
     let (cropping, input) = (recipe.cropping(), config.image_shape());
     let n = splits.train.len();
     let batches = n.div_ceil(config.batch_size);

@@ -32,6 +32,7 @@ pub fn synthetic_config(classes: &[String], epochs: usize) -> RunConfig {
         optimizer: AdamSettings::default(),
         recipe: Default::default(),
         framing: classify::geometry::Framing::CIFAR,
+        pretrained: None,
         device: "cpu".into(),
         classes: classes.to_vec(),
         train_images: 0,
