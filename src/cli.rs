@@ -35,6 +35,9 @@ pub enum Command {
     /// Inspect model architectures.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// Pretrained weight files: which are known, and fetching them into the cache.
+    #[command(subcommand)]
+    Weights(WeightsCommand),
     /// Train a model and write a run folder.
     Train(TrainArgs),
     /// Accuracy, per-class accuracy and confusion matrix of a trained run.
@@ -49,6 +52,28 @@ pub enum Command {
     Bench(BenchArgs),
     /// Write a trained run as an ONNX graph, for ONNX Runtime, tract and other runtimes.
     Export(ExportArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WeightsCommand {
+    /// The known files: size, licence, what they are, and how to get each (or where it is).
+    List {
+        /// Cache folder [default: $CLASSIFY_HOME, else $XDG_CACHE_HOME/classify, else ~/.cache/classify].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Download a known file from its publisher into the cache's weights/ folder, checking
+    /// its SHA-256; prints its path (for --pretrained).
+    Fetch {
+        /// The file, by architecture: resnet18, resnet34, resnet50 (`classify weights list`).
+        name: String,
+        /// Download from this address instead (a mirror); the checksum is still checked.
+        #[arg(long)]
+        url: Option<String>,
+        /// Cache folder [default: as for `list`].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

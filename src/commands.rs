@@ -21,7 +21,7 @@ use classify::train::{self, Progress};
 
 use crate::cli::{
     BenchArgs, Command, DataArgs, DataCommand, EvalArgs, ExportArgs, ExportFormat, FetchArgs, InferenceArgs,
-    InspectArgs, ModelCommand, PredictArgs, ReportArgs, ServeArgs, SplitName, TrainArgs,
+    InspectArgs, ModelCommand, PredictArgs, ReportArgs, ServeArgs, SplitName, TrainArgs, WeightsCommand,
 };
 
 /// Runs one parsed command on `device`.
@@ -34,6 +34,24 @@ pub fn run(command: Command, device: &Device, device_name: &str) -> Result<()> {
             model.check_image_size(size).map_err(anyhow::Error::msg)?;
             let net = Network::init(model, usize::from(classes), device);
             println!("{}", net.summary(size));
+            Ok(())
+        }
+        Command::Weights(WeightsCommand::List { dir }) => {
+            let cache = dir.map_or_else(|| data::download::cache_dir().ok(), Some);
+            print!("{}", classify::model::weights::list_text(cache.as_deref()));
+            Ok(())
+        }
+        Command::Weights(WeightsCommand::Fetch { name, url, dir }) => {
+            use classify::model::weights;
+            let Some(known) = weights::known(&name) else {
+                let names: Vec<&str> = weights::KNOWN.iter().map(|k| k.name).collect();
+                bail!("no known weights named {name}: the known ones are {}", names.join(", "));
+            };
+            let cache = match dir {
+                Some(dir) => dir,
+                None => data::download::cache_dir()?,
+            };
+            println!("{}", weights::fetch(known, url.as_deref(), &cache)?.display());
             Ok(())
         }
         Command::Train(args) => train(args, device, device_name),
@@ -626,11 +644,24 @@ mod tests {
     }
 
     /// Every flag of `classify train` that says how to train (all but where things are and
-    /// how the process runs) is a SageMaker hyperparameter of the same name and effect.
+    /// how the process runs: --cache-mem changes memory, not batches; --pretrained names a
+    /// file, which a job would take from a channel) is a SageMaker hyperparameter of the same
+    /// name and effect.
     #[test]
     fn every_train_flag_is_a_sagemaker_hyperparameter_with_the_same_effect() {
-        let not_hyperparameters =
-            ["data", "labels", "cache-dir", "out", "resume", "sagemaker", "device", "threads", "help"];
+        let not_hyperparameters = [
+            "data",
+            "labels",
+            "cache-dir",
+            "cache-mem",
+            "pretrained",
+            "out",
+            "resume",
+            "sagemaker",
+            "device",
+            "threads",
+            "help",
+        ];
         let cli = Cli::command();
         let train = cli.find_subcommand("train").unwrap();
         let mut checked = 0;

@@ -13,6 +13,7 @@ pub mod pretrained;
 pub mod resnet;
 mod seed;
 mod summary;
+pub mod weights;
 
 pub use efficientnet::{EfficientNet, EfficientNetConfig, Variant};
 pub use fast::{Fast, FastConfig, LOGIT_SCALE as FAST_LOGIT_SCALE};
