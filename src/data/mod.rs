@@ -266,6 +266,33 @@ impl ImageSet {
         out
     }
 
+    /// Splits the set in two, keeping order: the images where `to_other` is true move to
+    /// the second set, the rest stay in the first, compacted in place (so the split needs
+    /// memory for the second set only, not a copy of the whole).
+    ///
+    /// # Panics
+    /// If `to_other` is not one flag per image.
+    pub fn partition(mut self, to_other: &[bool]) -> (ImageSet, ImageSet) {
+        assert_eq!(to_other.len(), self.len(), "ImageSet::partition: one flag per image");
+        let n = self.shape.image_bytes();
+        let mut other = ImageSet::with_capacity(self.shape, to_other.iter().filter(|&&v| v).count());
+        let mut kept = 0;
+        for (i, &moves) in to_other.iter().enumerate() {
+            if moves {
+                other.push(&self.images[i * n..(i + 1) * n], self.labels[i]);
+            } else {
+                if kept != i {
+                    self.images.copy_within(i * n..(i + 1) * n, kept * n);
+                    self.labels[kept] = self.labels[i];
+                }
+                kept += 1;
+            }
+        }
+        self.images.truncate(kept * n);
+        self.labels.truncate(kept);
+        (self, other)
+    }
+
     /// Number of images per label, for labels `0..n_classes` (larger labels are not counted).
     pub fn class_counts(&self, n_classes: usize) -> Vec<usize> {
         let mut counts = vec![0; n_classes];
@@ -400,11 +427,11 @@ pub fn split(dataset: Dataset, val_fraction: f64) -> Result<Splits, DataError> {
             is_val[i] = true;
         }
     }
-    let (val_idx, train_idx): (Vec<usize>, Vec<usize>) = (0..all.len()).partition(|&i| is_val[i]);
-    if train_idx.is_empty() && !all.is_empty() {
+    if is_val.iter().all(|&v| v) && !all.is_empty() {
         return Err(DataError::NothingToTrain { total: all.len() });
     }
-    Ok(Splits { classes, train: all.select(&train_idx), val: all.select(&val_idx), test })
+    let (train, val) = all.partition(&is_val);
+    Ok(Splits { classes, train, val, test })
 }
 
 /// Options for [`load`]: where the official CIFAR-10 set is fetched from and cached, and how
@@ -611,6 +638,18 @@ mod tests {
         // One image per class at 0.9: round(0.9) == 1, so every image would be validation.
         let err = split(dataset(&[0, 1, 2]), 0.9).unwrap_err();
         assert!(matches!(err, DataError::NothingToTrain { total: 3 }), "{err}");
+    }
+
+    #[test]
+    fn partition_moves_flagged_images_out_and_keeps_both_orders() {
+        let set = numbered(&[0, 1, 2, 0, 1]);
+        let (kept, moved) = set.clone().partition(&[false, true, false, true, false]);
+        let ids = |s: &ImageSet| (0..s.len()).map(|i| s.image(i)[0]).collect::<Vec<u8>>();
+        assert_eq!((ids(&kept), kept.labels.clone()), (vec![0, 2, 4], vec![0, 2, 1]));
+        assert_eq!((ids(&moved), moved.labels.clone()), (vec![1, 3], vec![1, 0]));
+        assert_eq!(kept.images.len(), 3 * IMAGE_BYTES);
+        let (all, none) = set.clone().partition(&[false; 5]);
+        assert_eq!((all, none.len()), (set, 0));
     }
 
     #[test]

@@ -161,6 +161,30 @@ impl Images {
         }
     }
 
+    /// Splits the images in two, keeping order: those where `to_other` is true go to the
+    /// second part (see [`ImageSet::partition`]: no copy of the whole).
+    ///
+    /// # Panics
+    /// If `to_other` is not one flag per image.
+    pub fn partition(self, to_other: &[bool]) -> (Images, Images) {
+        match self {
+            Images::Memory(set) => {
+                let (kept, other) = set.partition(to_other);
+                (Images::Memory(kept), Images::Memory(other))
+            }
+            Images::Files(FileSet { paths, labels, side, crop, policy }) => {
+                let empty = || FileSet { paths: Vec::new(), labels: Vec::new(), side, crop, policy };
+                let (mut kept, mut other) = (empty(), empty());
+                for ((path, label), &moves) in paths.into_iter().zip(labels).zip(to_other) {
+                    let part = if moves { &mut other } else { &mut kept };
+                    part.paths.push(path);
+                    part.labels.push(label);
+                }
+                (Images::Files(kept), Images::Files(other))
+            }
+        }
+    }
+
     /// The images at `indices` and the indices of those handed out (all of them, except bad
     /// files left out under [`BadImagePolicy::Skip`]).
     ///
@@ -298,6 +322,8 @@ mod tests {
             crop: 8,
             policy: BadImagePolicy::Fail,
         });
+        let (kept, moved) = files.clone().partition(&[true, false, true]);
+        assert_eq!((kept.labels(), moved.labels()), (&[1u8][..], &[0u8, 2][..]));
         let picked = files.select(&[2, 0]);
         assert_eq!(picked.labels(), &[2, 0]);
         match picked {
