@@ -19,6 +19,7 @@ pub mod data;
 pub mod device;
 pub mod eval;
 pub mod geometry;
+pub mod http;
 pub mod kernels;
 pub mod model;
 pub mod onnx;

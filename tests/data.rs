@@ -2,18 +2,19 @@
 //! binary folder through `load`, the image-folder reader with the validation split, and the
 //! download against a local HTTP server (no network needed).
 
+mod util;
+
 use std::borrow::Cow;
 use std::fs;
-use std::io::{Cursor, Read, Write};
-use std::net::TcpListener;
+use std::io::Cursor;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
 use classify::data::cifar::{self, META_FILE, TEST_FILE, TRAIN_FILES};
 use classify::data::download::{self, Archive, MARKER};
 use classify::data::{CIFAR10_CLASSES, DataError, IMAGE_BYTES, ImageSet, LoadOptions, PLANE_BYTES, load, split};
 use md5::{Digest, Md5};
+use util::{Reply, serve};
 
 // ---------------------------------------------------------------------------------------------
 // Fixtures
@@ -257,59 +258,6 @@ fn load_rejects_unknown_specs_with_a_hint() {
 // ---------------------------------------------------------------------------------------------
 // Download
 
-/// What the test server answers to every request.
-#[derive(Clone)]
-enum Reply {
-    /// 200 with the whole body.
-    Full(Vec<u8>),
-    /// 200 announcing the whole body's length, then only `send` bytes and a closed connection.
-    Truncated { body: Vec<u8>, send: usize },
-    /// A bare status code.
-    Status(u16),
-}
-
-/// A one-route HTTP/1.1 server on 127.0.0.1, counting the connections it serves.
-struct Server {
-    url: String,
-    hits: Arc<AtomicUsize>,
-}
-
-fn serve(reply: Reply) -> Server {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let hits = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&hits);
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            counter.fetch_add(1, Ordering::SeqCst);
-            // Read the request head (the client sends no body).
-            let mut head = Vec::new();
-            let mut byte = [0u8; 1];
-            while !head.ends_with(b"\r\n\r\n") {
-                match stream.read(&mut byte) {
-                    Ok(1) => head.push(byte[0]),
-                    _ => break,
-                }
-            }
-            let (status, len, body): (u16, usize, &[u8]) = match &reply {
-                Reply::Full(body) => (200, body.len(), body),
-                Reply::Truncated { body, send } => (200, body.len(), &body[..*send]),
-                Reply::Status(code) => (*code, 0, &[]),
-            };
-            let header = format!(
-                "HTTP/1.1 {status} X\r\nContent-Length: {len}\r\n\
-                 Content-Type: application/gzip\r\nConnection: close\r\n\r\n"
-            );
-            let _ = stream.write_all(header.as_bytes());
-            let _ = stream.write_all(body);
-            let _ = stream.flush();
-            let _ = stream.shutdown(std::net::Shutdown::Write);
-        }
-    });
-    Server { url: format!("http://{addr}/cifar-10-binary.tar.gz"), hits }
-}
-
 /// A `.tar.gz` holding a tiny `cifar-10-batches-bin/` folder.
 fn cifar_archive() -> Vec<u8> {
     let src = tempfile::tempdir().unwrap();
@@ -340,7 +288,7 @@ fn listing(dir: &Path) -> Vec<String> {
 #[test]
 fn download_extracts_marks_and_is_not_repeated() {
     let bytes = cifar_archive();
-    let server = serve(Reply::Full(bytes.clone()));
+    let server = serve("cifar-10-binary.tar.gz", Reply::Full(bytes.clone()));
     let cache = tempfile::tempdir().unwrap();
     let archive = archive_for(&server.url, &bytes);
 
@@ -361,7 +309,7 @@ fn download_extracts_marks_and_is_not_repeated() {
 #[test]
 fn download_replaces_an_unmarked_folder() {
     let bytes = cifar_archive();
-    let server = serve(Reply::Full(bytes.clone()));
+    let server = serve("cifar-10-binary.tar.gz", Reply::Full(bytes.clone()));
     let cache = tempfile::tempdir().unwrap();
     let stale = cache.path().join("cifar-10-batches-bin");
     fs::create_dir_all(&stale).unwrap();
@@ -377,7 +325,7 @@ fn download_replaces_an_unmarked_folder() {
 #[test]
 fn download_with_bad_checksum_leaves_nothing() {
     let bytes = cifar_archive();
-    let server = serve(Reply::Full(bytes.clone()));
+    let server = serve("cifar-10-binary.tar.gz", Reply::Full(bytes.clone()));
     let cache = tempfile::tempdir().unwrap();
     let mut archive = archive_for(&server.url, &bytes);
     archive.md5 = Cow::Borrowed("00000000000000000000000000000000");
@@ -393,7 +341,7 @@ fn download_with_bad_checksum_leaves_nothing() {
 #[test]
 fn download_truncated_body_leaves_nothing() {
     let bytes = cifar_archive();
-    let server = serve(Reply::Truncated { body: bytes.clone(), send: bytes.len() / 2 });
+    let server = serve("cifar-10-binary.tar.gz", Reply::Truncated { body: bytes.clone(), send: bytes.len() / 2 });
     let cache = tempfile::tempdir().unwrap();
     let err = download::fetch(&archive_for(&server.url, &bytes), cache.path(), false).unwrap_err();
     assert!(matches!(err, DataError::Download { .. }), "{err}");
@@ -407,12 +355,12 @@ fn download_truncated_body_leaves_nothing() {
 #[test]
 fn download_http_error_and_wrong_size_are_reported() {
     let cache = tempfile::tempdir().unwrap();
-    let server = serve(Reply::Status(404));
+    let server = serve("cifar-10-binary.tar.gz", Reply::Status(404));
     let err = download::fetch(&archive_for(&server.url, b"x"), cache.path(), false).unwrap_err();
     assert!(err.to_string().contains("HTTP 404"), "{err}");
 
     let bytes = cifar_archive();
-    let server = serve(Reply::Full(bytes.clone()));
+    let server = serve("cifar-10-binary.tar.gz", Reply::Full(bytes.clone()));
     let mut archive = archive_for(&server.url, &bytes);
     archive.size += 1;
     let err = download::fetch(&archive, cache.path(), false).unwrap_err();

@@ -138,31 +138,6 @@ fn pretrained_weights_are_refused_where_they_cannot_apply() {
     assert!(!out.exists(), "a refused run left {}", out.display());
 }
 
-/// A one-route HTTP server on 127.0.0.1 answering every request with `body`.
-fn serve(body: Vec<u8>) -> String {
-    use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut head = Vec::new();
-            let mut byte = [0u8; 1];
-            while !head.ends_with(b"\r\n\r\n") {
-                match stream.read(&mut byte) {
-                    Ok(1) => head.push(byte[0]),
-                    _ => break,
-                }
-            }
-            let header = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
-            let _ = stream.write_all(header.as_bytes());
-            let _ = stream.write_all(&body);
-            let _ = stream.shutdown(std::net::Shutdown::Write);
-        }
-    });
-    format!("http://{addr}/resnet18-f37072fd.pth")
-}
-
 #[test]
 fn weights_fetch_checks_the_digest_and_keeps_nothing_that_fails() {
     use classify::model::weights::{self, Home, Known};
@@ -172,7 +147,7 @@ fn weights_fetch_checks_the_digest_and_keeps_nothing_that_fails() {
         use sha2::Digest;
         sha2::Sha256::digest(&body).iter().map(|b| format!("{b:02x}")).collect()
     };
-    let url = serve(body.clone());
+    let url = util::serve("resnet18-f37072fd.pth", util::Reply::Full(body.clone())).url;
     let good = Known { sha256: Box::leak(digest[..8].to_string().into_boxed_str()), ..weights::KNOWN[0] };
     let path = weights::fetch(&good, Some(&url), tmp.path()).unwrap();
     assert_eq!(path, tmp.path().join("weights/resnet18-f37072fd.pth"));

@@ -11,7 +11,6 @@ use std::ffi::OsString;
 use std::fs;
 use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use md5::{Digest, Md5};
 
@@ -48,12 +47,6 @@ pub const HOME_ENV: &str = "CLASSIFY_HOME";
 pub const URL_ENV: &str = "CLASSIFY_CIFAR10_URL";
 /// File written inside an extracted folder once it is complete.
 pub const MARKER: &str = ".complete";
-
-/// Seconds to wait for a connection before giving up.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-/// Seconds a single read may stall before the download is abandoned (no total limit: the
-/// archive is 170 MB and links can be slow).
-const READ_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The cache folder: `$CLASSIFY_HOME` if set, else `$XDG_CACHE_HOME/classify`, else
 /// `$HOME/.cache/classify`. Empty variables count as unset.
@@ -143,15 +136,7 @@ pub fn fetch(archive: &Archive, cache: &Path, progress: bool) -> Result<PathBuf,
 fn download(archive: &Archive, part: &Path, progress: bool) -> Result<(), DataError> {
     let url = archive.url.as_ref();
     let fail = |reason: String| DataError::Download { url: url.to_string(), reason };
-    let agent = ureq::Agent::config_builder()
-        .timeout_connect(Some(CONNECT_TIMEOUT))
-        .timeout_per_read(Some(READ_TIMEOUT))
-        .build()
-        .new_agent();
-    let response = agent.get(url).call().map_err(|e| match e {
-        ureq::Error::StatusCode(code) => fail(format!("the server answered HTTP {code}")),
-        other => fail(other.to_string()),
-    })?;
+    let response = crate::http::get(url).map_err(fail)?;
     if let Some(len) = response.body().content_length()
         && len != archive.size
     {

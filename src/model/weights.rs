@@ -10,7 +10,6 @@
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use sha2::Digest;
 
@@ -97,9 +96,6 @@ pub fn cached_path(cache: &Path, known: &Known) -> PathBuf {
     cache.join("weights").join(known.file_name)
 }
 
-/// Seconds to wait for a connection, and for each read.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-const READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// No weight file `classify` knows is larger: a server sending more is not sending it.
 const MAX_BYTES: u64 = 1 << 30;
 
@@ -148,15 +144,7 @@ pub fn fetch(known: &Known, url: Option<&str>, cache: &Path) -> Result<PathBuf, 
 
 fn download(url: &str, part: &Path, sha256: &str) -> Result<(), FetchError> {
     let fail = |reason: String| FetchError::Download { url: url.to_string(), reason };
-    let agent = ureq::Agent::config_builder()
-        .timeout_connect(Some(CONNECT_TIMEOUT))
-        .timeout_per_read(Some(READ_TIMEOUT))
-        .build()
-        .new_agent();
-    let response = agent.get(url).call().map_err(|e| match e {
-        ureq::Error::StatusCode(code) => fail(format!("the server answered HTTP {code}")),
-        other => fail(other.to_string()),
-    })?;
+    let response = crate::http::get(url).map_err(fail)?;
     let announced = response.body().content_length();
     let mut body = response.into_body().into_reader();
     let io = |source| FetchError::Io { path: part.to_path_buf(), source };

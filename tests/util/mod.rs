@@ -163,3 +163,60 @@ pub fn png_chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
     out.extend_from_slice(&body);
     out.extend(crc32(&body).to_be_bytes());
 }
+
+/// What the test server answers to every request.
+#[derive(Clone)]
+pub enum Reply {
+    /// 200 with the whole body.
+    Full(Vec<u8>),
+    /// 200 announcing the whole body's length, then only `send` bytes and a closed connection.
+    Truncated { body: Vec<u8>, send: usize },
+    /// A bare status code.
+    Status(u16),
+}
+
+/// A one-route HTTP/1.1 server on 127.0.0.1, counting the connections it serves.
+pub struct Server {
+    /// `http://127.0.0.1:PORT/FILE_NAME`.
+    pub url: String,
+    pub hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Serves `reply` to every request, at an address ending in `file_name`.
+pub fn serve(file_name: &str, reply: Reply) -> Server {
+    use std::io::{Read, Write};
+    use std::sync::atomic::Ordering;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = std::sync::Arc::clone(&hits);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            counter.fetch_add(1, Ordering::SeqCst);
+            // Read the request head (the client sends no body).
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                match stream.read(&mut byte) {
+                    Ok(1) => head.push(byte[0]),
+                    _ => break,
+                }
+            }
+            let (status, len, body): (u16, usize, &[u8]) = match &reply {
+                Reply::Full(body) => (200, body.len(), body),
+                Reply::Truncated { body, send } => (200, body.len(), &body[..*send]),
+                Reply::Status(code) => (*code, 0, &[]),
+            };
+            let header = format!(
+                "HTTP/1.1 {status} X\r\nContent-Length: {len}\r\n\
+                 Content-Type: application/octet-stream\r\nConnection: close\r\n\r\n"
+            );
+            let _ = stream.write_all(header.as_bytes());
+            let _ = stream.write_all(body);
+            let _ = stream.flush();
+            let _ = stream.shutdown(std::net::Shutdown::Write);
+        }
+    });
+    Server { url: format!("http://{addr}/{file_name}"), hits }
+}
