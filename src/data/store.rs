@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use rayon::prelude::*;
 
-use super::augment::{Cropping, augment_images};
+use super::augment::{Cropping, augment_images, train_batch};
 use super::folder::{decode_framed, read_image_file};
 use super::{BadImagePolicy, DataError, Framing, ImageSet, ImageShape};
 
@@ -244,9 +244,8 @@ impl Images {
     ) -> Result<(Vec<u8>, Vec<u8>), DataError> {
         match self {
             Images::Memory(set) => {
-                let images: Vec<&[u8]> = indices.iter().map(|&i| set.image(i)).collect();
                 let labels = indices.iter().map(|&i| set.labels[i]).collect();
-                Ok((augment_images(&images, set.shape, indices, cropping, size, seed, epoch), labels))
+                Ok((train_batch(set, indices, cropping, size, seed, epoch), labels))
             }
             Images::Files(files) => {
                 let (set, kept) = files.decode(indices)?;

@@ -27,7 +27,7 @@ use burn::tensor::{Bytes, Device};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 
-use crate::data::{DataError, Images, Splits};
+use crate::data::{DataError, ImageSet, Images, Splits};
 use crate::model::{Network, images_to_tensor, labels_to_tensor};
 use crate::run::{Checkpoint, CheckpointParts, EpochMetrics, RunConfig, RunDir, RunError, best_epoch};
 use crate::scores::{argmax, cross_entropy};
@@ -377,12 +377,9 @@ const VALIDATION_CHUNK: usize = 512;
 /// A file that cannot be decoded, when `set` is read from files (see [`Images::fetch`]).
 pub fn validate(model: &Network, set: &Images, device: &Device) -> Result<(f64, f64), DataError> {
     let (mut loss, mut correct, mut count) = (0.0f64, 0u64, 0usize);
-    let all: Vec<usize> = (0..set.len()).collect();
-    let chunk = if set.is_streamed() { VALIDATION_CHUNK } else { all.len().max(1) };
-    for indices in all.chunks(chunk) {
-        let (images, _) = set.fetch(indices)?;
+    let mut score = |images: &ImageSet| {
         if images.is_empty() {
-            continue;
+            return;
         }
         let logits = model.logits(&images.images, images.shape, device);
         let classes = logits.len() / images.len();
@@ -393,6 +390,16 @@ pub fn validate(model: &Network, set: &Images, device: &Device) -> Result<(f64, 
             .sum::<f64>();
         correct += count_correct(&logits, &images.labels);
         count += images.len();
+    };
+    // Images in memory are scored where they are; files are decoded a chunk at a time.
+    match set.memory() {
+        Some(images) => score(images),
+        None => {
+            let all: Vec<usize> = (0..set.len()).collect();
+            for indices in all.chunks(VALIDATION_CHUNK) {
+                score(&set.fetch(indices)?.0);
+            }
+        }
     }
     if count == 0 {
         return Ok((0.0, 0.0));
