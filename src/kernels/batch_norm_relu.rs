@@ -1,4 +1,5 @@
-//! BatchNorm followed by ReLU, in training mode, as one burn backend extension on the CPU.
+//! BatchNorm followed by ReLU (or ReLU6, or nothing: [`Bounds`]), in training mode, as one
+//! burn backend extension on the CPU.
 //!
 //! burn Flex runs a training BatchNorm as the backend's generic composition: the per-channel
 //! mean and variance each through a transposing copy of the whole activation, then the
@@ -11,15 +12,16 @@
 //!
 //! The formulas are the textbook ones, with `x̂ = (x - mean) / sqrt(var + eps)`,
 //! `z = gamma * x̂ + beta`, `y = max(z, 0)`, `g = dy` where `z > 0` and 0 elsewhere, and `M`
-//! values per channel:
+//! values per channel (ReLU6 clamps to `[0, 6]` and passes `g` where `0 < z < 6`; without an
+//! activation `g = dy`):
 //!
 //! ```text
 //! dbeta  = sum g          dgamma = sum g * x̂
 //! dx     = gamma / sqrt(var + eps) * (g - dbeta / M - x̂ * dgamma / M)
 //! ```
 //!
-//! The extension is routed for Flex and autodiff over Flex only; [`batch_norm_relu`] uses it
-//! there while training and burn's layers everywhere else.
+//! The extension is routed for Flex and autodiff over Flex only; [`batch_norm_relu`] and
+//! [`batch_norm_clamp`] use it there while training and burn's layers everywhere else.
 
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -27,7 +29,7 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
-use burn::backend::ops::{ActivationOps, ModuleOps};
+use burn::backend::ops::{FloatTensorOps, ModuleOps};
 use burn::backend::tensor::FloatTensor;
 
 use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, Flex, backend_extension};
@@ -51,10 +53,12 @@ pub trait BatchNormReluBackend: Backend {
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         epsilon: f64,
+        bounds: Bounds,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 
     /// Gradients with respect to x, gamma and beta, given the forward pass's inputs, its
     /// statistics and the gradient with respect to its output.
+    #[allow(clippy::too_many_arguments, reason = "the forward pass's three inputs, two statistics and two settings")]
     fn batch_norm_relu_backward(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
@@ -62,6 +66,7 @@ pub trait BatchNormReluBackend: Backend {
         mean: FloatTensor<Self>,
         variance: FloatTensor<Self>,
         epsilon: f64,
+        bounds: Bounds,
         output_grad: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
@@ -72,16 +77,18 @@ impl BatchNormReluBackend for Flex {
         gamma: FlexTensor,
         beta: FlexTensor,
         epsilon: f64,
+        bounds: Bounds,
     ) -> (FlexTensor, FlexTensor, FlexTensor) {
         if [&x, &gamma, &beta].iter().any(|t| t.dtype() != DType::F32) {
             let result = Self::batch_norm_train(x, gamma, beta, epsilon);
-            return (Self::relu(result.output), result.mean, result.variance);
+            let output = Self::float_clamp(result.output, bounds.floor.into(), bounds.cap.into());
+            return (output, result.mean, result.variance);
         }
         let dims: [usize; 4] = x.layout().shape().dims();
         let (x, gamma, beta) = (x.to_contiguous(), gamma.to_contiguous(), beta.to_contiguous());
         let slice = |t: &FlexTensor| f32_values(t).to_vec();
         let stats = statistics(f32_values(&x), dims);
-        let out = normalise_relu(f32_values(&x), dims, &slice(&gamma), &slice(&beta), &stats, epsilon);
+        let out = normalise_clamp(f32_values(&x), dims, &slice(&gamma), &slice(&beta), &stats, epsilon, bounds);
         let channels = dims[1];
         (flex_tensor(out, dims), flex_tensor(stats.mean, [channels]), flex_tensor(stats.variance, [channels]))
     }
@@ -93,6 +100,7 @@ impl BatchNormReluBackend for Flex {
         mean: FlexTensor,
         variance: FlexTensor,
         epsilon: f64,
+        bounds: Bounds,
         output_grad: FlexTensor,
     ) -> (FlexTensor, FlexTensor, FlexTensor) {
         let dims: [usize; 4] = x.layout().shape().dims();
@@ -100,7 +108,7 @@ impl BatchNormReluBackend for Flex {
         let tensors = [&x, &gamma, &beta, &mean, &variance, &output_grad].map(FlexTensor::to_contiguous);
         let [x, gamma, beta, mean, variance, output_grad] = tensors.each_ref().map(f32_values);
         let stats = Statistics { mean: mean.to_vec(), variance: variance.to_vec() };
-        let (dx, dgamma, dbeta) = gradients(x, output_grad, dims, gamma, beta, &stats, epsilon);
+        let (dx, dgamma, dbeta) = gradients(x, output_grad, dims, gamma, beta, &stats, epsilon, bounds);
         (flex_tensor(dx, dims), flex_tensor(dgamma, [channels]), flex_tensor(dbeta, [channels]))
     }
 }
@@ -110,17 +118,17 @@ struct BatchNormReluBackward;
 
 impl<B: Backend + BatchNormReluBackend> Backward<B, 3> for BatchNormReluBackward {
     /// The checkpointed input, gamma and beta; the batch statistics as the forward pass
-    /// computed them; epsilon.
-    type State = (NodeId, NodeId, NodeId, FloatTensor<B>, FloatTensor<B>, f64);
+    /// computed them; epsilon and the bounds.
+    type State = (NodeId, NodeId, NodeId, FloatTensor<B>, FloatTensor<B>, f64, Bounds);
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
         let [node_x, node_gamma, node_beta] = ops.parents;
         let grad = grads.consume::<B>(&ops.node);
-        let (x_state, gamma_state, beta_state, mean, variance, epsilon) = ops.state;
+        let (x_state, gamma_state, beta_state, mean, variance, epsilon, bounds) = ops.state;
         let x = checkpointer.retrieve_node_output::<FloatTensor<B>>(x_state);
         let gamma = checkpointer.retrieve_node_output::<FloatTensor<B>>(gamma_state);
         let beta = checkpointer.retrieve_node_output::<FloatTensor<B>>(beta_state);
-        let (dx, dgamma, dbeta) = B::batch_norm_relu_backward(x, gamma, beta, mean, variance, epsilon, grad);
+        let (dx, dgamma, dbeta) = B::batch_norm_relu_backward(x, gamma, beta, mean, variance, epsilon, bounds, grad);
         for (node, grad) in [(node_x, dx), (node_gamma, dgamma), (node_beta, dbeta)] {
             if let Some(node) = node {
                 grads.register::<B>(node.id, grad);
@@ -135,21 +143,32 @@ impl<B: Backend + BatchNormReluBackend, C: CheckpointStrategy> BatchNormReluBack
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         epsilon: f64,
+        bounds: Bounds,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         let prepared =
             BatchNormReluBackward.prepare::<C>([x.node(), gamma.node(), beta.node()]).compute_bound().stateful();
         let (out, mean, variance) = match prepared {
             OpsKind::Tracked(mut prep) => {
                 let states = [prep.checkpoint(&x), prep.checkpoint(&gamma), prep.checkpoint(&beta)];
-                let (out, mean, variance) =
-                    B::batch_norm_relu(x.into_primitive(), gamma.into_primitive(), beta.into_primitive(), epsilon);
+                let (out, mean, variance) = B::batch_norm_relu(
+                    x.into_primitive(),
+                    gamma.into_primitive(),
+                    beta.into_primitive(),
+                    epsilon,
+                    bounds,
+                );
                 let [x_state, gamma_state, beta_state] = states;
-                let state = (x_state, gamma_state, beta_state, mean.clone(), variance.clone(), epsilon);
+                let state = (x_state, gamma_state, beta_state, mean.clone(), variance.clone(), epsilon, bounds);
                 (prep.finish(state, out), mean, variance)
             }
             OpsKind::UnTracked(prep) => {
-                let (out, mean, variance) =
-                    B::batch_norm_relu(x.into_primitive(), gamma.into_primitive(), beta.into_primitive(), epsilon);
+                let (out, mean, variance) = B::batch_norm_relu(
+                    x.into_primitive(),
+                    gamma.into_primitive(),
+                    beta.into_primitive(),
+                    epsilon,
+                    bounds,
+                );
                 (prep.finish(out), mean, variance)
             }
         };
@@ -163,29 +182,77 @@ impl<B: Backend + BatchNormReluBackend, C: CheckpointStrategy> BatchNormReluBack
         _mean: FloatTensor<Self>,
         _variance: FloatTensor<Self>,
         _epsilon: f64,
+        _bounds: Bounds,
         _output_grad: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         unreachable!("the gradients are only taken on the inner backend, inside the backward pass")
     }
 }
 
-/// `relu(norm.forward(x))`: while training on the CPU through the fused extension above,
-/// with the running statistics updated as burn's `BatchNorm` updates them; elsewhere, and
-/// for inference, through burn's layers.
+/// What follows the normalisation: `y = min(max(z, floor), cap)`, with the gradient passed
+/// where `floor < z < cap`. An infinite bound is no bound.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Bounds {
+    pub floor: f32,
+    pub cap: f32,
+}
+
+impl Bounds {
+    /// ReLU.
+    pub const RELU: Bounds = Bounds { floor: 0.0, cap: f32::INFINITY };
+    /// ReLU6, the EfficientNet-Lites' and MobileNets' activation.
+    pub const RELU6: Bounds = Bounds { floor: 0.0, cap: 6.0 };
+    /// No activation: BatchNorm alone.
+    pub const NONE: Bounds = Bounds { floor: f32::NEG_INFINITY, cap: f32::INFINITY };
+
+    fn clamp_tensor(self, z: Tensor<4>) -> Tensor<4> {
+        match (self.floor.is_finite(), self.cap.is_finite()) {
+            (false, false) => z,
+            (true, false) if self.floor == 0.0 => relu(z),
+            (true, false) => z.clamp_min(self.floor),
+            (false, true) => z.clamp_max(self.cap),
+            (true, true) => z.clamp(self.floor, self.cap),
+        }
+    }
+
+    #[inline(always)]
+    fn apply(self, z: f32) -> f32 {
+        z.max(self.floor).min(self.cap)
+    }
+
+    #[inline(always)]
+    fn passes(self, z: f32) -> bool {
+        z > self.floor && z < self.cap
+    }
+}
+
+/// `relu(norm.forward(x))`; see [`batch_norm_clamp`].
 ///
 /// # Shapes
 /// - x: `[batch, channels, h, w]`
 /// - output: `[batch, channels, h, w]`
 pub fn batch_norm_relu(norm: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
+    batch_norm_clamp(norm, x, Bounds::RELU)
+}
+
+/// `norm.forward(x)` clamped to `bounds` (ReLU, ReLU6, or none): while training on the CPU
+/// through the fused extension above, with the running statistics updated as burn's
+/// `BatchNorm` updates them; elsewhere, and for inference, through burn's layers.
+///
+/// # Shapes
+/// - x: `[batch, channels, h, w]`
+/// - output: `[batch, channels, h, w]`
+pub fn batch_norm_clamp(norm: &BatchNorm, x: Tensor<4>, bounds: Bounds) -> Tensor<4> {
     let device = x.device();
     if !(is_flex(&device) && device.is_autodiff() && norm.training.is_enabled()) {
-        return relu(norm.forward(x));
+        return bounds.clamp_tensor(norm.forward(x));
     }
     let (out, mean, variance) = <Dispatch as BatchNormReluBackend>::batch_norm_relu(
         x.into_dispatch(),
         norm.gamma.val().into_dispatch(),
         norm.beta.val().into_dispatch(),
         norm.epsilon,
+        bounds,
     );
     let (mean, variance) = (Tensor::<1>::from_dispatch(mean), Tensor::<1>::from_dispatch(variance));
     let momentum = norm.momentum;
@@ -242,13 +309,14 @@ fn scale_shift(gamma: &[f32], beta: &[f32], stats: &Statistics, epsilon: f64) ->
         .unzip()
 }
 
-fn normalise_relu(
+fn normalise_clamp(
     x: &[f32],
     dims: [usize; 4],
     gamma: &[f32],
     beta: &[f32],
     stats: &Statistics,
     epsilon: f64,
+    bounds: Bounds,
 ) -> Vec<f32> {
     let [_, channels, h, w] = dims;
     let (scale, shift) = scale_shift(gamma, beta, stats, epsilon);
@@ -256,13 +324,14 @@ fn normalise_relu(
     out.par_chunks_mut(h * w).zip(x.par_chunks(h * w)).enumerate().for_each(|(plane, (out, x))| {
         let (scale, shift) = (scale[plane % channels], shift[plane % channels]);
         for (o, &v) in out.iter_mut().zip(x) {
-            *o = (v * scale + shift).max(0.0);
+            *o = bounds.apply(v * scale + shift);
         }
     });
     out
 }
 
 /// `(dx, dgamma, dbeta)`; see the module docs for the formulas.
+#[allow(clippy::too_many_arguments, reason = "the forward pass's inputs, statistics and settings, as slices")]
 fn gradients(
     x: &[f32],
     dy: &[f32],
@@ -271,19 +340,20 @@ fn gradients(
     beta: &[f32],
     stats: &Statistics,
     epsilon: f64,
+    bounds: Bounds,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let [batch, channels, h, w] = dims;
     let count = (batch * h * w).max(1) as f32;
     let (scale, shift) = scale_shift(gamma, beta, stats, epsilon);
     let inv_std: Vec<f32> = stats.variance.iter().map(|&v| (1.0 / (v as f64 + epsilon).sqrt()) as f32).collect();
-    // g = dy where z = x * scale + shift > 0.
+    // g = dy where z = x * scale + shift lies strictly inside the bounds.
     let (dgamma, dbeta): (Vec<f32>, Vec<f32>) = (0..channels)
         .into_par_iter()
         .map(|c| {
             let (mut dgamma, mut dbeta) = (0f64, 0f64);
             for (x, dy) in planes_of(x, dims, c).zip(planes_of(dy, dims, c)) {
                 let (g_sum, gx_sum) = x.iter().zip(dy).fold((0f32, 0f32), |(g_sum, gx_sum), (&x, &dy)| {
-                    let g = if x * scale[c] + shift[c] > 0.0 { dy } else { 0.0 };
+                    let g = if bounds.passes(x * scale[c] + shift[c]) { dy } else { 0.0 };
                     (g_sum + g, gx_sum + g * x)
                 });
                 dbeta += g_sum as f64;
@@ -300,7 +370,7 @@ fn gradients(
             let (scale_c, shift_c, inv_std_c) = (scale[c], shift[c], inv_std[c]);
             let (mean_c, dbeta_mean, dgamma_mean) = (stats.mean[c], dbeta[c] / count, dgamma[c] / count);
             for ((d, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
-                let g = if x * scale_c + shift_c > 0.0 { dy } else { 0.0 };
+                let g = if bounds.passes(x * scale_c + shift_c) { dy } else { 0.0 };
                 let x_hat = (x - mean_c) * inv_std_c;
                 *d = gamma[c] * inv_std_c * (g - dbeta_mean - x_hat * dgamma_mean);
             }
@@ -324,14 +394,21 @@ mod tests {
         a.iter().zip(b).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max)
     }
 
-    /// Output, gradients and running statistics against burn's `BatchNorm` then `relu`, on a
-    /// layer whose gamma and beta are not the identity (so the ReLU cuts at different
-    /// places per channel) and with an output gradient that is not uniform.
+    /// Output, gradients and running statistics against burn's `BatchNorm` then `relu`
+    /// (then `clamp(0, 6)`, then nothing), on a layer whose gamma and beta are not the
+    /// identity (so the bounds cut at different places per channel) and with an output
+    /// gradient that is not uniform.
     #[test]
     fn matches_burns_batch_norm_and_relu() {
+        for bounds in [Bounds::RELU, Bounds::RELU6, Bounds::NONE] {
+            matches_burns_batch_norm_then(bounds);
+        }
+    }
+
+    fn matches_burns_batch_norm_then(bounds: Bounds) {
         let device = Device::flex().autodiff();
         let [batch, channels, h, w] = [6, 5, 4, 3];
-        let gamma = Tensor::<1>::random([channels], Distribution::Uniform(0.5, 2.0), &device);
+        let gamma = Tensor::<1>::random([channels], Distribution::Uniform(1.0, 4.0), &device);
         let beta = Tensor::<1>::random([channels], Distribution::Normal(0.0, 0.5), &device);
         let x = Tensor::<4>::random([batch, channels, h, w], Distribution::Normal(1.0, 2.0), &device);
         let probe = Tensor::<4>::random([batch, channels, h, w], Distribution::Normal(0.0, 1.0), &device);
@@ -341,7 +418,16 @@ mod tests {
             norm.gamma = Param::from_tensor(gamma.clone());
             norm.beta = Param::from_tensor(beta.clone());
             let x = x.clone().require_grad();
-            let out = if ours { batch_norm_relu(&norm, x.clone()) } else { relu(norm.forward(x.clone())) };
+            let out = if ours {
+                batch_norm_clamp(&norm, x.clone(), bounds)
+            } else {
+                let z = norm.forward(x.clone());
+                match bounds {
+                    Bounds::RELU => relu(z),
+                    Bounds::RELU6 => z.clamp(0.0, 6.0),
+                    _ => z,
+                }
+            };
             let grads = (out.clone() * probe.clone()).sum().backward();
             [
                 values(out.inner()),
@@ -358,10 +444,15 @@ mod tests {
             .zip(ours.iter().zip(&theirs))
         {
             assert_eq!(a.len(), b.len(), "{name}");
-            assert!(max_abs_diff(a, b) < 1e-4, "{name} differs: {a:?} against {b:?}");
+            assert!(max_abs_diff(a, b) < 1e-4, "{bounds:?}: {name} differs: {a:?} against {b:?}");
         }
-        // The ReLU did cut somewhere, and the gradient is not trivially zero.
-        assert!(ours[0].contains(&0.0) && ours[0].iter().any(|&v| v > 0.0));
+        // The bounds did cut somewhere, and the gradient is not trivially zero.
+        let out = &ours[0];
+        match bounds {
+            Bounds::RELU => assert!(out.contains(&0.0) && out.iter().any(|&v| v > 6.0)),
+            Bounds::RELU6 => assert!(out.contains(&0.0) && out.contains(&6.0)),
+            _ => assert!(out.iter().any(|&v| v < 0.0)),
+        }
         assert!(ours[1].iter().any(|&v| v.abs() > 1e-3));
     }
 

@@ -13,7 +13,8 @@
 //! | [`max_pool_2x2`] | 2x2 max pool, stride 2 | host arg-max + `gather` |
 //! | [`dense`] | `x @ weight + bias` | extension: AVX-512 tiles or `gemm` |
 //! | [`int8_dense`] | a dense layer with int8 weights, inference | integer products (AVX-512 VNNI or portable) |
-//! | [`batch_norm_relu`] | BatchNorm + ReLU while training | extension: two passes forward, two back |
+//! | [`batch_norm_relu`], [`batch_norm_clamp`] | BatchNorm + ReLU (ReLU6, none) while training | extension: two passes forward, two back |
+//! | [`depthwise_conv`] | depthwise convolution (one filter per channel), any square kernel and stride | extension: row loops, portable and AVX-512, both gradients |
 //!
 //! Every hand-written SIMD path has a portable twin chosen at run time by CPU feature
 //! detection, and each kernel's tests hold it to burn's own layers. A kernel knows tensors
@@ -24,14 +25,16 @@ mod conv3x3;
 mod conv_constant_input;
 mod conv_relu_pool;
 mod dense;
+mod depthwise;
 mod int8_dense;
 mod max_pool;
 
-pub use batch_norm_relu::batch_norm_relu;
+pub use batch_norm_relu::{Bounds, batch_norm_clamp, batch_norm_relu};
 pub use conv_constant_input::{conv_of_constant, conv3x3_constant_input};
 pub use conv_relu_pool::{conv_relu_pool, conv3x3_relu_pool};
 pub use conv3x3::conv3x3;
 pub use dense::dense;
+pub use depthwise::depthwise_conv;
 pub use int8_dense::{Int8Dense, int8_dense, int8_scheme, quantize_tensor};
 pub use max_pool::{gathered_max_pool_2x2, max_pool_2x2};
 

@@ -28,6 +28,7 @@ use burn::prelude::*;
 
 use super::pretrained::{self, Head, LoadError};
 use super::summary::{LayerRow, Summary};
+use crate::kernels::{self, Bounds};
 
 /// How the package's state-dict keys become this module's paths: the leading underscore of
 /// every name goes (`_blocks.3._expand_conv.weight` is `blocks.3.expand_conv.weight`).
@@ -177,10 +178,6 @@ fn bn(channels: usize, device: &Device) -> BatchNorm {
     BatchNormConfig::new(channels).with_epsilon(1e-3).with_momentum(0.01).init(device)
 }
 
-fn relu6(x: Tensor<4>) -> Tensor<4> {
-    x.clamp(0.0, 6.0)
-}
-
 impl EfficientNetConfig {
     /// Builds the network, randomly initialised, with the ImageNet weights' input
     /// normalisation ([`LITE_MEAN`], [`LITE_STD`]).
@@ -230,10 +227,10 @@ impl MbConv {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let mut y = x.clone();
         if let (Some(conv), Some(norm)) = (&self.expand_conv, &self.bn0) {
-            y = relu6(norm.forward(conv.forward(y)));
+            y = kernels::batch_norm_clamp(norm, conv.forward(y), Bounds::RELU6);
         }
-        y = relu6(self.bn1.forward(self.depthwise_conv.forward(y)));
-        y = self.bn2.forward(self.project_conv.forward(y));
+        y = kernels::batch_norm_clamp(&self.bn1, kernels::depthwise_conv(y, &self.depthwise_conv), Bounds::RELU6);
+        y = kernels::batch_norm_clamp(&self.bn2, self.project_conv.forward(y), Bounds::NONE);
         if self.residual { y + x } else { y }
     }
 }
@@ -255,11 +252,12 @@ impl EfficientNet {
     pub fn pooled(&self, images: Tensor<4>) -> Tensor<2> {
         let mean = self.input_mean.val().detach().reshape([1, 3, 1, 1]);
         let std = self.input_std.val().detach().reshape([1, 3, 1, 1]);
-        let mut x = relu6(self.bn0.forward(self.conv_stem.forward((images - mean) / std)));
+        let stem = self.conv_stem.forward((images - mean) / std);
+        let mut x = kernels::batch_norm_clamp(&self.bn0, stem, Bounds::RELU6);
         for block in &self.blocks {
             x = block.forward(x);
         }
-        let x = relu6(self.bn1.forward(self.conv_head.forward(x)));
+        let x = kernels::batch_norm_clamp(&self.bn1, self.conv_head.forward(x), Bounds::RELU6);
         let [batch, channels, h, w] = x.dims();
         x.reshape([batch, channels, h * w]).mean_dim(2).reshape([batch, channels])
     }

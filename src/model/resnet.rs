@@ -26,7 +26,7 @@ use burn::tensor::activation::relu;
 
 use super::pretrained::{self, Head, LoadError};
 use super::summary::{LayerRow, Summary};
-use crate::kernels;
+use crate::kernels::{self, Bounds};
 
 /// How torchvision's state-dict keys become this module's paths: torchvision's shortcut is an
 /// `nn.Sequential` whose members are numbered; here they have names.
@@ -230,18 +230,18 @@ impl Block {
     /// - output: `[batch, out, h / stride, w / stride]`
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let shortcut = match &self.downsample {
-            Some(d) => d.bn.forward(d.conv.forward(x.clone())),
+            Some(d) => kernels::batch_norm_clamp(&d.bn, d.conv.forward(x.clone()), Bounds::NONE),
             None => x.clone(),
         };
         let y = match (&self.conv3, &self.bn3) {
             (Some(conv3), Some(bn3)) => {
                 let y = kernels::batch_norm_relu(&self.bn1, self.conv1.forward(x));
                 let y = kernels::batch_norm_relu(&self.bn2, conv_forward(&self.conv2, self.stride, y));
-                bn3.forward(conv3.forward(y))
+                kernels::batch_norm_clamp(bn3, conv3.forward(y), Bounds::NONE)
             }
             _ => {
                 let y = kernels::batch_norm_relu(&self.bn1, conv_forward(&self.conv1, self.stride, x));
-                self.bn2.forward(conv_forward(&self.conv2, 1, y))
+                kernels::batch_norm_clamp(&self.bn2, conv_forward(&self.conv2, 1, y), Bounds::NONE)
             }
         };
         relu(y + shortcut)

@@ -1,9 +1,13 @@
-"""PyTorch peer of `classify bench --model resnet18 --image-size 128`: torchvision's
-ResNet on random images, timed the same way (warm-up steps, then timed SGD-Nesterov steps
-with label smoothing; inference at batch 256), on the same number of threads.
+"""PyTorch peer of `classify bench --model resnet18 --image-size 128` (and of
+`--model efficientnet-lite0 --image-size 224`): torchvision's ResNet, or the
+efficientnet_lite_pytorch package's EfficientNet-Lite, on random images, timed the same way
+(warm-up steps, then timed SGD-Nesterov steps with label smoothing; inference at batch 256),
+on the same number of threads.
 
     pip install torch torchvision
+    pip install --no-deps efficientnet_lite_pytorch   # for --model efficientnet-lite0
     python tools/peers/torch_resnet.py --model resnet18 --image-size 128 --batch-size 64 --threads 2
+    python tools/peers/torch_resnet.py --model efficientnet-lite0 --image-size 224 --batch-size 32
 """
 
 import argparse
@@ -26,7 +30,12 @@ def main():
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    net = getattr(torchvision.models, args.model)(num_classes=10)
+    if args.model.startswith("efficientnet-lite"):
+        from efficientnet_lite_pytorch import EfficientNet
+
+        net = EfficientNet.from_name(args.model, num_classes=10)
+    else:
+        net = getattr(torchvision.models, args.model)(num_classes=10)
     s, b = args.image_size, args.batch_size
     x = torch.rand(b, 3, s, s)
     y = torch.randint(0, 10, (b,))
