@@ -145,30 +145,21 @@ impl<B: Backend + BatchNormReluBackend, C: CheckpointStrategy> BatchNormReluBack
         epsilon: f64,
         bounds: Bounds,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let forward = |x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>| {
+            B::batch_norm_relu(x.into_primitive(), gamma.into_primitive(), beta.into_primitive(), epsilon, bounds)
+        };
         let prepared =
             BatchNormReluBackward.prepare::<C>([x.node(), gamma.node(), beta.node()]).compute_bound().stateful();
         let (out, mean, variance) = match prepared {
             OpsKind::Tracked(mut prep) => {
                 let states = [prep.checkpoint(&x), prep.checkpoint(&gamma), prep.checkpoint(&beta)];
-                let (out, mean, variance) = B::batch_norm_relu(
-                    x.into_primitive(),
-                    gamma.into_primitive(),
-                    beta.into_primitive(),
-                    epsilon,
-                    bounds,
-                );
+                let (out, mean, variance) = forward(x, gamma, beta);
                 let [x_state, gamma_state, beta_state] = states;
                 let state = (x_state, gamma_state, beta_state, mean.clone(), variance.clone(), epsilon, bounds);
                 (prep.finish(state, out), mean, variance)
             }
             OpsKind::UnTracked(prep) => {
-                let (out, mean, variance) = B::batch_norm_relu(
-                    x.into_primitive(),
-                    gamma.into_primitive(),
-                    beta.into_primitive(),
-                    epsilon,
-                    bounds,
-                );
+                let (out, mean, variance) = forward(x, gamma, beta);
                 (prep.finish(out), mean, variance)
             }
         };
