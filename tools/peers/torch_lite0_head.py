@@ -48,6 +48,18 @@ def schedule(step, steps_per_epoch, total):
     return 0.1 + 0.9 * (step + 1) / warmup if step < warmup else 1 - (step - warmup) / max(total - warmup, 1)
 
 
+def sgd_step(opt, module, loss, rate):
+    """One step at `rate`: the gradient, weight decay 5e-4 decoupled from it, SGD-Nesterov."""
+    for group in opt.param_groups:
+        group["lr"] = rate
+    opt.zero_grad()
+    loss.backward()
+    with torch.no_grad():
+        for p in module.parameters():
+            p.mul_(1 - 5e-4 * rate)
+    opt.step()
+
+
 def full(net, train, val, frame, lr):
     """Fine-tunes every layer of `net` (its head replaced) and prints the accuracy per epoch."""
     augment = transforms.Compose(
@@ -73,19 +85,10 @@ def full(net, train, val, frame, lr):
         net.train()
         order = torch.randperm(len(train_images), generator=g).tolist()
         for i in range(0, len(order), batch):
-            f = schedule(step, steps_per_epoch, total)
-            for group in opt.param_groups:
-                group["lr"] = lr * f
             items = [train_images[j] for j in order[i : i + batch]]
             x = torch.stack([augment(img) for img, _ in items])
             y = torch.tensor([l for _, l in items])
-            loss = loss_fn(net(x), y)
-            opt.zero_grad()
-            loss.backward()
-            with torch.no_grad():
-                for p in net.parameters():
-                    p.mul_(1 - 5e-4 * lr * f)
-            opt.step()
+            sgd_step(opt, net, loss_fn(net(x), y), lr * schedule(step, steps_per_epoch, total))
             step += 1
         net.eval()
         with torch.no_grad():
@@ -95,6 +98,7 @@ def full(net, train, val, frame, lr):
 
 def main():
     torch.set_num_threads(2)
+    torch.manual_seed(42)  # the new head's initialisation and the random crops
     root = pathlib.Path(sys.argv[1])
     root = root / "train" if (root / "train").is_dir() else root
     val_fraction = float(sys.argv[2]) if len(sys.argv) > 2 else 0.1
@@ -140,17 +144,8 @@ def main():
     for _ in range(epochs):
         order = torch.randperm(len(xt), generator=g)
         for i in range(0, len(xt), batch):
-            f = schedule(step, steps_per_epoch, total)
-            for group in opt.param_groups:
-                group["lr"] = lr * f
             idx = order[i : i + batch]
-            loss = loss_fn(head(xt[idx]), yt[idx])
-            opt.zero_grad()
-            loss.backward()
-            with torch.no_grad():
-                for p in head.parameters():
-                    p.mul_(1 - 5e-4 * lr * f)
-            opt.step()
+            sgd_step(opt, head, loss_fn(head(xt[idx]), yt[idx]), lr * schedule(step, steps_per_epoch, total))
             step += 1
     done = time.perf_counter()
     with torch.no_grad():
