@@ -196,13 +196,12 @@ impl Bounds {
     /// No activation: BatchNorm alone.
     pub const NONE: Bounds = Bounds { floor: f32::NEG_INFINITY, cap: f32::INFINITY };
 
+    /// The bounds on burn's tensors (an infinite bound clamps nothing, as in the kernel).
     fn clamp_tensor(self, z: Tensor<4>) -> Tensor<4> {
-        match (self.floor.is_finite(), self.cap.is_finite()) {
-            (false, false) => z,
-            (true, false) if self.floor == 0.0 => relu(z),
-            (true, false) => z.clamp_min(self.floor),
-            (false, true) => z.clamp_max(self.cap),
-            (true, true) => z.clamp(self.floor, self.cap),
+        match self {
+            Bounds::NONE => z,
+            Bounds::RELU => relu(z),
+            _ => z.clamp(self.floor, self.cap),
         }
     }
 

@@ -382,8 +382,8 @@ fn check_lengths(g: &Geometry, x: usize, weight: Option<usize>, out: usize) {
 /// - x: `[batch, channels, h, w]`, weight: `[channels, 1, k, k]`, row-major
 /// - output: `[batch, channels, out_h, out_w]`, row-major
 pub fn forward(x: &[f32], weight: &[f32], g: Geometry, isa: Isa) -> Vec<f32> {
-    check_lengths(&g, x.len(), Some(weight.len()), g.batch * g.channels * g.output_plane());
     let mut out = vec![0f32; g.batch * g.channels * g.output_plane()];
+    check_lengths(&g, x.len(), Some(weight.len()), out.len());
     if g.output_plane() == 0 || g.input_plane() == 0 {
         return out;
     }
