@@ -321,6 +321,22 @@ pub struct ServeArgs {
     /// Longest a request waits for others to fill a batch, in milliseconds.
     #[arg(long, default_value_t = 2)]
     pub max_wait_ms: u64,
+    /// Most connections served at once. Past them, 64 more are answered on the health routes
+    /// only (503 elsewhere); past those, new connections are closed at once. Lowered, with a
+    /// warning, to fit the open-file limit (`ulimit -n`).
+    #[arg(long, default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Seconds a client has to send a request's head; also how long an idle keep-alive
+    /// connection stays open.
+    #[arg(long, default_value_t = 10.0)]
+    pub header_timeout: f64,
+    /// Seconds a client has to send a request's body, from the end of its head (408 after).
+    #[arg(long, default_value_t = 60.0)]
+    pub body_timeout: f64,
+    /// MiB of request bodies held at once, all requests together; a body that would go past
+    /// it is refused unread with 503 and `Retry-After: 1`. At least 5 (one largest body).
+    #[arg(long, default_value_t = 256)]
+    pub body_memory: usize,
     #[command(flatten)]
     pub inference: InferenceArgs,
 }

@@ -542,12 +542,24 @@ fn report(args: ReportArgs, device: &Device) -> Result<()> {
 }
 
 fn serve(args: ServeArgs, device: &Device) -> Result<()> {
+    let seconds = |flag: &str, value: f64| {
+        std::time::Duration::try_from_secs_f64(value)
+            .map_err(|_| anyhow::anyhow!("{flag} {value}: give a number of seconds over 0"))
+    };
+    let limits = classify::serve::Limits {
+        max_connections: args.max_connections,
+        header_timeout: seconds("--header-timeout", args.header_timeout)?,
+        body_timeout: seconds("--body-timeout", args.body_timeout)?,
+        body_memory: args.body_memory.saturating_mul(1024 * 1024),
+    };
+    limits.validate().map_err(anyhow::Error::msg)?;
     let classifier = args.inference.apply(Classifier::load(&args.run, device)?);
     let options = classify::serve::ServeOptions {
         host: args.host,
         port: args.port,
         max_batch: args.max_batch.max(1),
         max_wait: std::time::Duration::from_millis(args.max_wait_ms),
+        limits,
     };
     classify::serve::serve(classifier, options)?;
     Ok(())

@@ -19,23 +19,31 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[cfg(not(feature = "system-allocator"))]
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-/// Even mimalloc hands freed memory back to the OS after a delay, and a training step frees
-/// and reallocates the same large activations every few hundred milliseconds: the kernel then
-/// zeroes the pages again on the next step (7-13% of a `fast` training step in `perf`). -1
-/// keeps them. The cost is memory: `bench`'s peak is unchanged, but a full `fast` training
-/// run, which also validates in other batch sizes, peaked at 1,077 MiB against 790 MiB
-/// (BENCHMARKS.md). The `MIMALLOC_PURGE_DELAY` environment variable still overrides this.
-fn keep_freed_memory() {
+/// When mimalloc hands freed memory back to the OS, in milliseconds after it is freed (-1:
+/// never), for this command; the `MIMALLOC_PURGE_DELAY` environment variable overrides it.
+///
+/// Training, eval and bench: never. A training step frees and reallocates the same large
+/// activations every few hundred milliseconds, and with mimalloc's default (10 ms) the kernel
+/// zeroes the pages again on the next step (7-13% of a `fast` training step in `perf`). The
+/// cost is memory: `bench`'s peak is unchanged, but a full `fast` training run, which also
+/// validates in other batch sizes, peaked at 1,077 MiB against 790 MiB (BENCHMARKS.md).
+///
+/// `serve`: at once. A server runs for weeks and sees bursts; mimalloc carries out a delayed
+/// purge only on a later allocation by the same thread, which an idle server never makes, so
+/// after a flood of 5 MiB bodies the default kept 239 MiB resident against 110 MiB before it;
+/// with 0 the server went back to 91 MiB (RELIABILITY.md, "Server under stress").
+fn set_purge_delay(command: &cli::Command) {
     #[cfg(not(feature = "system-allocator"))]
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        let delay_ms = if matches!(command, cli::Command::Serve(_)) { 0 } else { -1 };
         // SAFETY: sets one integer option; mimalloc reads it on its next purge decision.
-        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, delay_ms) };
     }
 }
 
 fn main() -> ExitCode {
-    keep_freed_memory();
     let cli = cli::Cli::parse();
+    set_purge_delay(&cli.command);
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_target(false)

@@ -1,12 +1,13 @@
 //! The HTTP server: every route called through the router with `oneshot`, on a real model
-//! (a freshly initialised seed network saved into a run folder and loaded back), plus one
-//! end-to-end test over a socket on 127.0.0.1 that checks graceful shutdown.
+//! (a freshly initialised seed network saved into a run folder and loaded back); over sockets
+//! on 127.0.0.1, graceful shutdown, the connection, time and body-memory limits, and stress
+//! runs in process and against the real binary.
 
 mod util;
 
 use std::io::{Cursor, Read, Write};
 use std::net::TcpStream;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -23,7 +24,7 @@ use classify::classifier::Classifier;
 use classify::data::{IMAGE_BYTES, IMAGE_SIZE, PLANE_BYTES};
 use classify::model::{ModelKind, Network};
 use classify::run::{RunConfig, RunDir};
-use classify::serve::{AppState, BODY_LIMIT, BatchOptions, app};
+use classify::serve::{AppState, BODY_LIMIT, BatchOptions, Limits, app};
 
 const CLASSES: [&str; 4] = ["tl", "tr", "bl", "br"];
 
@@ -500,9 +501,14 @@ async fn a_socket_client_declaring_10_gb_gets_413_at_once() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(classify::serve::run(listener, AppState::new(served, options(2, 1, 16)), async {
-        let _ = stopped.await;
-    }));
+    let server = tokio::spawn(classify::serve::run(
+        listener,
+        AppState::new(served, options(2, 1, 16)),
+        Limits::default(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
     let answered = tokio::task::spawn_blocking(move || {
         let mut stream = TcpStream::connect(addr).unwrap();
         // Past this the test fails instead of waiting for bytes that never come.
@@ -556,7 +562,7 @@ async fn a_real_socket_serves_and_shutdown_lets_requests_in_flight_finish() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(classify::serve::run(listener, state.clone(), async {
+    let server = tokio::spawn(classify::serve::run(listener, state.clone(), Limits::default(), async {
         let _ = stopped.await;
     }));
 
@@ -615,7 +621,7 @@ async fn stress_slow_clients_oversize_bodies_and_a_flood() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(classify::serve::run(listener, state.clone(), async {
+    let server = tokio::spawn(classify::serve::run(listener, state.clone(), Limits::default(), async {
         let _ = stopped.await;
     }));
     let image = png(&quadrant(2, 21));
@@ -679,4 +685,315 @@ async fn stress_slow_clients_oversize_bodies_and_a_flood() {
     }
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
+}
+
+/// Starts [`classify::serve::run`] with `limits` on a free port; returns its address, the
+/// sender that stops it and its task.
+async fn start(
+    limits: Limits,
+) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<std::io::Result<()>>) {
+    let (served, _) = classifiers();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server =
+        tokio::spawn(classify::serve::run(listener, AppState::new(served, options(2, 1, 16)), limits, async {
+            let _ = stopped.await;
+        }));
+    (addr, stop, server)
+}
+
+/// Reads from `stream` until the server closes it (or `limit` passes); returns what came and
+/// whether it was closed.
+fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> (String, bool) {
+    stream.set_read_timeout(Some(limit)).unwrap();
+    let mut got = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) => return (String::from_utf8_lossy(&got).into_owned(), true),
+            Ok(n) => got.extend_from_slice(&buffer[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return (String::from_utf8_lossy(&got).into_owned(), true);
+            }
+            Err(_) => return (String::from_utf8_lossy(&got).into_owned(), false),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_heads_and_idle_keep_alive_connections_are_closed_after_the_header_timeout() {
+    let limits = Limits { header_timeout: Duration::from_millis(600), ..Limits::default() };
+    let (addr, stop, server) = start(limits).await;
+    let (slow, idle) = tokio::task::spawn_blocking(move || {
+        // Half a request head, never finished: a slow-loris client.
+        let mut slow = TcpStream::connect(addr).unwrap();
+        slow.write_all(b"POST /invocations HTTP/1.1\r\nHost: localhost\r\n").unwrap();
+        // A whole request on a keep-alive connection, then silence.
+        let mut idle = TcpStream::connect(addr).unwrap();
+        idle.write_all(b"GET /ping HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+        let started = Instant::now();
+        let slow = read_until_closed(&mut slow, Duration::from_secs(10));
+        let idle = read_until_closed(&mut idle, Duration::from_secs(10));
+        (slow, (idle, started.elapsed()))
+    })
+    .await
+    .unwrap();
+    assert!(slow.1, "a head that never ends is closed: got {:?}", slow.0);
+    let ((answer, closed), elapsed) = idle;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    assert!(closed, "an idle keep-alive connection is closed after the header timeout ({elapsed:?})");
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_stops_arriving_gets_408_after_the_body_timeout() {
+    let limits = Limits { body_timeout: Duration::from_millis(500), ..Limits::default() };
+    let (addr, stop, server) = start(limits).await;
+    let (answer, closed) = tokio::task::spawn_blocking(move || {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        let head =
+            "POST /invocations HTTP/1.1\r\nHost: localhost\r\nContent-Type: image/png\r\nContent-Length: 1000\r\n\r\n";
+        stream.write_all(head.as_bytes()).unwrap();
+        stream.write_all(&[0x89; 10]).unwrap();
+        read_until_closed(&mut stream, Duration::from_secs(10))
+    })
+    .await
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert!(answer.contains("did not arrive within 0.5 s"), "{answer:?}");
+    assert!(closed);
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_past_the_memory_budget_get_503_before_they_are_read() {
+    // Room for one largest body and 1 MiB more.
+    let limits = Limits { body_memory: BODY_LIMIT + 1024 * 1024, ..Limits::default() };
+    let (addr, stop, server) = start(limits).await;
+    let image = png(&quadrant(3, 4));
+    let (second, after) = tokio::task::spawn_blocking(move || {
+        // The first client declares a largest body and sends only a little of it: the server
+        // holds its reservation while it waits.
+        let mut first = TcpStream::connect(addr).unwrap();
+        let head = format!(
+            "POST /invocations HTTP/1.1\r\nHost: localhost\r\nContent-Type: image/png\r\nContent-Length: {BODY_LIMIT}\r\n\r\n"
+        );
+        first.write_all(head.as_bytes()).unwrap();
+        first.write_all(&[0x89; 1024]).unwrap();
+        // Once the server holds that reservation (its gauge says so)...
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !http(addr, "GET /metrics HTTP/1.1", b"").1.contains(&format!("classify_body_bytes {BODY_LIMIT}\n")) {
+            assert!(Instant::now() < deadline, "the first body's reservation never showed in /metrics");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // ... a 2 MiB body does not fit beside it: 503 at once, before its bytes are read.
+        let mut stream = TcpStream::connect(addr).unwrap();
+        let head = "POST /invocations HTTP/1.1\r\nHost: localhost\r\nContent-Type: image/png\r\nContent-Length: 2097152\r\n\r\n";
+        stream.write_all(head.as_bytes()).unwrap();
+        let (second, _) = read_until_closed(&mut stream, Duration::from_secs(10));
+        // The first client hangs up; its reservation is given back and a request fits again.
+        drop(first);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let after = loop {
+            let answer = http(addr, "POST /invocations HTTP/1.1\r\nContent-Type: image/png", &image);
+            if answer.0 != 503 || Instant::now() > deadline {
+                break answer;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        (second, after)
+    })
+    .await
+    .unwrap();
+    assert!(second.starts_with("HTTP/1.1 503"), "{second:?}");
+    assert!(second.to_ascii_lowercase().contains("retry-after: 1"), "{second:?}");
+    assert!(second.contains("MiB for bodies"), "{second:?}");
+    assert_eq!(after.0, 200, "{}", after.1);
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_max_connections_health_checks_answer_and_the_rest_get_503() {
+    let limits = Limits { max_connections: 4, ..Limits::default() };
+    let (addr, stop, server) = start(limits).await;
+    let image = png(&quadrant(0, 9));
+    let (ping, predict, served_again) = tokio::task::spawn_blocking(move || {
+        // Four connections that send nothing hold every full slot.
+        let idle: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        // Past them: a prediction gets 503 (tried until the server has taken all four).
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let predict = loop {
+            let answer = http(addr, "POST /invocations HTTP/1.1\r\nContent-Type: image/png", &image);
+            if answer.0 == 503 || Instant::now() > deadline {
+                break answer;
+            }
+        };
+        // ... and the health check still answers.
+        let ping = http(addr, "GET /ping HTTP/1.1", b"");
+        drop(idle);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let served_again = loop {
+            let answer = http(addr, "POST /invocations HTTP/1.1\r\nContent-Type: image/png", &image);
+            if answer.0 != 503 || Instant::now() > deadline {
+                break answer.0;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        (ping, predict, served_again)
+    })
+    .await
+    .unwrap();
+    assert_eq!(predict.0, 503, "{}", predict.1);
+    assert!(predict.1.contains("--max-connections"), "{}", predict.1);
+    assert_eq!(ping.0, 200, "{}", ping.1);
+    assert_eq!(served_again, 200, "served in full once connections close");
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}
+
+/// A `classify serve` process on a free port, killed when dropped.
+struct Server {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start(extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("run");
+        write_run(&root);
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_classify"))
+            .args(["serve", "--port", "0", "--run"])
+            .arg(&root)
+            .args(extra)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The log line "serving 4 classes on http://127.0.0.1:PORT ..." names the port.
+        let stderr = child.stderr.take().unwrap();
+        let (found, port) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+                if !sent && let Some(rest) = line.split("http://").nth(1) {
+                    let addr: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
+                    sent = found.send(addr).is_ok();
+                }
+            }
+        });
+        let addr = port.recv_timeout(Duration::from_secs(60)).expect("the server never said where it listens");
+        Server { child, addr: addr.parse().unwrap(), _dir: dir }
+    }
+
+    /// Resident and peak resident memory of the server process in MiB (Linux).
+    fn memory_mb(&self) -> Option<(f64, f64)> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let field = |name: &str| -> Option<f64> {
+            let kb: f64 = status.lines().find(|l| l.starts_with(name))?.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kb / 1024.0)
+        };
+        Some((field("VmRSS:")?, field("VmHWM:")?))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A JSON body of `count` one-colour `side`x`side` PNGs, base64: small on the wire, large
+/// once decoded.
+fn heavy_json(count: usize, side: u32) -> Vec<u8> {
+    let picture = image::RgbImage::from_pixel(side, side, image::Rgb([200, 30, 90]));
+    let mut png = Vec::new();
+    picture.write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
+    let one = json!({ "b64": BASE64.encode(&png) });
+    serde_json::to_vec(&json!({ "instances": vec![one; count] })).unwrap()
+}
+
+/// The real binary under a flood of 5 MiB bodies and under heavy decodes: memory held in
+/// bodies stays within `--body-memory` and is given back once the flood is over, and small
+/// requests keep being answered while large images decode. Prints the figures
+/// (RELIABILITY.md quotes them); asserts only bounds that hold on any machine.
+#[test]
+fn stress_the_real_server_memory_under_a_flood_and_small_requests_beside_heavy_ones() {
+    let server = Server::start(&["--body-memory", "128", "--max-connections", "512"]);
+    let addr = server.addr;
+    let image = png(&quadrant(1, 7));
+    assert_eq!(http(addr, "POST /invocations HTTP/1.1\r\nContent-Type: image/png", &image).0, 200);
+    let (before, _) = server.memory_mb().unwrap_or_default();
+
+    // 150 clients at once, each sending a 5 MiB body (not an image: 400 once read).
+    let flood: Vec<u16> = (0..150)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let Ok(mut stream) = TcpStream::connect(addr) else { return 0 };
+                let head = format!(
+                    "POST /invocations HTTP/1.1\r\nHost: localhost\r\nContent-Type: image/png\r\nContent-Length: {BODY_LIMIT}\r\nConnection: close\r\n\r\n"
+                );
+                let _ = stream.write_all(head.as_bytes());
+                // A refused body is answered before it is read; the rest of it may not go through.
+                let _ = stream.write_all(&vec![7u8; BODY_LIMIT]);
+                let (answer, _) = read_until_closed(&mut stream, Duration::from_secs(60));
+                answer.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    let (_, peak) = server.memory_mb().unwrap_or_default();
+    std::thread::sleep(Duration::from_secs(2));
+    let (after, _) = server.memory_mb().unwrap_or_default();
+    let count = |code: u16| flood.iter().filter(|&&s| s == code).count();
+    eprintln!(
+        "flood of 150 x 5 MiB bodies, --body-memory 128: {} read and refused as images (400), {} refused unread (503), {} cut off; \
+         resident {before:.0} MiB before, peak {peak:.0} MiB, {after:.0} MiB 2 s after",
+        count(400),
+        count(503),
+        count(0)
+    );
+    assert!(flood.iter().all(|&s| [400, 503, 0].contains(&s)), "flood statuses: {flood:?}");
+    assert!(count(400) > 0 && count(503) > 0, "some bodies are read, some refused: {flood:?}");
+    if before > 0.0 {
+        // Bodies are held within 128 MiB (and a copy of one for each decode slot).
+        assert!(peak - before < 128.0 + 192.0, "peak resident {peak:.0} MiB from {before:.0} MiB");
+        assert!(after - before < 64.0, "memory is given back: {before:.0} MiB before, {after:.0} MiB after");
+    }
+
+    // Four requests of three 4096x4096 images each decode while small ones keep coming.
+    let heavy_body = Arc::new(heavy_json(3, 4096));
+    let heavy: Vec<_> = (0..4)
+        .map(|_| {
+            let body = Arc::clone(&heavy_body);
+            std::thread::spawn(move || {
+                http(addr, "POST /invocations HTTP/1.1\r\nContent-Type: application/json", &body).0
+            })
+        })
+        .collect();
+    let mut latencies: Vec<Duration> = (0..40)
+        .map(|_| {
+            let started = Instant::now();
+            let (status, body) = http(addr, "POST /invocations HTTP/1.1\r\nContent-Type: image/png", &image);
+            assert_eq!(status, 200, "{body}");
+            started.elapsed()
+        })
+        .collect();
+    let heavy: Vec<u16> = heavy.into_iter().map(|t| t.join().unwrap()).collect();
+    latencies.sort();
+    let percentile = |p: f64| latencies[((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1];
+    eprintln!(
+        "40 small requests beside 4 requests of 3 x 4096x4096 PNGs: p50 {:?}, p99 {:?}, max {:?}; heavy answered {heavy:?}",
+        percentile(0.5),
+        percentile(0.99),
+        latencies[latencies.len() - 1]
+    );
+    assert!(heavy.iter().all(|&s| s == 200), "heavy requests: {heavy:?}");
 }

@@ -60,6 +60,13 @@ pub enum ApiError {
     /// The queue in front of the model is full. 429, with `Retry-After: 1`.
     #[error("server busy: the queue of {0} requests is full; retry shortly")]
     Overloaded(usize),
+    /// The server is at a limit that frees itself (body memory, connections). 503, with
+    /// `Retry-After: 1`.
+    #[error("{0}")]
+    Busy(String),
+    /// The request's body did not arrive in time. 408.
+    #[error("{0}")]
+    Timeout(String),
     /// The model thread has stopped (the server is shutting down). 503.
     #[error("the model is not running (the server is shutting down); retry on another instance")]
     Unavailable,
@@ -79,7 +86,8 @@ impl ApiError {
             ApiError::UnknownModel { .. } | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Overloaded(_) => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Busy(_) | ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -88,13 +96,14 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if status.is_server_error() {
+        // A server at its limits refuses many requests a second: those are not faults to log.
+        if status.is_server_error() && !matches!(self, ApiError::Busy(_)) {
             tracing::error!("{self}");
         } else {
             tracing::debug!("{status}: {self}");
         }
         let mut response = (status, Json(json!({ "error": self.to_string() }))).into_response();
-        if matches!(self, ApiError::Overloaded(_)) {
+        if matches!(self, ApiError::Overloaded(_) | ApiError::Busy(_)) {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
@@ -139,6 +148,8 @@ mod tests {
             (ApiError::NotFound("/x".into()), 404),
             (ApiError::MethodNotAllowed { method: "GET".into(), path: "/x".into() }, 405),
             (ApiError::Overloaded(3), 429),
+            (ApiError::Busy("x".into()), 503),
+            (ApiError::Timeout("x".into()), 408),
             (ApiError::Unavailable, 503),
             (ApiError::Internal("x".into()), 500),
         ];
@@ -148,9 +159,12 @@ mod tests {
     }
 
     #[test]
-    fn overload_says_when_to_retry() {
+    fn overload_and_busy_say_when_to_retry() {
         let response = ApiError::Overloaded(8).into_response();
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        let response = ApiError::Busy("x".into()).into_response();
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        assert!(!ApiError::Unavailable.into_response().headers().contains_key(header::RETRY_AFTER));
     }
 }

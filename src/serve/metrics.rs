@@ -84,7 +84,7 @@ pub struct Metrics {
     inner: Mutex<Inner>,
 }
 
-/// Gauges read at render time from the batcher.
+/// Gauges read at render time from the batcher and the body budget.
 #[derive(Debug, Clone, Copy)]
 pub struct Gauges {
     /// Requests admitted and not yet answered.
@@ -93,6 +93,10 @@ pub struct Gauges {
     pub capacity: usize,
     /// Whether the model thread is running.
     pub ready: bool,
+    /// Bytes of request bodies held now (`--body-memory` bounds them).
+    pub body_bytes: usize,
+    /// Most bytes of request bodies held at once.
+    pub body_capacity: usize,
 }
 
 impl Metrics {
@@ -157,6 +161,12 @@ impl Metrics {
         out.push_str("# HELP classify_model_ready 1 while the model thread is running.\n");
         out.push_str("# TYPE classify_model_ready gauge\n");
         let _ = writeln!(out, "classify_model_ready {}", u8::from(gauges.ready));
+        out.push_str("# HELP classify_body_bytes Bytes of request bodies held now, all requests together.\n");
+        out.push_str("# TYPE classify_body_bytes gauge\n");
+        let _ = writeln!(out, "classify_body_bytes {}", gauges.body_bytes);
+        out.push_str("# HELP classify_body_capacity_bytes Most bytes of request bodies held at once; more get 503.\n");
+        out.push_str("# TYPE classify_body_capacity_bytes gauge\n");
+        let _ = writeln!(out, "classify_body_capacity_bytes {}", gauges.body_capacity);
         out
     }
 }
@@ -209,7 +219,7 @@ mod tests {
     use super::*;
 
     fn gauges() -> Gauges {
-        Gauges { in_flight: 2, capacity: 8, ready: true }
+        Gauges { in_flight: 2, capacity: 8, ready: true, body_bytes: 5, body_capacity: 64 }
     }
 
     #[test]
@@ -258,6 +268,8 @@ mod tests {
         assert!(text.contains("classify_request_duration_seconds_count{route=\"/v2/models/{name}/infer\"} 3\n"));
         assert!(text.contains("classify_requests_in_flight 2\n"));
         assert!(text.contains("classify_model_ready 1\n"));
+        assert!(text.contains("classify_body_bytes 5\n"));
+        assert!(text.contains("classify_body_capacity_bytes 64\n"));
     }
 
     #[test]

@@ -8,39 +8,48 @@
 //! | `GET /v2/health/live`, `/v2/health/ready`, `/v2`, `/v2/models/classify`, `/v2/models/classify/ready`, `POST /v2/models/classify/infer` | KServe's Open Inference Protocol v2 ([`kserve`]) |
 //! | `GET /metrics` | Prometheus text format ([`metrics`]) |
 //!
-//! Requests flow one way: admission (a ticket, else 429) -> body (at most [`BODY_LIMIT`]
-//! bytes, else 413) -> decoding on the blocking pool ([`input`]) -> the model thread's queue
-//! ([`batcher`]) -> JSON. Every failure is an [`ApiError`], answered as `{"error": "..."}`
-//! with its status code. Build the router with [`app`] (tests call it directly); [`serve`]
-//! binds a socket and runs it until SIGTERM or Ctrl-C, letting requests in flight finish
-//! (for up to [`SHUTDOWN_GRACE`]).
+//! Requests flow one way: a connection (at most [`Limits::max_connections`], its head within
+//! [`Limits::header_timeout`]) -> body (at most [`BODY_LIMIT`] bytes, else 413; read within
+//! [`Limits::body_timeout`], else 408; held within [`Limits::body_memory`] for all requests
+//! together, else 503) -> admission (a ticket, else 429) -> decoding on the blocking pool
+//! ([`input`]) -> the model thread's queue ([`batcher`]) -> JSON. Every failure is an
+//! [`ApiError`], answered as `{"error": "..."}` with its status code. Build the router with
+//! [`app`] (tests call it directly); [`run`] serves it on a listener with the [`limits`];
+//! [`serve`] binds a socket and runs until SIGTERM or Ctrl-C, letting requests in flight
+//! finish (for up to [`SHUTDOWN_GRACE`]).
 
 pub mod batcher;
 pub mod error;
 pub mod input;
 pub mod invocations;
 pub mod kserve;
+pub mod limits;
 pub mod metrics;
 pub mod page;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::geometry::Framing;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{Method, Uri, header};
+use axum::extract::{DefaultBodyLimit, Extension, State};
+use axum::http::{Method, Request, Uri, header};
 use axum::middleware;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
+use tower::ServiceExt;
 
 pub use batcher::{BatchOptions, Batcher, Model, Probabilities};
 pub use error::ApiError;
+pub use limits::Limits;
 pub use metrics::Metrics;
 
 use crate::classifier::Classifier;
@@ -89,6 +98,8 @@ pub struct ServeOptions {
     pub max_batch: usize,
     /// Longest a request waits for others to fill a batch.
     pub max_wait: Duration,
+    /// What clients may hold: connections, time, body memory.
+    pub limits: Limits,
 }
 
 /// What every route shares: the model's queue, class names and metrics. Cheap to clone.
@@ -180,9 +191,17 @@ impl AppState {
     }
 }
 
-/// The router: every route, the body limit, metrics and JSON 404/405 answers.
+/// The router with the default [`Limits`]: every route, the body limits, metrics and JSON
+/// 404/405 answers.
 pub fn app(state: AppState) -> Router {
+    app_with_limits(state, &Limits::default())
+}
+
+/// The router, reading bodies within `limits`' deadline and memory.
+pub fn app_with_limits(state: AppState, limits: &Limits) -> Router {
     let metrics = Arc::clone(&state.0.metrics);
+    let reader =
+        limits::BodyReader { budget: limits::BodyBudget::new(limits.body_memory), timeout: limits.body_timeout };
     Router::new()
         .route("/", get(page::index))
         .route("/ping", get(invocations::ping))
@@ -197,7 +216,10 @@ pub fn app(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(Extension(reader.budget.clone()))
+        .layer(middleware::from_fn_with_state(reader, limits::read_body))
         .layer(middleware::from_fn(refuse_declared_oversize))
+        .layer(middleware::from_fn(limits::health_only_on_overflow))
         .layer(middleware::from_fn_with_state(metrics, metrics::track))
         .with_state(state)
 }
@@ -221,10 +243,18 @@ async fn refuse_declared_oversize(request: axum::extract::Request, next: middlew
     }
 }
 
-async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
+async fn metrics_text(
+    State(state): State<AppState>,
+    Extension(budget): Extension<limits::BodyBudget>,
+) -> impl IntoResponse {
     let batcher = state.batcher();
-    let gauges =
-        metrics::Gauges { in_flight: batcher.in_flight(), capacity: batcher.capacity(), ready: batcher.is_ready() };
+    let gauges = metrics::Gauges {
+        in_flight: batcher.in_flight(),
+        capacity: batcher.capacity(),
+        ready: batcher.is_ready(),
+        body_bytes: budget.held(),
+        body_capacity: budget.capacity(),
+    };
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics().render(gauges))
 }
 
@@ -236,14 +266,110 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     ApiError::MethodNotAllowed { method: method.to_string(), path: uri.path().to_string() }
 }
 
-/// Serves [`app`] on `listener` until `shutdown` completes, then waits for the requests in
-/// flight to finish.
+/// How long a connection past [`Limits::max_connections`] may take to send its one request's
+/// head (at most; [`Limits::header_timeout`] when that is shorter).
+const OVERFLOW_HEADER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Serves [`app_with_limits`] on `listener` until `shutdown` completes, then lets the
+/// requests in flight finish and returns.
+///
+/// Each connection is HTTP/1.1 with hyper's header-read timeout ([`Limits::header_timeout`]),
+/// which also closes keep-alive connections idle that long. Past
+/// [`Limits::max_connections`], [`limits::OVERFLOW_CONNECTIONS`] more are answered on the
+/// health routes only (one request each, 503 on other routes); past those, a new connection
+/// is closed as soon as it is accepted. Accepting never stops on an error: out of file
+/// descriptors, it waits a moment for connections to close and accepts again.
 pub async fn run(
     listener: TcpListener,
     state: AppState,
+    limits: Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await
+    let router = app_with_limits(state, &limits);
+    let full = Arc::new(Semaphore::new(limits.max_connections));
+    let overflow = Arc::new(Semaphore::new(limits::OVERFLOW_CONNECTIONS));
+    // `stop` tells connections to finish; each holds a receiver of `open` until it closes.
+    let (stop, _) = watch::channel(false);
+    let (open, _) = watch::channel(());
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut last_warning: Option<Instant> = None;
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                accept_failed(&error, &mut last_warning).await;
+                continue;
+            }
+        };
+        let (permit, overflowed) = match Arc::clone(&full).try_acquire_owned() {
+            Ok(permit) => (permit, false),
+            Err(_) => match Arc::clone(&overflow).try_acquire_owned() {
+                Ok(permit) => (permit, true),
+                // Closed at once: the client sees its connection end, not a wait.
+                Err(_) => continue,
+            },
+        };
+        let service = TowerToHyperService::new(router.clone().map_request(move |request: Request<Incoming>| {
+            let mut request = request.map(axum::body::Body::new);
+            if overflowed {
+                request.extensions_mut().insert(limits::Overflow);
+            }
+            request
+        }));
+        let header_timeout =
+            if overflowed { limits.header_timeout.min(OVERFLOW_HEADER_TIMEOUT) } else { limits.header_timeout };
+        let mut stopping = stop.subscribe();
+        let still_open = open.subscribe();
+        // The guard `wait_for` returns is not `Send`: dropped inside, before the select sees it.
+        let stopped = async move {
+            let _ = stopping.wait_for(|&stop| stop).await;
+        };
+        tokio::spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder.timer(TokioTimer::new()).header_read_timeout(header_timeout).keep_alive(!overflowed);
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            let mut connection = std::pin::pin!(connection);
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!("connection ended: {e}");
+                    }
+                }
+                () = stopped => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+            drop(permit);
+            drop(still_open);
+        });
+    }
+    drop(listener);
+    let _ = stop.send(true);
+    open.closed().await;
+    Ok(())
+}
+
+/// After a failed `accept`: a connection the peer already gave up is nobody's concern; out of
+/// file descriptors (or memory), the pending connection stays queued, so wait 10 ms for
+/// others to close and accept again. Warns at most once a second.
+async fn accept_failed(error: &std::io::Error, last_warning: &mut Option<Instant>) {
+    use std::io::ErrorKind;
+    if matches!(error.kind(), ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::ConnectionRefused)
+    {
+        return;
+    }
+    if last_warning.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+        tracing::warn!(
+            "cannot accept a connection: {error}; retrying (if out of file descriptors, raise `ulimit -n` or lower --max-connections)"
+        );
+        *last_warning = Some(Instant::now());
+    }
+    tokio::time::sleep(Duration::from_millis(10)).await;
 }
 
 /// Serves `classifier` until SIGTERM or Ctrl-C; requests in flight then finish.
@@ -258,6 +384,20 @@ pub fn serve(classifier: Classifier, options: ServeOptions) -> Result<(), ServeE
         let listener = TcpListener::bind((options.host.as_str(), options.port))
             .await
             .map_err(|source| ServeError::Bind { address: address.clone(), source })?;
+        let limits = match limits::raise_descriptor_limit() {
+            Some(descriptors) => {
+                let fitted = options.limits.fit_descriptors(descriptors);
+                if fitted.max_connections < options.limits.max_connections {
+                    tracing::warn!(
+                        "--max-connections {} lowered to {} to fit the limit of {descriptors} open files (ulimit -n)",
+                        options.limits.max_connections,
+                        fitted.max_connections
+                    );
+                }
+                fitted
+            }
+            None => options.limits,
+        };
         let batching = BatchOptions {
             max_batch: options.max_batch.max(1),
             max_wait: options.max_wait,
@@ -267,12 +407,14 @@ pub fn serve(classifier: Classifier, options: ServeOptions) -> Result<(), ServeE
         let state = AppState::new(classifier, batching);
         let local = listener.local_addr().map_or(address, |a| a.to_string());
         tracing::info!(
-            "serving {classes} classes on http://{local} (max batch {}, max wait {:?}); SIGTERM or Ctrl-C stops",
+            "serving {classes} classes on http://{local} (max batch {}, max wait {:?}, {} connections, {} MiB for bodies); SIGTERM or Ctrl-C stops",
             batching.max_batch,
-            batching.max_wait
+            batching.max_wait,
+            limits.max_connections,
+            limits.body_memory / (1024 * 1024)
         );
         let (signalled, on_signal) = tokio::sync::oneshot::channel::<()>();
-        let server = run(listener, state, async move {
+        let server = run(listener, state, limits, async move {
             shutdown_signal().await;
             let _ = signalled.send(());
         });
