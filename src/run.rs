@@ -136,6 +136,12 @@ pub struct Pretrained {
     pub sha256: String,
 }
 
+/// SHA-256 of `bytes`, as lowercase hex.
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn first_revision() -> u32 {
     1
 }
@@ -248,6 +254,11 @@ pub struct Checkpoint {
     /// With `--patience`: the epoch whose weights `model.bpk` holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub best_epoch: Option<usize>,
+    /// SHA-256 (hex) of `model.bpk` as this checkpoint published it: loading checks it, so a
+    /// damaged or swapped weights file is refused instead of served. Absent in runs written
+    /// before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights_sha256: Option<String>,
 }
 
 /// What one checkpoint writes; see [`RunDir::save_checkpoint_parts`].
@@ -358,13 +369,29 @@ impl RunDir {
         write_atomic(&self.path(WEIGHTS_FILE), bytes)
     }
 
-    /// Reads the weights file.
+    /// Reads the weights file, checked against the checksum `checkpoint.json` keeps of it.
     pub fn load_weights(&self) -> Result<Vec<u8>, RunError> {
         let path = self.path(WEIGHTS_FILE);
         if !path.is_file() {
             return Err(RunError::NoWeights(self.root.clone()));
         }
-        fs::read(&path).map_err(|source| RunError::Io { path, source })
+        let bytes = fs::read(&path).map_err(|source| RunError::Io { path: path.clone(), source })?;
+        let expected = self.load_checkpoint()?.and_then(|c| c.weights_sha256);
+        if let Some(expected) = expected {
+            let found = sha256_hex(&bytes);
+            if found != expected {
+                return Err(RunError::Invalid {
+                    path,
+                    reason: format!(
+                        "its SHA-256 is {found}, not the {expected} that checkpoint.json recorded when it was \
+                         written: the file is damaged or was replaced. Copy the run folder again from where it \
+                         was trained, or rebuild it there with `classify train --resume --out {}`",
+                        self.root.display()
+                    ),
+                });
+            }
+        }
+        Ok(bytes)
     }
 
     /// Reads `checkpoint.json`, or `None` when no epoch has completed.
@@ -390,7 +417,12 @@ impl RunDir {
     pub fn save_checkpoint_parts(&self, parts: &CheckpointParts, history: &[EpochMetrics]) -> Result<(), RunError> {
         let epoch = history.last().map_or(0, |m| m.epoch);
         let previous = self.load_checkpoint()?;
+        let weights_sha256 = match parts.publish {
+            Some(bytes) => Some(sha256_hex(bytes)),
+            None => previous.as_ref().and_then(|old| old.weights_sha256.clone()),
+        };
         let checkpoint = Checkpoint {
+            weights_sha256,
             epoch,
             model: format!("{CHECKPOINT_DIR}/model-{epoch:04}.bpk"),
             optimizer: format!("{CHECKPOINT_DIR}/optimizer-{epoch:04}.bpk"),
@@ -723,5 +755,26 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
             .collect();
         assert!(leftovers.is_empty());
+    }
+
+    /// Four flipped bytes in `model.bpk` used to load without complaint.
+    #[test]
+    fn damaged_weights_are_refused_and_an_unpublished_epoch_keeps_the_checksum() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::new(dir.path());
+        run.create().unwrap();
+        run.save_checkpoint(b"weights-1", b"o1", &[metrics(1)]).unwrap();
+        // An epoch worse than the best (`--patience`) leaves model.bpk and its checksum as they were.
+        let parts = CheckpointParts { model: b"m2", optimizer: b"o2", ema: None, publish: None, best_epoch: Some(1) };
+        run.save_checkpoint_parts(&parts, &[metrics(1), metrics(2)]).unwrap();
+        assert_eq!(run.load_weights().unwrap(), b"weights-1");
+        fs::write(run.path(WEIGHTS_FILE), b"weixhts-1").unwrap();
+        let err = run.load_weights().unwrap_err().to_string();
+        assert!(err.contains("model.bpk") && err.contains("SHA-256") && err.contains("damaged"), "{err}");
+        // A run from before the checksum was kept still loads.
+        let mut old = run.load_checkpoint().unwrap().unwrap();
+        old.weights_sha256 = None;
+        write_json(&run.path(CHECKPOINT_FILE), &old).unwrap();
+        assert_eq!(run.load_weights().unwrap(), b"weixhts-1");
     }
 }

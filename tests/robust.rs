@@ -678,7 +678,12 @@ fn run_folders_that_do_not_fit_fail_with_what_to_do() {
     expect_failure(&["eval", "--run", "r"], &["not valid JSON", "damaged"]);
     fs::write(&config_path, &original).unwrap();
 
-    // Truncated, empty and foreign weights.
+    // Truncated, empty and foreign weights: refused by the checksum checkpoint.json keeps,
+    // and (in a run from before it was kept) by the weights reader.
+    let checkpoint_path = root.join("r/checkpoint.json");
+    let checkpoint = fs::read_to_string(&checkpoint_path).unwrap();
+    let mut unchecked: Value = serde_json::from_str(&checkpoint).unwrap();
+    assert!(unchecked.as_object_mut().unwrap().remove("weights_sha256").is_some(), "{checkpoint}");
     for (what, bytes) in [
         ("truncated", weights[..weights.len() / 2].to_vec()),
         ("cut in the header", weights[..weights.len().min(40)].to_vec()),
@@ -686,14 +691,19 @@ fn run_folders_that_do_not_fit_fail_with_what_to_do() {
         ("foreign", b"PK\x03\x04 not a burnpack".to_vec()),
     ] {
         fs::write(root.join("r/model.bpk"), &bytes).unwrap();
-        for args in [&["predict", "--run", "r", img][..], &["eval", "--run", "r"][..]] {
-            let out = classify(root, args);
-            let err = stderr(&out);
-            assert_eq!(out.status.code(), Some(1), "{what} {args:?}: {err}");
-            assert!(!err.contains("panicked"), "{what} {args:?}: {err}");
-            assert!(err.contains("model.bpk") && err.contains("retrain"), "{what} {args:?}: {err}");
+        for (checked, words) in [(true, ["SHA-256", "damaged"]), (false, ["model.bpk", "retrain"])] {
+            let kept = if checked { checkpoint.clone() } else { unchecked.to_string() };
+            fs::write(&checkpoint_path, kept).unwrap();
+            for args in [&["predict", "--run", "r", img][..], &["eval", "--run", "r"][..]] {
+                let out = classify(root, args);
+                let err = stderr(&out);
+                assert_eq!(out.status.code(), Some(1), "{what} {args:?}: {err}");
+                assert!(!err.contains("panicked"), "{what} {args:?}: {err}");
+                assert!(err.contains("model.bpk") && words.iter().all(|w| err.contains(w)), "{what} {args:?}: {err}");
+            }
         }
     }
+    fs::write(&checkpoint_path, &checkpoint).unwrap();
     fs::write(root.join("r/model.bpk"), &weights).unwrap();
     ok(classify(root, &["predict", "--run", "r", img]));
 }
