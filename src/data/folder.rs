@@ -639,6 +639,14 @@ pub fn decode_framed(bytes: &[u8], out: &mut [u8], framing: Framing) -> Result<(
              export it again"
             .into());
     }
+    if let Some(coding) = jpeg_unsupported_coding(bytes) {
+        // The decoder's own words here are about its frame header ("number of components
+        // cannot be zero"), which says nothing a person can act on.
+        return Err(format!(
+            "the JPEG is {coding}, which this decoder does not read (nor do most browsers); save it again as an \
+             ordinary JPEG (`jpegtran -copy all in.jpg > out.jpg` does, losslessly) or as PNG"
+        ));
+    }
     let (width, height) = image_dimensions(bytes)?;
     check_dimensions(width, height)?;
     let mut reader = reader()?;
@@ -725,6 +733,29 @@ pub fn jpeg_is_truncated(bytes: &[u8]) -> bool {
     }
 }
 
+/// The coding of a JPEG whose frame header (its first SOF marker) is one that decoders rarely
+/// read: arithmetic-coded, lossless or hierarchical. `None` for baseline, extended Huffman and
+/// progressive Huffman JPEGs, and for streams with no frame header before their first scan.
+pub fn jpeg_unsupported_coding(bytes: &[u8]) -> Option<&'static str> {
+    if !bytes.starts_with(&[0xFF, 0xD8]) {
+        return None;
+    }
+    let mut i = 2;
+    while bytes.get(i) == Some(&0xFF) {
+        let marker = *bytes.get(i + 1)?;
+        match marker {
+            0xC9 | 0xCA | 0xCB | 0xCD | 0xCE | 0xCF => return Some("arithmetic-coded"),
+            0xC3 | 0xC7 => return Some("lossless"),
+            0xC5 | 0xC6 => return Some("hierarchical"),
+            0xC0 | 0xC1 | 0xC2 | 0xDA | 0xD9 => return None,
+            _ => {}
+        }
+        let len = usize::from(u16::from_be_bytes([*bytes.get(i + 2)?, *bytes.get(i + 3)?]));
+        i += 2 + len;
+    }
+    None
+}
+
 /// Refuses images with no pixels or more than [`MAX_PIXELS`].
 pub fn check_dimensions(width: u32, height: u32) -> Result<(), String> {
     if width == 0 || height == 0 {
@@ -806,6 +837,20 @@ mod tests {
         assert_eq!(out[2 * PLANE_BYTES], 0); // B at (0, 0)
         assert_eq!(out[31], 0); // R at (31, 0)
         assert_eq!(out[2 * PLANE_BYTES + 31], 255); // B at (31, 0)
+    }
+
+    #[test]
+    fn an_arithmetic_coded_jpeg_is_refused_with_how_to_convert_it() {
+        let picture = image::RgbImage::from_fn(16, 16, |x, y| image::Rgb([x as u8 * 9, y as u8 * 9, 7]));
+        let mut jpeg = Vec::new();
+        picture.write_to(&mut Cursor::new(&mut jpeg), image::ImageFormat::Jpeg).unwrap();
+        let sof = jpeg.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+        assert_eq!(jpeg_unsupported_coding(&jpeg), None);
+        // The same frame header marked as arithmetic-coded (SOF9), as such encoders write it.
+        jpeg[sof + 1] = 0xC9;
+        assert_eq!(jpeg_unsupported_coding(&jpeg), Some("arithmetic-coded"));
+        let err = decode_into(&jpeg, &mut vec![0u8; IMAGE_BYTES]).unwrap_err();
+        assert!(err.contains("arithmetic-coded") && err.contains("jpegtran"), "{err}");
     }
 
     #[test]
