@@ -152,21 +152,18 @@ impl Metrics {
         out.push_str("# HELP classify_batch_duration_seconds Time per forward pass of the model.\n");
         out.push_str("# TYPE classify_batch_duration_seconds histogram\n");
         inner.batch_seconds.render(&mut out, "classify_batch_duration_seconds", "");
-        out.push_str("# HELP classify_requests_in_flight Prediction requests admitted and not yet answered.\n");
-        out.push_str("# TYPE classify_requests_in_flight gauge\n");
-        let _ = writeln!(out, "classify_requests_in_flight {}", gauges.in_flight);
-        out.push_str("# HELP classify_queue_capacity Most prediction requests admitted at once; more get 429.\n");
-        out.push_str("# TYPE classify_queue_capacity gauge\n");
-        let _ = writeln!(out, "classify_queue_capacity {}", gauges.capacity);
-        out.push_str("# HELP classify_model_ready 1 while the model thread is running.\n");
-        out.push_str("# TYPE classify_model_ready gauge\n");
-        let _ = writeln!(out, "classify_model_ready {}", u8::from(gauges.ready));
-        out.push_str("# HELP classify_body_bytes Bytes of request bodies held now, all requests together.\n");
-        out.push_str("# TYPE classify_body_bytes gauge\n");
-        let _ = writeln!(out, "classify_body_bytes {}", gauges.body_bytes);
-        out.push_str("# HELP classify_body_capacity_bytes Most bytes of request bodies held at once; more get 503.\n");
-        out.push_str("# TYPE classify_body_capacity_bytes gauge\n");
-        let _ = writeln!(out, "classify_body_capacity_bytes {}", gauges.body_capacity);
+        let mut gauge = |name: &str, help: &str, value: usize| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+        };
+        gauge("classify_requests_in_flight", "Prediction requests admitted and not yet answered.", gauges.in_flight);
+        gauge("classify_queue_capacity", "Most prediction requests admitted at once; more get 429.", gauges.capacity);
+        gauge("classify_model_ready", "1 while the model thread is running.", usize::from(gauges.ready));
+        gauge("classify_body_bytes", "Bytes of request bodies held now, all requests together.", gauges.body_bytes);
+        gauge(
+            "classify_body_capacity_bytes",
+            "Most bytes of request bodies held at once; more get 503.",
+            gauges.body_capacity,
+        );
         out
     }
 }
