@@ -23,6 +23,13 @@ pub struct Cli {
     #[arg(long, global = true, env = "CLASSIFY_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: Option<u16>,
 
+    /// Memory that image decoding may hold at once, all threads together, e.g. 512MiB or
+    /// 2GiB [default: 1GiB]. Decodes wait for it; large images (over 16 MiB decoded) may use
+    /// three quarters of it, so small ones still find room while they run; an image too large
+    /// for that share is refused, naming this flag.
+    #[arg(long, global = true, value_name = "SIZE", env = "CLASSIFY_DECODE_MEMORY")]
+    pub decode_memory: Option<String>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -157,7 +164,7 @@ pub struct DataArgs {
     /// Cache folder for downloaded datasets (see `classify data fetch --help`).
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
-    /// What to do with an image file that cannot be read or decoded, or is over 4096x4096
+    /// What to do with an image file that cannot be read or decoded, or is over 8192x8192
     /// pixels: `fail` stops with its path and the reason; `skip` leaves it out and lists the
     /// files skipped (image folders only).
     #[arg(long, value_enum, default_value = "fail")]
@@ -324,18 +331,18 @@ pub struct ServeArgs {
     /// Most connections served at once. Past them, 64 more are answered on the health routes
     /// only (503 elsewhere); past those, new connections are closed at once. Lowered, with a
     /// warning, to fit the open-file limit (`ulimit -n`).
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, env = "CLASSIFY_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
     /// Seconds a client has to send a request's head; also how long an idle keep-alive
     /// connection stays open.
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, env = "CLASSIFY_HEADER_TIMEOUT", default_value_t = 10.0)]
     pub header_timeout: f64,
     /// Seconds a client has to send a request's body, from the end of its head (408 after).
-    #[arg(long, default_value_t = 60.0)]
+    #[arg(long, env = "CLASSIFY_BODY_TIMEOUT", default_value_t = 60.0)]
     pub body_timeout: f64,
     /// MiB of request bodies held at once, all requests together; a body that would go past
     /// it is refused unread with 503 and `Retry-After: 1`. At least 5 (one largest body).
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, env = "CLASSIFY_BODY_MEMORY", default_value_t = 256)]
     pub body_memory: usize,
     #[command(flatten)]
     pub inference: InferenceArgs,

@@ -56,6 +56,13 @@ fn main() -> ExitCode {
     if let Err(e) = classify::device::init_compute_threads(cli.threads.map(usize::from)) {
         tracing::warn!("cannot set up the compute threads (--threads): {e}");
     }
+    if let Some(text) = &cli.decode_memory {
+        let set = classify::data::store::parse_cache_mem(text).and_then(classify::data::budget::set_decode_memory);
+        if let Err(e) = set {
+            eprintln!("error: --decode-memory: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let device = match classify::device::select(cli.device) {
         Ok(device) => device,
         Err(e) => {

@@ -227,12 +227,12 @@ fn huge_images_are_refused_from_the_header_before_decoding() {
     // data is one row), so only the header check can have refused it.
     let huge = raw_png(30_000, 30_000, 8, 2, &[], &[vec![0; 90_000]]);
     let err = decode(&huge).unwrap_err();
-    assert!(err.contains("30000x30000") && err.contains("4096x4096"), "{err}");
-    // The limit is on the pixel count: 5000x5000 has both sides under 8192 but 25M pixels.
-    let err = decode(&raw_png(5000, 5000, 8, 0, &[], &[vec![0; 5000]])).unwrap_err();
-    assert!(err.contains("5000x5000"), "{err}");
-    // At the limit's edge a real image is still read: 4096x1.
-    let wide = png(image::DynamicImage::ImageLuma8(image::GrayImage::from_pixel(4096, 1, image::Luma([50]))));
+    assert!(err.contains("30000x30000") && err.contains("8192x8192"), "{err}");
+    // The limit is on the pixel count: 8000x8400 has both sides under 8,500 but is over 64 Mi.
+    let err = decode(&raw_png(8000, 8400, 8, 0, &[], &[vec![0; 8000]])).unwrap_err();
+    assert!(err.contains("8000x8400") && err.contains("shrink it"), "{err}");
+    // At the limit's edge a real image is still read: 8192x1.
+    let wide = png(image::DynamicImage::ImageLuma8(image::GrayImage::from_pixel(8192, 1, image::Luma([50]))));
     assert!(decode(&wide).unwrap().iter().all(|&v| v == 50));
 
     // Through the loader: the file is named.
@@ -241,6 +241,42 @@ fn huge_images_are_refused_from_the_header_before_decoding() {
     put(&tmp.path().join("train/a/huge.png"), &huge);
     let msg = load_with(tmp.path(), BadImagePolicy::Fail).unwrap_err().to_string();
     assert!(msg.contains("huge.png") && msg.contains("shrink it"), "{msg}");
+}
+
+#[test]
+fn camera_photos_are_predicted_and_past_the_decode_memory_refused_naming_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    util::write_image_folder(&root.join("d"), &CLASSES, 4, 0);
+    ok(classify(root, &["train", "--data", "d", "--epochs", "1", "--val-split", "0.25", "--out", "r"]));
+    put(&root.join("photo.jpg"), &util::camera_jpeg(6000, 4000));
+
+    // 24 megapixels: over the old 4096x4096 limit, read now.
+    let out = ok(classify(root, &["predict", "--run", "r", "photo.jpg"]));
+    assert!(stdout(&out).contains("photo.jpg"), "{}", stdout(&out));
+
+    // Its decode (72 MB) does not fit the large share of 64 MiB (48 MiB): refused, naming
+    // the file and the flag, from the setting or the environment.
+    let out = classify(root, &["predict", "--run", "r", "photo.jpg", "--decode-memory", "64MiB"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("photo.jpg") && err.contains("69 MiB") && err.contains("--decode-memory"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_classify"))
+        .current_dir(root)
+        .args(["predict", "--run", "r", "photo.jpg"])
+        .env("CLASSIFY_DECODE_MEMORY", "64MiB")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("CLASSIFY_DECODE_MEMORY"), "{}", stderr(&out));
+
+    // A budget with no room for any large image, or not an amount: refused before anything runs.
+    for (value, words) in [("1MiB", "at least 32 MiB"), ("lots", "not an amount of memory")] {
+        let out = classify(root, &["predict", "--run", "r", "photo.jpg", "--decode-memory", value]);
+        assert_eq!(out.status.code(), Some(2), "{value}: {}", stderr(&out));
+        assert!(stderr(&out).contains("--decode-memory") && stderr(&out).contains(words), "{}", stderr(&out));
+    }
 }
 
 #[test]

@@ -41,10 +41,10 @@ const DESKTOP_FILES: [&str; 3] = ["thumbs.db", "desktop.ini", "icon\r"];
 /// widens when shrinking) averages over the source pixels instead of skipping them.
 pub const RESIZE_FILTER: FilterType = FilterType::Triangle;
 
-/// Most pixels in one image file (4096 x 4096), checked from the header before decoding: a
-/// 16-bit RGBA image that size decodes to 128 MiB, and a few decode at once on rayon's pool.
-/// The model sees 32x32, so nothing useful is lost; the server uses the same limit.
-pub const MAX_PIXELS: u64 = 4096 * 4096;
+/// Most pixels in one image file (8192 x 8192, 64 Mi: 24-, 48- and 61-megapixel camera
+/// photos pass), checked from the header before decoding. What decodes at once is bounded by
+/// the decode memory ([`super::budget`]), not by this; the server uses the same limit.
+pub const MAX_PIXELS: u64 = 8192 * 8192;
 
 /// What a decoder may allocate besides the image itself (16 MiB): headers, colour profiles,
 /// text chunks. Reading a file's format and size is held to this alone.
@@ -53,12 +53,46 @@ pub const PROBE_ALLOC: u64 = 16 << 20;
 /// The width and height an encoded image's header declares, read with [`PROBE_ALLOC`] as the
 /// decoder's allocation cap (a header's colour profile cannot inflate past it).
 pub fn image_dimensions(bytes: &[u8]) -> Result<(u32, u32), String> {
+    image_header(bytes).map(|header| (header.width, header.height))
+}
+
+/// What an encoded image's header says: its size, and the bytes its decoded pixels take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageHeader {
+    pub width: u32,
+    pub height: u32,
+    /// Bytes of the decoded image in its own colour type (a 16-bit RGBA PNG: 8 a pixel).
+    pub decoded_bytes: u64,
+    /// Whether it decodes as 8-bit RGB already (else it is converted, into 3 bytes a pixel).
+    pub rgb8: bool,
+}
+
+impl ImageHeader {
+    /// Bytes a decode of it holds at once: the decoded image, plus its RGB copy if it needs
+    /// one. (The centre square is resampled in place, and the result is the model's size.)
+    pub fn decode_bytes(&self) -> u64 {
+        let copy = if self.rgb8 { 0 } else { 3 * u64::from(self.width) * u64::from(self.height) };
+        self.decoded_bytes + copy
+    }
+}
+
+/// Reads an encoded image's header (see [`ImageHeader`]) with [`PROBE_ALLOC`] as the
+/// decoder's allocation cap.
+pub fn image_header(bytes: &[u8]) -> Result<ImageHeader, String> {
+    use image::ImageDecoder;
     let mut reader = image::ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| e.to_string())?;
     if reader.format().is_none() {
         return Err("not an image this reader knows (PNG, JPEG, GIF, BMP, WebP, TIFF)".into());
     }
     reader.limits(probe_limits());
-    reader.into_dimensions().map_err(|e| e.to_string())
+    let decoder = reader.into_decoder().map_err(|e| e.to_string())?;
+    let (width, height) = decoder.dimensions();
+    Ok(ImageHeader {
+        width,
+        height,
+        decoded_bytes: decoder.total_bytes(),
+        rgb8: decoder.color_type() == image::ColorType::Rgb8,
+    })
 }
 
 fn probe_limits() -> image::Limits {
@@ -68,7 +102,7 @@ fn probe_limits() -> image::Limits {
 }
 
 /// Largest image file read, in bytes (128 MiB): a 4096x4096 RGBA PNG stored without
-/// compression is 64 MiB, a camera's JPEG a few. Checked from the file's metadata before
+/// compression is 64 MiB, a camera's JPEG 5 to 30. Checked from the file's metadata before
 /// reading, and the read itself stops there, so a huge or endless "image" cannot fill memory.
 pub const MAX_FILE_BYTES: u64 = 128 << 20;
 
@@ -243,6 +277,50 @@ fn check_held_out_classes(dir: &Path, classes: &[OsString], names: &[String]) ->
     Ok(())
 }
 
+/// One row of a CSV file of `path,label,...` rows (see [`csv_rows`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CsvRow {
+    /// The line it is on, from 1.
+    pub line: usize,
+    /// The file, relative to the CSV's folder unless absolute (a leading `./` dropped).
+    pub file: PathBuf,
+    /// The second column, empty when absent.
+    pub label: String,
+    /// Every column as written (trimmed).
+    pub fields: Vec<String>,
+}
+
+/// The rows of a CSV file whose first column is a path: blank rows left out, and a first row
+/// whose path names no file taken for a header and left out too.
+///
+/// # Errors
+/// The file cannot be read, or a row does not parse (named by line), or has no path.
+pub fn csv_rows(csv_path: &Path) -> Result<Vec<CsvRow>, DataError> {
+    let base = csv_path.parent().unwrap_or(Path::new("."));
+    let bytes = fs::read(csv_path).map_err(|e| DataError::io("cannot read", csv_path, e))?;
+    let mut reader =
+        csv::ReaderBuilder::new().has_headers(false).flexible(true).trim(csv::Trim::All).from_reader(&bytes[..]);
+    let mut rows = Vec::new();
+    for (i, record) in reader.records().enumerate() {
+        let line = i + 1;
+        let record = record.map_err(|e| DataError::format(csv_path, format!("line {line}: {e}")))?;
+        if record.iter().all(str::is_empty) {
+            continue;
+        }
+        let path = record.get(0).unwrap_or("");
+        let file = base.join(path.trim_start_matches("./"));
+        if i == 0 && !file.is_file() {
+            continue; // the header
+        }
+        if path.is_empty() {
+            return Err(DataError::format(csv_path, format!("line {line}: the first column, a file's path, is empty")));
+        }
+        let fields: Vec<String> = record.iter().map(str::to_string).collect();
+        rows.push(CsvRow { line, file, label: fields.get(1).cloned().unwrap_or_default(), fields });
+    }
+    Ok(rows)
+}
+
 /// Loads the images a CSV file of `path,label` rows names (`--labels`): paths relative to
 /// the CSV's folder (or absolute), labels any text; the classes are the sorted labels. A
 /// first row whose path names no file is a header. An optional third column `split` says
@@ -253,39 +331,26 @@ fn check_held_out_classes(dir: &Path, classes: &[OsString], names: &[String]) ->
 /// file that does not exist (under [`BadImagePolicy::Fail`]), and whatever decoding reports.
 pub fn load_labels(csv_path: &Path, opts: &FolderOptions) -> Result<Dataset, DataError> {
     let base = csv_path.parent().unwrap_or(Path::new("."));
-    let bytes = fs::read(csv_path).map_err(|e| DataError::io("cannot read", csv_path, e))?;
-    let mut reader =
-        csv::ReaderBuilder::new().has_headers(false).flexible(true).trim(csv::Trim::All).from_reader(&bytes[..]);
     let mut rows: Vec<(PathBuf, String, usize)> = Vec::new();
-    for (i, record) in reader.records().enumerate() {
-        let line = i + 1;
-        let record = record.map_err(|e| DataError::format(csv_path, format!("line {line}: {e}")))?;
-        if record.iter().all(str::is_empty) {
-            continue;
-        }
-        let (path, label) = (record.get(0).unwrap_or(""), record.get(1).unwrap_or(""));
-        let file = base.join(path.trim_start_matches("./"));
-        if i == 0 && !file.is_file() {
-            continue; // the header
-        }
-        if path.is_empty() || label.is_empty() {
+    for row in csv_rows(csv_path)? {
+        if row.label.is_empty() {
             return Err(DataError::format(
                 csv_path,
-                format!("line {line}: expected `path,label` (a file and its class), got {:?}", record.as_slice()),
+                format!("line {}: expected `path,label` (a file and its class), got {:?}", row.line, row.fields),
             ));
         }
-        let split = match record.get(2).unwrap_or("").to_ascii_lowercase().as_str() {
+        let split = match row.fields.get(2).map_or("", String::as_str).to_ascii_lowercase().as_str() {
             "" | "train" => 0,
             "val" | "valid" | "validation" => 1,
             "test" => 2,
             other => {
                 return Err(DataError::format(
                     csv_path,
-                    format!("line {line}: split {other:?} is not train, val or test"),
+                    format!("line {}: split {other:?} is not train, val or test", row.line),
                 ));
             }
         };
-        rows.push((file, label.to_string(), split));
+        rows.push((row.file, row.label, split));
     }
     let mut names: Vec<String> = rows.iter().filter(|r| r.2 == 0).map(|r| r.1.clone()).collect();
     names.sort();
@@ -459,8 +524,28 @@ fn list_items(dir: &Path, classes: &[OsString]) -> Result<Vec<(PathBuf, u8)>, Da
         files.sort();
         items.extend(files.into_iter().map(|f| (class_dir.join(f), label as u8)));
     }
+    warn_ignored(dir, &ignored);
+    Ok(items)
+}
+
+/// Every image file under `dir`, in its subfolders too (as [`list_items`] finds them for a
+/// class folder), as paths relative to `dir` in byte order; other files are named in one
+/// warning.
+///
+/// # Errors
+/// A folder that cannot be listed.
+pub fn image_files(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
+    let (mut files, mut ignored) = (Vec::new(), Vec::new());
+    list_images(dir, Path::new(""), 0, &mut std::collections::HashSet::new(), &mut files, &mut ignored)?;
+    files.sort();
+    warn_ignored(dir, &ignored);
+    Ok(files)
+}
+
+/// One warning naming the first few files under `dir` that were left out as not images.
+fn warn_ignored(dir: &Path, ignored: &[PathBuf]) {
     if !ignored.is_empty() {
-        let shown: Vec<String> = ignored.iter().take(5).map(|p: &PathBuf| p.display().to_string()).collect();
+        let shown: Vec<String> = ignored.iter().take(5).map(|p| p.display().to_string()).collect();
         tracing::warn!(
             "{} file(s) in {} are not images ({}) and were left out: {}{}",
             ignored.len(),
@@ -470,7 +555,6 @@ fn list_items(dir: &Path, classes: &[OsString]) -> Result<Vec<(PathBuf, u8)>, Da
             if ignored.len() > shown.len() { ", ..." } else { "" }
         );
     }
-    Ok(items)
 }
 
 /// Adds the image files under `root/relative` to `files` (as paths relative to `root`) and
@@ -647,28 +731,29 @@ pub fn decode_framed(bytes: &[u8], out: &mut [u8], framing: Framing) -> Result<(
              ordinary JPEG (`jpegtran -copy all in.jpg > out.jpg` does, losslessly) or as PNG"
         ));
     }
-    let (width, height) = image_dimensions(bytes)?;
+    let header = image_header(bytes)?;
+    let (width, height) = (header.width, header.height);
     check_dimensions(width, height)?;
+    // Held until the pixels are cut down to the model's size: what decodes at once, on every
+    // thread together, stays within the decode memory.
+    let _reservation = super::budget::global().reserve(header.decode_bytes())?;
     let mut reader = reader()?;
-    // A second guard inside the decoder, in case a header and the data disagree, and a memory
-    // budget of the decoded image's own size (8 bytes a pixel: 16-bit RGBA) plus the probe's.
+    // A second guard inside the decoder, in case a header and the data disagree: the
+    // decoded image's own bytes plus the probe's.
     let mut limits = probe_limits();
     limits.max_image_width = Some(width.max(1));
     limits.max_image_height = Some(height.max(1));
-    limits.max_alloc = Some(8 * u64::from(width) * u64::from(height) + PROBE_ALLOC);
+    limits.max_alloc = Some(header.decoded_bytes + PROBE_ALLOC);
     reader.limits(limits);
     let img = reader.decode().map_err(|e| e.to_string())?;
-    let mut rgb = img.into_rgb8();
+    let rgb = img.into_rgb8();
     let side = size as u32;
     let (w, h) = rgb.dimensions();
-    // The source square that becomes the output: size/resize of the shorter side, centred.
+    // The source square that becomes the output: size/resize of the shorter side, centred,
+    // resampled where it lies (a 24-megapixel photo's square is not copied first).
     let square = ((f64::from(w.min(h)) * size as f64 / framing.resize as f64).round() as u32).clamp(1, w.min(h));
-    if (w, h) != (square, square) {
-        rgb = image::imageops::crop_imm(&rgb, (w - square) / 2, (h - square) / 2, square, square).to_image();
-    }
-    if rgb.dimensions() != (side, side) {
-        rgb = image::imageops::resize(&rgb, side, side, RESIZE_FILTER);
-    }
+    let centre = image::imageops::crop_imm(&rgb, (w - square) / 2, (h - square) / 2, square, square);
+    let rgb = image::imageops::resize(&*centre, side, side, RESIZE_FILTER);
     let plane = size * size;
     let (r, rest) = out.split_at_mut(plane);
     let (g, b) = rest.split_at_mut(plane);
@@ -763,8 +848,8 @@ pub fn check_dimensions(width: u32, height: u32) -> Result<(), String> {
     }
     if u64::from(width) * u64::from(height) > MAX_PIXELS {
         return Err(format!(
-            "the image is {width}x{height} pixels; at most {MAX_PIXELS} pixels (4096x4096) \
-             are read: shrink it first (the model sees 32x32)"
+            "the image is {width}x{height} pixels; at most {MAX_PIXELS} pixels (8192x8192) \
+             are read: shrink it first"
         ));
     }
     Ok(())

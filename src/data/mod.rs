@@ -12,6 +12,7 @@
 //! Images are kept as decoded `u8` in CHW order, 32x32 each (see [`crate::geometry`]).
 
 pub mod augment;
+pub mod budget;
 pub mod cifar;
 pub mod download;
 pub mod folder;

@@ -164,6 +164,17 @@ pub fn png_chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
     out.extend(crc32(&body).to_be_bytes());
 }
 
+/// A `width`x`height` JPEG as cameras write them (6000x4000 is 24 megapixels): red on the
+/// left half, blue on the right.
+pub fn camera_jpeg(width: u32, height: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(width, height, |x, _| {
+        if x < width / 2 { image::Rgb([220, 20, 20]) } else { image::Rgb([20, 20, 220]) }
+    });
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90).encode_image(&img).unwrap();
+    jpeg
+}
+
 /// What the test server answers to every request.
 #[derive(Clone)]
 pub enum Reply {
