@@ -586,6 +586,14 @@ async fn a_real_socket_serves_and_shutdown_lets_requests_in_flight_finish() {
     assert!(TcpStream::connect(addr).is_err(), "the listener is closed after shutdown");
 }
 
+/// Held by the test that bounds this process's resident memory and by the tests that build
+/// large bodies or images here (a flood of 5 MiB bodies, a 24-megapixel photo), so they do
+/// not overlap.
+fn process_memory() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Resident memory of this process in MiB (Linux), for bounding what a stress run costs.
 fn rss_mb() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -615,7 +623,11 @@ fn trickle(addr: std::net::SocketAddr, announced: usize, sent: usize, step: usiz
 /// answers every complete request (200 or 429, nothing else), refuses the oversize ones with
 /// 413, keeps memory bounded, and serves normally afterwards. Bounded in count and time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// The lock only keeps other tests' large buffers out of this one's measurement: it is held for
+// the whole test on purpose, and nothing else in this test takes it.
+#[allow(clippy::await_holding_lock)]
 async fn stress_slow_clients_oversize_bodies_and_a_flood() {
+    let _memory = process_memory();
     let (served, _) = classifiers();
     let state = AppState::new(served, options(8, 1, 4));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -918,12 +930,39 @@ fn heavy_json(count: usize, side: u32) -> Vec<u8> {
     serde_json::to_vec(&json!({ "instances": vec![one; count] })).unwrap()
 }
 
+/// A 24-megapixel photo is classified; one whose decode cannot fit `--decode-memory` gets 413
+/// naming the setting, from its header alone.
+#[test]
+fn camera_photos_are_served_and_past_the_decode_memory_get_413() {
+    let server = Server::start(&["--decode-memory", "128MiB"]);
+    let photo = {
+        let _memory = process_memory();
+        util::camera_jpeg(6000, 4000)
+    };
+    let (status, body) = http(server.addr, "POST /invocations HTTP/1.1\r\nContent-Type: image/jpeg", &photo);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("probabilities"), "{body}");
+
+    // 8192x8192 RGB decodes to 192 MiB, past the 96 MiB large images may hold of 128 MiB.
+    // A 1x1 PNG whose header is made to claim that size.
+    let mut claiming = Vec::new();
+    image::RgbImage::new(1, 1).write_to(&mut Cursor::new(&mut claiming), image::ImageFormat::Png).unwrap();
+    claiming[16..24].copy_from_slice(&[8192u32.to_be_bytes(), 8192u32.to_be_bytes()].concat());
+    let crc = util::crc32(&claiming[12..29]);
+    claiming[29..33].copy_from_slice(&crc.to_be_bytes());
+    let (status, body) = http(server.addr, "POST /invocations HTTP/1.1\r\nContent-Type: image/png", &claiming);
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("8192x8192") && body.contains("--decode-memory"), "{body}");
+}
+
 /// The real binary under a flood of 5 MiB bodies and under heavy decodes: memory held in
 /// bodies stays within `--body-memory` and is given back once the flood is over, and small
 /// requests keep being answered while large images decode. Prints the figures
 /// (RELIABILITY.md quotes them); asserts only bounds that hold on any machine.
 #[test]
 fn stress_the_real_server_memory_under_a_flood_and_small_requests_beside_heavy_ones() {
+    // The flood's clients hold 750 MB of bodies in this process, the heavy images more.
+    let _memory = process_memory();
     let server = Server::start(&["--body-memory", "128", "--max-connections", "512"]);
     let addr = server.addr;
     let image = png(&quadrant(1, 7));

@@ -5,7 +5,8 @@
 //! - encoded images (JPEG, PNG, GIF, BMP, WebP, TIFF, any size, sniffed from the bytes):
 //!   converted to RGB, the shorter side resized and the centre cut out exactly as
 //!   `classify predict` and evaluation do ([`crate::data::folder::decode_framed`]); at most
-//!   [`MAX_PIXELS`] pixels each;
+//!   [`MAX_PIXELS`] pixels each, decoded within the decode memory
+//!   ([`crate::data::budget`]);
 //! - pixel arrays (SageMaker JSON): `SxSx3` nested lists, height x width x RGB, of whole
 //!   numbers 0-255. Fractions are refused rather than guessed at, since `[0, 1]` floats and
 //!   dark 0-255 images cannot be told apart; send those as a KServe `FP32` tensor;
@@ -24,7 +25,7 @@ use crate::geometry::{CHANNELS, Framing};
 
 /// Most images in one request; larger requests get 413 and should be split.
 pub const MAX_IMAGES: usize = 256;
-/// Most pixels in one encoded image (4096 x 4096), checked from its header before decoding,
+/// Most pixels in one encoded image (8192 x 8192), checked from its header before decoding,
 /// so a small compressed file cannot make the server allocate gigabytes.
 pub const MAX_PIXELS: u64 = crate::data::folder::MAX_PIXELS;
 
@@ -61,25 +62,30 @@ pub fn check_accept(headers: &HeaderMap) -> Result<(), ApiError> {
     if acceptable { Ok(()) } else { Err(ApiError::NotAcceptable(values.join(", "))) }
 }
 
-/// Most pixels the images of one request may hold together (64 Mi: four 4096x4096 images,
-/// or 64 one-megapixel photos), checked from their headers before any is decoded, so one
-/// heavy request cannot hold the decoding pool for long while small ones wait.
+/// Most pixels the images of one request may hold together (64 Mi: one 8192x8192 image, two
+/// 24-megapixel photos or 64 one-megapixel ones), checked from their headers before any is
+/// decoded, so one request cannot keep a decoding thread busy for long.
 pub const MAX_REQUEST_PIXELS: u64 = 64 << 20;
 
-/// The pixels an encoded image's header declares; `what` names it in errors.
+/// The pixels an encoded image's header declares, refused with 413 past [`MAX_PIXELS`] or
+/// when its decode could never fit the decode memory; `what` names it in errors.
 fn declared_pixels(bytes: &[u8], what: &str) -> Result<u64, ApiError> {
     let undecodable = |reason: String| ApiError::Undecodable { what: what.to_string(), reason };
     if bytes.is_empty() {
         return Err(undecodable("it is empty; send a JPEG or PNG file".into()));
     }
-    let (width, height) = crate::data::folder::image_dimensions(bytes).map_err(undecodable)?;
+    let header = crate::data::folder::image_header(bytes).map_err(undecodable)?;
+    let (width, height) = (header.width, header.height);
     let pixels = u64::from(width) * u64::from(height);
     if pixels > MAX_PIXELS {
         return Err(ApiError::TooLarge(format!(
-            "{what} is {width}x{height} pixels; at most {MAX_PIXELS} (4096x4096) are accepted: \
+            "{what} is {width}x{height} pixels; at most {MAX_PIXELS} (8192x8192) are accepted: \
              shrink it first"
         )));
     }
+    crate::data::budget::global()
+        .fits(header.decode_bytes())
+        .map_err(|reason| ApiError::TooLarge(format!("{what} is {width}x{height} pixels: {reason}")))?;
     Ok(pixels)
 }
 
@@ -500,11 +506,14 @@ mod tests {
 
     #[test]
     fn huge_dimensions_are_refused_before_decoding() {
-        // A PNG header claiming 5000x5000 pixels; the pixel data is never read.
+        // A PNG header claiming 8000x8400 pixels (over 64 Mi); the pixel data is never read.
         let png = png_claiming(1, 1);
-        let big = png_claiming(5000, 5000);
+        let big = png_claiming(8000, 8400);
         let mut out = vec![0; IMAGE_BYTES];
-        assert!(matches!(decode_image(&big, &mut out, CIFAR, "the image"), Err(ApiError::TooLarge(_))));
+        match decode_image(&big, &mut out, CIFAR, "the image") {
+            Err(ApiError::TooLarge(message)) => assert!(message.contains("8000x8400"), "{message}"),
+            other => panic!("{other:?}"),
+        }
         assert!(decode_image(&png, &mut out, CIFAR, "the image").is_ok());
     }
 

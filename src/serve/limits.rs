@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::Method;
+use axum::http::{HeaderMap, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
@@ -190,20 +190,31 @@ pub struct BodyReader {
     pub timeout: Duration,
 }
 
-/// Middleware: reads a POST body in full, within the deadline and the budget, before the
-/// handler runs, and holds its reservation until the response is ready. Other methods pass
-/// through (their bodies are not read).
+/// The body length a request's `Content-Length` header declares, if it has a readable one.
+pub fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// Middleware: answers 413 at once to a request whose `Content-Length` is over
+/// [`BODY_LIMIT`], before any of its body is read (a client that declares 10 GB and sends 3
+/// bytes gets its answer now, not when the bytes that never come time out); then reads a POST
+/// body in full, within the deadline and the budget, before the handler runs, and holds its
+/// reservation until the response is ready. Other methods' bodies are not read.
 pub async fn read_body(State(reader): State<BodyReader>, request: Request, next: Next) -> Response {
+    let declared = declared_length(request.headers());
+    if let Some(length) = declared.filter(|&n| n > BODY_LIMIT as u64) {
+        return ApiError::TooLarge(format!(
+            "request body declares {length} bytes, over the {BODY_LIMIT} byte limit; send fewer or smaller \
+             images per request"
+        ))
+        .into_response();
+    }
     if request.method() != Method::POST {
         return next.run(request).await;
     }
     let (parts, body) = request.into_parts();
-    let declared = parts
-        .headers
-        .get(axum::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .filter(|&n| n <= BODY_LIMIT);
+    // At most BODY_LIMIT, checked above.
+    let declared = declared.map(|n| n as usize);
     let mut reservation = reader.budget.reservation();
     let read = collect(body, declared, &mut reservation, reader.budget.capacity());
     let bytes = match tokio::time::timeout(reader.timeout, read).await {

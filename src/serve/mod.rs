@@ -112,8 +112,6 @@ struct Shared {
     /// How request images become the model's input.
     framing: Framing,
     metrics: Arc<Metrics>,
-    /// Bounds how many requests decode at once, so large images cannot exhaust memory.
-    decode_slots: Semaphore,
     next_id: AtomicU64,
 }
 
@@ -136,15 +134,7 @@ impl AppState {
     pub fn with_framed_model(model: Model, classes: Vec<String>, framing: Framing, options: BatchOptions) -> AppState {
         let metrics = Arc::new(Metrics::default());
         let batcher = Batcher::start(model, framing.input().image_bytes(), options, Arc::clone(&metrics));
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        AppState(Arc::new(Shared {
-            batcher,
-            classes,
-            framing,
-            metrics,
-            decode_slots: Semaphore::new(2 * cores),
-            next_id: AtomicU64::new(1),
-        }))
+        AppState(Arc::new(Shared { batcher, classes, framing, metrics, next_id: AtomicU64::new(1) }))
     }
 
     /// Class names in label order.
@@ -174,18 +164,19 @@ impl AppState {
 
     /// Admits a request, runs `parse` (which turns the body into images plus whatever else
     /// the route needs) on the blocking pool, and classifies the images.
+    ///
+    /// Requests decode side by side, as many as are admitted: what bounds them is the decode
+    /// memory ([`crate::data::budget`]), image by image, whose last quarter is kept for small
+    /// images, so a small request is not queued behind heavy decodes.
     async fn predict<T, F>(&self, parse: F) -> Result<(T, Probabilities), ApiError>
     where
         T: Send + 'static,
         F: FnOnce() -> Result<(T, Vec<u8>), ApiError> + Send + 'static,
     {
         let ticket = self.batcher().admit()?;
-        let (extra, images) = {
-            let _slot = self.0.decode_slots.acquire().await.map_err(|_| ApiError::Unavailable)?;
-            tokio::task::spawn_blocking(parse)
-                .await
-                .map_err(|e| ApiError::Internal(format!("decoding failed: {e}")))??
-        };
+        let (extra, images) = tokio::task::spawn_blocking(parse)
+            .await
+            .map_err(|e| ApiError::Internal(format!("decoding failed: {e}")))??;
         let probs = self.batcher().classify(ticket, images).await?;
         Ok((extra, probs))
     }
@@ -218,29 +209,9 @@ pub fn app_with_limits(state: AppState, limits: &Limits) -> Router {
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(Extension(reader.budget.clone()))
         .layer(middleware::from_fn_with_state(reader, limits::read_body))
-        .layer(middleware::from_fn(refuse_declared_oversize))
         .layer(middleware::from_fn(limits::health_only_on_overflow))
         .layer(middleware::from_fn_with_state(metrics, metrics::track))
         .with_state(state)
-}
-
-/// Answers 413 at once to a request whose `Content-Length` is over [`BODY_LIMIT`], before
-/// any of its body is read: a client that declares 10 GB and sends 3 bytes gets its answer
-/// now instead of holding a connection until the bytes that never come.
-async fn refuse_declared_oversize(request: axum::extract::Request, next: middleware::Next) -> axum::response::Response {
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    match declared {
-        Some(length) if length > BODY_LIMIT as u64 => ApiError::TooLarge(format!(
-            "request body declares {length} bytes, over the {BODY_LIMIT} byte limit; send fewer or smaller \
-             images per request"
-        ))
-        .into_response(),
-        _ => next.run(request).await,
-    }
 }
 
 async fn metrics_text(
