@@ -12,6 +12,9 @@
 #   CLASSIFY_RUN   the run folder            (default /opt/ml/model)
 #   CLASSIFY_HOST  the address to listen on  (default 0.0.0.0; 127.0.0.1 for local only)
 #   CLASSIFY_PORT  the port                  (default $SAGEMAKER_BIND_TO_PORT, else 8080)
+# The server's limits read their own variables (a SageMaker model's Environment sets them):
+#   CLASSIFY_MAX_CONNECTIONS, CLASSIFY_HEADER_TIMEOUT, CLASSIFY_BODY_TIMEOUT,
+#   CLASSIFY_BODY_MEMORY, CLASSIFY_DECODE_MEMORY, CLASSIFY_THREADS (`classify serve --help`).
 # Arguments after `serve` pass through (`serve --max-batch 32 --max-wait-ms 5`). Any other
 # first argument runs that classify command (`docker run IMAGE predict --run ... x.png`).
 # SIGTERM (`docker stop`) finishes requests in flight, then exits.
