@@ -278,20 +278,43 @@ impl InferenceArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("inputs").required(true).args(["images", "data", "list"])))]
 pub struct PredictArgs {
     /// The run folder.
     #[arg(long)]
     pub run: PathBuf,
-    /// Image files (PNG, JPEG, GIF, BMP, WebP or TIFF, any size; resized to 32x32).
-    #[arg(required = true)]
+    /// Image files (PNG, JPEG, GIF, BMP, WebP or TIFF, any size; framed as the run was
+    /// trained).
+    #[arg(conflicts_with_all = ["data", "list"])]
     pub images: Vec<PathBuf>,
+    /// Predict every image under this folder, recursively (the training loader's file
+    /// rules); a folder named after one of the run's classes gives its images' label.
+    #[arg(long, conflicts_with = "list")]
+    pub data: Option<PathBuf>,
+    /// Predict the files this list names: a .csv of path[,label] rows, or a text file of
+    /// one path a line; relative paths are relative to the list's folder.
+    #[arg(long)]
+    pub list: Option<PathBuf>,
+    /// Write one result a line to this file, JSON Lines (.jsonl) or CSV (.csv), flushed
+    /// batch by batch; a file that already holds lines is continued after the last complete
+    /// one [default with --data or --list: JSON Lines on stdout].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Images decoded and evaluated together (with --data, --list or --out).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub batch_size: u32,
+    /// What to do with a file that cannot be read or decoded: `skip` writes a line with its
+    /// `error` and goes on, counting them at the end; `fail` stops at it [default: skip
+    /// with --data or --list, fail for images named one by one].
+    #[arg(long, value_enum)]
+    pub on_bad_image: Option<BadImagePolicy>,
     /// Classes shown per image (at least 1; at most the run's classes are shown).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..))]
     pub top_k: u16,
     #[command(flatten)]
     pub inference: InferenceArgs,
-    /// Print JSON instead of text.
-    #[arg(long)]
+    /// Print JSON instead of text (images named one by one, without --out).
+    #[arg(long, conflicts_with_all = ["data", "list", "out"])]
     pub json: bool,
 }
 

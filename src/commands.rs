@@ -492,6 +492,9 @@ fn print_evaluation(run: &Path, split: &str, inference: &InferenceArgs, e: &Eval
 
 fn predict(args: PredictArgs, device: &Device) -> Result<()> {
     let classifier = args.inference.apply(Classifier::load(&args.run, device)?);
+    if args.data.is_some() || args.list.is_some() || args.out.is_some() {
+        return predict_many(&args, &classifier);
+    }
     let framing = classifier.config().framing;
     let bytes_each = framing.input().image_bytes();
     let mut images = vec![0u8; args.images.len() * bytes_each];
@@ -528,6 +531,79 @@ fn predict(args: PredictArgs, device: &Device) -> Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// `predict --data`, `--list` or `--out`: one result line per image, streamed.
+fn predict_many(args: &PredictArgs, classifier: &Classifier) -> Result<()> {
+    use classify::predict::{self, BatchOptions, Format, Inputs};
+    let inputs = match (&args.data, &args.list) {
+        (Some(dir), _) => Inputs::Folder(dir.clone()),
+        (None, Some(list)) => Inputs::List(list.clone()),
+        (None, None) => Inputs::Files(args.images.clone()),
+    };
+    let policy = args.on_bad_image.unwrap_or(match inputs {
+        Inputs::Files(_) => BadImagePolicy::Fail,
+        _ => BadImagePolicy::Skip,
+    });
+    let format = match &args.out {
+        Some(out) => Format::for_path(out)?,
+        None => Format::JsonLines,
+    };
+    let items = predict::items(&inputs, classifier.classes())?;
+    let k = usize::from(args.top_k).clamp(1, classifier.classes().len());
+    let (mut sink, done): (Box<dyn std::io::Write>, usize) = match &args.out {
+        Some(out) => {
+            if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("--out {}: cannot create its folder", out.display()))?;
+            }
+            let (file, done) = predict::open_resumable(out, format, &items, k)?;
+            (Box::new(std::io::BufWriter::new(file)), done)
+        }
+        None => (Box::new(std::io::stdout().lock()), 0),
+    };
+    if done > 0 {
+        eprintln!(
+            "{} already holds {done} of {} results: continuing after them",
+            args.out.as_deref().unwrap_or(Path::new("-")).display(),
+            items.len()
+        );
+    }
+    let bar = if std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::new(items.len() as u64).with_position(done as u64).with_style(
+            indicatif::ProgressStyle::with_template("predicting {pos}/{len} images [{bar:30}] {per_sec} ETA {eta}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        )
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let options = BatchOptions { batch: args.batch_size as usize, top_k: k, policy };
+    let start = std::time::Instant::now();
+    let result = predict::predict_into(classifier, &items[done..], &mut *sink, format, options, &bar);
+    bar.finish_and_clear();
+    let summary = result?;
+    let seconds = start.elapsed().as_secs_f64();
+    let mut line = format!(
+        "predicted {} images in {seconds:.1} s ({:.1} images/s)",
+        summary.written,
+        summary.written as f64 / seconds.max(1e-9)
+    );
+    if summary.failed > 0 {
+        line += &format!("; {} could not be read (their lines hold an \"error\")", summary.failed);
+    }
+    if summary.labelled > 0 {
+        line += &format!(
+            "; {:.2}% of the {} labelled ones right",
+            100.0 * summary.correct as f64 / summary.labelled as f64,
+            summary.labelled
+        );
+    }
+    if let Some(out) = &args.out {
+        line += &format!("; results in {}", out.display());
+    }
+    eprintln!("{line}");
     Ok(())
 }
 

@@ -5,7 +5,7 @@
 //! ```text
 //! data (sources, split, batches) -> model (architectures, on kernels) -> train (loop,
 //! optimisers, checkpoints) -> run (the run folder) -> classifier (a loaded model that
-//! predicts) -> eval, report, serve, export
+//! predicts) -> eval, predict, report, serve, export
 //! ```
 //!
 //! Leaves that any layer may read: [`geometry`] (image shape), [`settings`] (what a run is
@@ -23,6 +23,7 @@ pub mod http;
 pub mod kernels;
 pub mod model;
 pub mod onnx;
+pub mod predict;
 pub mod quantize;
 pub mod report;
 pub mod run;

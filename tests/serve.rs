@@ -15,27 +15,19 @@ use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Request, StatusCode, header};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use burn::module::Module;
 use burn::tensor::Device;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
 use classify::classifier::Classifier;
 use classify::data::{IMAGE_BYTES, IMAGE_SIZE, PLANE_BYTES};
-use classify::model::{ModelKind, Network};
-use classify::run::{RunConfig, RunDir};
 use classify::serve::{AppState, BODY_LIMIT, BatchOptions, Limits, app};
 
 const CLASSES: [&str; 4] = ["tl", "tr", "bl", "br"];
 
 /// Writes a run folder holding a freshly initialised seed model over [`CLASSES`].
 fn write_run(root: &std::path::Path) {
-    let run = RunDir::new(root);
-    run.create().unwrap();
-    run.save_config(&RunConfig { val_split: 0.0, seed: 1, ..util::synthetic_config(&util::names(&CLASSES), 0) })
-        .unwrap();
-    let weights = Network::init(ModelKind::Seed, CLASSES.len(), &Device::flex()).into_record().into_bytes().unwrap();
-    run.save_weights(&weights).unwrap();
+    util::write_seed_run(root, &CLASSES);
 }
 
 /// Two classifiers with the same weights: one to serve, one to compare against.

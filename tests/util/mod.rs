@@ -231,3 +231,23 @@ pub fn serve(file_name: &str, reply: Reply) -> Server {
     });
     Server { url: format!("http://{addr}/{file_name}"), hits }
 }
+
+/// Writes a run folder at `root` holding a freshly initialised seed model over `classes`
+/// (CIFAR framing, 32x32), as `train` would leave it.
+pub fn write_seed_run(root: &Path, classes: &[&str]) {
+    use burn::module::Module;
+    let run = classify::run::RunDir::new(root);
+    run.create().unwrap();
+    run.save_config(&RunConfig { val_split: 0.0, seed: 1, ..synthetic_config(&names(classes), 0) }).unwrap();
+    let weights = classify::model::Network::init(ModelKind::Seed, classes.len(), &burn::tensor::Device::flex())
+        .into_record()
+        .into_bytes()
+        .unwrap();
+    run.save_weights(&weights).unwrap();
+}
+
+/// Writes `bytes` to `path`, making its folder.
+pub fn write_bytes(path: &Path, bytes: &[u8]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, bytes).unwrap();
+}
