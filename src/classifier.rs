@@ -123,6 +123,27 @@ impl Classifier {
         logits.chunks(classes).take(self.config.image_shape().count(images.len())).map(softmax).collect()
     }
 
+    /// Each image's penultimate features ([`Network::embedding`]), one `Vec` per image, for
+    /// CHW uint8 images as [`Classifier::probabilities`] takes them (the image as given: no
+    /// test-time views).
+    pub fn embeddings(&self, images: &[u8]) -> Vec<Vec<f32>> {
+        let shape = self.image_shape();
+        let mut rows = Vec::new();
+        for chunk in images.chunks(crate::model::predict_batch(shape) * shape.image_bytes()) {
+            let out = self.model.embedding(crate::model::images_to_tensor(chunk, shape, &self.device));
+            let width = out.dims()[1];
+            let values = out.into_data().try_to_vec::<f32>().unwrap_or_default();
+            rows.extend(values.chunks(width.max(1)).map(<[f32]>::to_vec));
+        }
+        rows
+    }
+
+    /// How many values [`Classifier::embeddings`] gives an image.
+    pub fn embedding_width(&self) -> usize {
+        let blank = vec![0u8; self.image_shape().image_bytes()];
+        self.embeddings(&blank).first().map_or(0, Vec::len)
+    }
+
     /// The most probable label of each image.
     pub fn predict(&self, images: &[u8]) -> Vec<u8> {
         self.probabilities(images).iter().map(|p| argmax(p) as u8).collect()

@@ -49,8 +49,10 @@ pub enum Command {
     Train(TrainArgs),
     /// Accuracy, per-class accuracy and confusion matrix of a trained run.
     Eval(EvalArgs),
-    /// Classify image files with a trained run.
+    /// Classify image files, a folder or a list of them with a trained run.
     Predict(PredictArgs),
+    /// Write each image's penultimate-layer features (for similarity search, clustering).
+    Embed(EmbedArgs),
     /// Write plots and an HTML report of a trained run.
     Report(ReportArgs),
     /// Serve a trained run over HTTP (SageMaker and KServe v2 contracts, a web page).
@@ -277,27 +279,25 @@ impl InferenceArgs {
     }
 }
 
+/// The images `predict` and `embed` read, and where their lines go.
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("inputs").required(true).args(["images", "data", "list"])))]
-pub struct PredictArgs {
-    /// The run folder.
-    #[arg(long)]
-    pub run: PathBuf,
+pub struct ManyArgs {
     /// Image files (PNG, JPEG, GIF, BMP, WebP or TIFF, any size; framed as the run was
     /// trained).
     #[arg(conflicts_with_all = ["data", "list"])]
     pub images: Vec<PathBuf>,
-    /// Predict every image under this folder, recursively (the training loader's file
-    /// rules); a folder named after one of the run's classes gives its images' label.
+    /// Every image under this folder, recursively (the training loader's file rules); a
+    /// folder named after one of the run's classes gives its images' label.
     #[arg(long, conflicts_with = "list")]
     pub data: Option<PathBuf>,
-    /// Predict the files this list names: a .csv of path[,label] rows, or a text file of
-    /// one path a line; relative paths are relative to the list's folder.
+    /// The files this list names: a .csv of path[,label] rows, or a text file of one path
+    /// a line; relative paths are relative to the list's folder.
     #[arg(long)]
     pub list: Option<PathBuf>,
-    /// Write one result a line to this file, JSON Lines (.jsonl) or CSV (.csv), flushed
-    /// batch by batch; a file that already holds lines is continued after the last complete
-    /// one [default with --data or --list: JSON Lines on stdout].
+    /// Write one result a line to this file, JSON Lines (.jsonl) or CSV (.csv; for embed,
+    /// .npy), flushed batch by batch; a file that already holds results is continued after
+    /// the last complete one [default with --data or --list: JSON Lines on stdout].
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Images decoded and evaluated together (with --data, --list or --out).
@@ -308,6 +308,24 @@ pub struct PredictArgs {
     /// with --data or --list, fail for images named one by one].
     #[arg(long, value_enum)]
     pub on_bad_image: Option<BadImagePolicy>,
+}
+
+#[derive(Debug, Args)]
+pub struct EmbedArgs {
+    /// The run folder.
+    #[arg(long)]
+    pub run: PathBuf,
+    #[command(flatten)]
+    pub inputs: ManyArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// The run folder.
+    #[arg(long)]
+    pub run: PathBuf,
+    #[command(flatten)]
+    pub inputs: ManyArgs,
     /// Classes shown per image (at least 1; at most the run's classes are shown).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..))]
     pub top_k: u16,

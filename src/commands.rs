@@ -20,8 +20,8 @@ use classify::settings::{OnResume, SettingError};
 use classify::train::{self, Progress};
 
 use crate::cli::{
-    BenchArgs, Command, DataArgs, DataCommand, EvalArgs, ExportArgs, ExportFormat, FetchArgs, InferenceArgs,
-    InspectArgs, ModelCommand, PredictArgs, ReportArgs, ServeArgs, SplitName, TrainArgs, WeightsCommand,
+    BenchArgs, Command, DataArgs, DataCommand, EmbedArgs, EvalArgs, ExportArgs, ExportFormat, FetchArgs, InferenceArgs,
+    InspectArgs, ManyArgs, ModelCommand, PredictArgs, ReportArgs, ServeArgs, SplitName, TrainArgs, WeightsCommand,
 };
 
 /// Runs one parsed command on `device`.
@@ -57,6 +57,7 @@ pub fn run(command: Command, device: &Device, device_name: &str) -> Result<()> {
         Command::Train(args) => train(args, device, device_name),
         Command::Eval(args) => evaluate(args, device),
         Command::Predict(args) => predict(args, device),
+        Command::Embed(args) => embed(args, device),
         Command::Report(args) => report(args, device),
         Command::Serve(args) => serve(args, device),
         Command::Bench(args) => bench(args, device),
@@ -492,13 +493,14 @@ fn print_evaluation(run: &Path, split: &str, inference: &InferenceArgs, e: &Eval
 
 fn predict(args: PredictArgs, device: &Device) -> Result<()> {
     let classifier = args.inference.apply(Classifier::load(&args.run, device)?);
-    if args.data.is_some() || args.list.is_some() || args.out.is_some() {
-        return predict_many(&args, &classifier);
+    let many = &args.inputs;
+    if many.data.is_some() || many.list.is_some() || many.out.is_some() {
+        return predict_many(many, classify::predict::Task::Predict, usize::from(args.top_k), &classifier);
     }
     let framing = classifier.config().framing;
     let bytes_each = framing.input().image_bytes();
-    let mut images = vec![0u8; args.images.len() * bytes_each];
-    for (path, slot) in args.images.iter().zip(images.chunks_mut(bytes_each)) {
+    let mut images = vec![0u8; args.inputs.images.len() * bytes_each];
+    for (path, slot) in args.inputs.images.iter().zip(images.chunks_mut(bytes_each)) {
         let bytes =
             data::folder::read_image_file(path).map_err(|reason| anyhow::anyhow!("{}: {reason}", path.display()))?;
         data::folder::decode_framed(&bytes, slot, framing)
@@ -507,6 +509,7 @@ fn predict(args: PredictArgs, device: &Device) -> Result<()> {
     let classes = classifier.classes();
     let k = usize::from(args.top_k).clamp(1, classes.len());
     let results: Vec<_> = args
+        .inputs
         .images
         .iter()
         .zip(classifier.probabilities(&images))
@@ -534,9 +537,14 @@ fn predict(args: PredictArgs, device: &Device) -> Result<()> {
     Ok(())
 }
 
-/// `predict --data`, `--list` or `--out`: one result line per image, streamed.
-fn predict_many(args: &PredictArgs, classifier: &Classifier) -> Result<()> {
-    use classify::predict::{self, BatchOptions, Format, Inputs};
+fn embed(args: EmbedArgs, device: &Device) -> Result<()> {
+    let classifier = Classifier::load(&args.run, device)?;
+    predict_many(&args.inputs, classify::predict::Task::Embed, 1, &classifier)
+}
+
+/// `predict --data`, `--list` or `--out`, and `embed`: one result per image, streamed.
+fn predict_many(args: &ManyArgs, task: classify::predict::Task, top_k: usize, classifier: &Classifier) -> Result<()> {
+    use classify::predict::{self, BatchOptions, Format, Inputs, Task};
     let inputs = match (&args.data, &args.list) {
         (Some(dir), _) => Inputs::Folder(dir.clone()),
         (None, Some(list)) => Inputs::List(list.clone()),
@@ -550,15 +558,30 @@ fn predict_many(args: &PredictArgs, classifier: &Classifier) -> Result<()> {
         Some(out) => Format::for_path(out)?,
         None => Format::JsonLines,
     };
+    if format == Format::Npy && task == Task::Predict {
+        bail!(
+            "--out {}: .npy holds embeddings (classify embed); name it .jsonl or .csv",
+            args.out.as_deref().unwrap_or(Path::new("")).display()
+        );
+    }
+    if format == Format::Csv && task == Task::Embed {
+        bail!(
+            "--out {}: embeddings are written as .jsonl or .npy",
+            args.out.as_deref().unwrap_or(Path::new("")).display()
+        );
+    }
     let items = predict::items(&inputs, classifier.classes())?;
-    let k = usize::from(args.top_k).clamp(1, classifier.classes().len());
+    let k = top_k.clamp(1, classifier.classes().len());
     let (mut sink, done): (Box<dyn std::io::Write>, usize) = match &args.out {
         Some(out) => {
             if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
                 std::fs::create_dir_all(parent)
                     .with_context(|| format!("--out {}: cannot create its folder", out.display()))?;
             }
-            let (file, done) = predict::open_resumable(out, format, &items, k)?;
+            let (file, done) = match format {
+                Format::Npy => predict::open_npy(out, &items, classifier.embedding_width())?,
+                _ => predict::open_resumable(out, format, &items, k)?,
+            };
             (Box::new(std::io::BufWriter::new(file)), done)
         }
         None => (Box::new(std::io::stdout().lock()), 0),
@@ -572,26 +595,28 @@ fn predict_many(args: &PredictArgs, classifier: &Classifier) -> Result<()> {
     }
     let bar = if std::io::stderr().is_terminal() {
         indicatif::ProgressBar::new(items.len() as u64).with_position(done as u64).with_style(
-            indicatif::ProgressStyle::with_template("predicting {pos}/{len} images [{bar:30}] {per_sec} ETA {eta}")
+            indicatif::ProgressStyle::with_template("{pos}/{len} images [{bar:30}] {per_sec} ETA {eta}")
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
                 .progress_chars("=> "),
         )
     } else {
         indicatif::ProgressBar::hidden()
     };
-    let options = BatchOptions { batch: args.batch_size as usize, top_k: k, policy };
+    let options = BatchOptions { task, batch: args.batch_size as usize, top_k: k, policy };
     let start = std::time::Instant::now();
     let result = predict::predict_into(classifier, &items[done..], &mut *sink, format, options, &bar);
     bar.finish_and_clear();
     let summary = result?;
     let seconds = start.elapsed().as_secs_f64();
     let mut line = format!(
-        "predicted {} images in {seconds:.1} s ({:.1} images/s)",
+        "{} {} images in {seconds:.1} s ({:.1} images/s)",
+        if task == Task::Embed { "embedded" } else { "predicted" },
         summary.written,
         summary.written as f64 / seconds.max(1e-9)
     );
     if summary.failed > 0 {
-        line += &format!("; {} could not be read (their lines hold an \"error\")", summary.failed);
+        let where_ = if format == Format::Npy { "their rows are NaN" } else { "their lines hold an \"error\"" };
+        line += &format!("; {} could not be read ({where_})", summary.failed);
     }
     if summary.labelled > 0 {
         line += &format!(
@@ -602,6 +627,9 @@ fn predict_many(args: &PredictArgs, classifier: &Classifier) -> Result<()> {
     }
     if let Some(out) = &args.out {
         line += &format!("; results in {}", out.display());
+        if format == Format::Npy {
+            line += &format!(" (images in {})", predict::npy_index(out).display());
+        }
     }
     eprintln!("{line}");
     Ok(())

@@ -152,11 +152,14 @@ pub enum Format {
     JsonLines,
     /// A header, then `image,label,class_1,probability_1,...,class_k,probability_k,error`.
     Csv,
+    /// Embeddings only: a NumPy `.npy` matrix of `f32`, one row per image in order (NaN for
+    /// a file that could not be read), the images named a line each in [`npy_index`].
+    Npy,
 }
 
 impl Format {
     /// The format an output file's name asks for: `.csv` is CSV, `.jsonl` and `.ndjson` are
-    /// JSON Lines.
+    /// JSON Lines, `.npy` a NumPy matrix.
     ///
     /// # Errors
     /// Any other extension, naming the ones known.
@@ -164,7 +167,8 @@ impl Format {
         match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
             Some("csv") => Ok(Format::Csv),
             Some("jsonl" | "ndjson") => Ok(Format::JsonLines),
-            _ => Err(PredictError::out(path, "name it .jsonl (JSON Lines, one result a line) or .csv")),
+            Some("npy") => Ok(Format::Npy),
+            _ => Err(PredictError::out(path, "name it .jsonl (JSON Lines, one result a line), .csv or (embed) .npy")),
         }
     }
 
@@ -192,6 +196,8 @@ struct JsonLine<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     predictions: Option<Vec<Ranked<'a>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    embedding: Option<&'a [f32]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'a str>,
 }
 
@@ -214,6 +220,7 @@ pub fn result_line(format: Format, item: &Item, result: Result<&[f32], &str>, cl
                     .as_ref()
                     .ok()
                     .map(|top| top.iter().map(|&(i, p)| Ranked { class: &classes[i], probability: p }).collect()),
+                embedding: None,
                 error: top.as_ref().err().copied(),
             };
             // Serialising borrowed strings and f32s cannot fail.
@@ -229,12 +236,102 @@ pub fn result_line(format: Format, item: &Item, result: Result<&[f32], &str>, cl
                 }
             }
             fields.push(top.err().unwrap_or_default().to_string());
-            let mut writer = csv::WriterBuilder::new().has_headers(false).from_writer(Vec::new());
-            // Writing into a Vec cannot fail; a record is whole or absent.
-            let _ = writer.write_record(fields.iter().map(|f| f.replace(['\n', '\r'], " ")));
-            String::from_utf8_lossy(&writer.into_inner().unwrap_or_default()).into_owned()
+            csv_record(&fields)
         }
+        Format::Npy => String::new(),
     }
+}
+
+/// `fields` as one CSV record, with its newline (newlines inside a field become spaces, so a
+/// record is one line).
+fn csv_record(fields: &[String]) -> String {
+    let mut writer = csv::WriterBuilder::new().has_headers(false).from_writer(Vec::new());
+    // Writing into a Vec cannot fail; a record is whole or absent.
+    let _ = writer.write_record(fields.iter().map(|f| f.replace(['\n', '\r'], " ")));
+    String::from_utf8_lossy(&writer.into_inner().unwrap_or_default()).into_owned()
+}
+
+/// One image's embedding line for JSON Lines (with its newline): `{"image", "label"?,
+/// "embedding": [...]}`, or `{"image", "label"?, "error"}`.
+pub fn embedding_line(item: &Item, result: Result<&[f32], &str>) -> String {
+    let line = JsonLine {
+        image: &item.name,
+        label: item.label.as_deref(),
+        predictions: None,
+        embedding: result.ok(),
+        error: result.err(),
+    };
+    format!("{}\n", serde_json::to_string(&line).unwrap_or_default())
+}
+
+/// The file naming the images of a `.npy` output, one a line in row order: `x.npy` ->
+/// `x.images.txt`.
+pub fn npy_index(path: &Path) -> PathBuf {
+    path.with_extension("images.txt")
+}
+
+/// The `.npy` (format 1.0) header of a `rows` x `columns` little-endian `f32` matrix,
+/// padded so the data starts at a multiple of 64 bytes.
+pub fn npy_header(rows: usize, columns: usize) -> Vec<u8> {
+    let dict = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {columns}), }}");
+    let unpadded = 10 + dict.len() + 1;
+    let len = unpadded.div_ceil(64) * 64;
+    let mut header = b"\x93NUMPY\x01\x00".to_vec();
+    header.extend_from_slice(&((len - 10) as u16).to_le_bytes());
+    header.extend_from_slice(dict.as_bytes());
+    header.resize(len - 1, b' ');
+    header.push(b'\n');
+    header
+}
+
+/// Opens a `.npy` output for `items`' embeddings of `columns` values each, as
+/// [`open_resumable`] does for lines: a file with this header and index keeps its whole rows
+/// (a cut-off last row dropped), a new or empty one gets the header and its index file.
+///
+/// # Errors
+/// The file cannot be read or written, or holds another shape or other images.
+pub fn open_npy(path: &Path, items: &[Item], columns: usize) -> Result<(fs::File, usize), PredictError> {
+    let header = npy_header(items.len(), columns);
+    let index_path = npy_index(path);
+    let index: String = items.iter().map(|item| format!("{}\n", item.name.replace(['\n', '\r'], " "))).collect();
+    let mut file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| PredictError::out(path, format!("cannot open: {e}; choose a writable --out")))?;
+    let len = file.metadata().map_err(|e| PredictError::out(path, e))?.len();
+    let refuse = |what: &str| {
+        PredictError::out(
+            path,
+            format!(
+                "{what}: it belongs to other inputs or another run; choose another --out, or delete it (and {}) to start again",
+                index_path.display()
+            ),
+        )
+    };
+    let done = if len == 0 {
+        file.write_all(&header).map_err(|e| PredictError::out(path, e))?;
+        crate::run::write_file_atomic(&index_path, index.as_bytes())
+            .map_err(|e| PredictError::out(&index_path, format!("cannot write: {e}")))?;
+        0
+    } else {
+        let mut start = vec![0u8; header.len()];
+        std::io::Read::read_exact(&mut file, &mut start).map_err(|_| refuse("it is not a .npy file of this shape"))?;
+        if start != header {
+            return Err(refuse(&format!("its header is not that of {} rows of {columns} values", items.len())));
+        }
+        if fs::read_to_string(&index_path).ok().as_deref() != Some(index.as_str()) {
+            return Err(refuse(&format!("{} does not list these images", index_path.display())));
+        }
+        let row = 4 * columns as u64;
+        let done = ((len - header.len() as u64) / row).min(items.len() as u64);
+        file.set_len(header.len() as u64 + done * row).map_err(|e| PredictError::out(path, e))?;
+        done as usize
+    };
+    file.seek(std::io::SeekFrom::End(0)).map_err(|e| PredictError::out(path, e))?;
+    Ok((file, done))
 }
 
 /// Opens `path` to continue writing results for `items`: its complete lines are kept (a
@@ -345,12 +442,24 @@ fn last_image(format: Format, line: &[u8]) -> Option<String> {
             let mut reader = csv::ReaderBuilder::new().has_headers(false).from_reader(line);
             reader.records().next()?.ok()?.get(0).map(str::to_string)
         }
+        Format::Npy => None,
     }
+}
+
+/// What is written for each image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Task {
+    /// Its most probable classes.
+    Predict,
+    /// Its penultimate features ([`Classifier::embeddings`]).
+    Embed,
 }
 
 /// How a run of predictions is made.
 #[derive(Debug, Clone, Copy)]
 pub struct BatchOptions {
+    /// What each line holds.
+    pub task: Task,
     /// Images decoded and evaluated together.
     pub batch: usize,
     /// Classes written per image.
@@ -391,6 +500,7 @@ pub fn predict_into(
     let classes = classifier.classes();
     let k = options.top_k.clamp(1, classes.len());
     let batch = options.batch.max(1);
+    let columns = if options.task == Task::Embed { classifier.embedding_width() } else { 0 };
     let mut summary = Summary::default();
     let write_error = |e: std::io::Error| PredictError::Other(format!("cannot write the results: {e}"));
     std::thread::scope(|scope| {
@@ -421,40 +531,49 @@ pub fn predict_into(
                 .filter(|(_, r)| r.is_ok())
                 .flat_map(|(image, _)| image.iter().copied())
                 .collect();
-            let probs = classifier.probabilities(&decoded);
-            let mut probs = probs.iter();
-            let mut text = String::new();
+            let rows = match options.task {
+                Task::Predict => classifier.probabilities(&decoded),
+                Task::Embed => classifier.embeddings(&decoded),
+            };
+            let mut rows = rows.iter();
+            let mut text = Vec::new();
             let mut stop = None;
             for (item, result) in chunk.iter().zip(&results) {
-                let line = match result {
-                    Ok(()) => {
-                        let p = probs.next().map_or(&[][..], Vec::as_slice);
-                        if let Some(label) = &item.label {
-                            summary.labelled += 1;
-                            summary.correct +=
-                                usize::from(top_k(p, 1).first().map(|&(i, _)| &classes[i]) == Some(label));
-                        }
-                        result_line(format, item, Ok(p), classes, k)
-                    }
+                if let (Err(reason), BadImagePolicy::Fail) = (result, options.policy) {
+                    stop = Some(PredictError::File {
+                        path: item.path.clone(),
+                        reason: format!("{reason} (--on-bad-image skip writes an error line for it and goes on)"),
+                    });
+                    break;
+                }
+                let result = match result {
+                    Ok(()) => Ok(rows.next().map_or(&[][..], Vec::as_slice)),
                     Err(reason) => {
-                        if options.policy == BadImagePolicy::Fail {
-                            stop = Some(PredictError::File {
-                                path: item.path.clone(),
-                                reason: format!(
-                                    "{reason} (--on-bad-image skip writes an error line for it and goes on)"
-                                ),
-                            });
-                            break;
-                        }
                         summary.failed += 1;
-                        result_line(format, item, Err(reason), classes, k)
+                        Err(reason.as_str())
                     }
                 };
+                match (options.task, format) {
+                    (Task::Predict, _) => {
+                        if let (Some(label), Ok(p)) = (&item.label, result) {
+                            summary.labelled += 1;
+                            let best = top_k(p, 1).first().map(|&(i, _)| &classes[i]);
+                            summary.correct += usize::from(best == Some(label));
+                        }
+                        text.extend_from_slice(result_line(format, item, result, classes, k).as_bytes());
+                    }
+                    (Task::Embed, Format::Npy) => {
+                        let nan = vec![f32::NAN; columns];
+                        for v in result.unwrap_or(&nan) {
+                            text.extend_from_slice(&v.to_le_bytes());
+                        }
+                    }
+                    (Task::Embed, _) => text.extend_from_slice(embedding_line(item, result).as_bytes()),
+                }
                 summary.written += 1;
-                text.push_str(&line);
                 bar.inc(1);
             }
-            out.write_all(text.as_bytes()).and_then(|()| out.flush()).map_err(write_error)?;
+            out.write_all(&text).and_then(|()| out.flush()).map_err(write_error)?;
             if let Some(error) = stop {
                 return Err(error);
             }

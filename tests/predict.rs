@@ -228,7 +228,7 @@ impl std::io::Write for DeleteAtFirstWrite {
 
 #[test]
 fn the_first_lines_are_written_before_the_last_images_are_read() {
-    use classify::predict::{BatchOptions, Format, Inputs, items, predict_into};
+    use classify::predict::{BatchOptions, Format, Inputs, Task, items, predict_into};
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     fixture(root);
@@ -241,7 +241,8 @@ fn the_first_lines_are_written_before_the_last_images_are_read() {
     let classifier = classify::classifier::Classifier::load(&root.join("r"), &burn::tensor::Device::flex()).unwrap();
     let list = items(&Inputs::Folder(root.join("many")), classifier.classes()).unwrap();
     let mut out = DeleteAtFirstWrite { victim: root.join("many/099.png"), text: Vec::new(), writes: 0 };
-    let options = BatchOptions { batch: 4, top_k: 2, policy: classify::data::BadImagePolicy::Skip };
+    let options =
+        BatchOptions { task: Task::Predict, batch: 4, top_k: 2, policy: classify::data::BadImagePolicy::Skip };
     let summary =
         predict_into(&classifier, &list, &mut out, Format::JsonLines, options, &indicatif::ProgressBar::hidden())
             .unwrap();
@@ -251,4 +252,70 @@ fn the_first_lines_are_written_before_the_last_images_are_read() {
     assert!(lines[0].get("predictions").is_some(), "{}", lines[0]);
     assert_eq!(lines[99]["image"], "099.png");
     assert!(lines[99]["error"].as_str().unwrap().contains("cannot read"), "{}", lines[99]);
+}
+
+/// The rows of a `.npy` file of `f32` as `classify embed` writes it (format 1.0).
+fn read_npy(path: &Path) -> (usize, usize, Vec<f32>) {
+    let bytes = std::fs::read(path).unwrap();
+    assert_eq!(&bytes[..8], b"\x93NUMPY\x01\x00");
+    let len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    assert_eq!((10 + len) % 64, 0, "the data is 64-byte aligned");
+    let dict = std::str::from_utf8(&bytes[10..10 + len]).unwrap();
+    assert!(dict.contains("'descr': '<f4'") && dict.contains("'fortran_order': False"), "{dict}");
+    let shape = &dict[dict.find("'shape': (").unwrap() + 10..];
+    let shape: Vec<usize> = shape[..shape.find(')').unwrap()].split(',').map(|v| v.trim().parse().unwrap()).collect();
+    let values: Vec<f32> =
+        bytes[10 + len..].chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    assert_eq!(values.len(), shape[0] * shape[1], "{dict}");
+    (shape[0], shape[1], values)
+}
+
+#[test]
+fn embed_writes_each_images_features_as_json_lines_or_npy_and_continues_either() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    fixture(root);
+    let embed = |out: &str| ok(classify(root, &["embed", "--run", "r", "--data", "shapes", "--out", out]));
+    embed("e.jsonl");
+    let lines = json_lines(&std::fs::read_to_string(root.join("e.jsonl")).unwrap());
+    assert_eq!(lines.len(), 13);
+    let broken = lines.iter().position(|l| l["image"].as_str().unwrap().ends_with("broken.png")).unwrap();
+    assert!(lines[broken].get("embedding").is_none() && lines[broken]["error"].is_string());
+    for line in lines.iter().filter(|l| l.get("error").is_none()) {
+        let values = line["embedding"].as_array().unwrap();
+        assert_eq!(values.len(), 512, "the seed model's hidden layer");
+        assert!(values.iter().all(|v| v.as_f64().unwrap() >= 0.0), "ReLU activations");
+        assert!(line["label"].is_string());
+    }
+
+    let out = embed("e.npy");
+    assert!(stderr(&out).contains("e.images.txt") && stderr(&out).contains("NaN"), "{}", stderr(&out));
+    let (rows, columns, values) = read_npy(&root.join("e.npy"));
+    assert_eq!((rows, columns), (13, 512));
+    let index = std::fs::read_to_string(root.join("e.images.txt")).unwrap();
+    let names: Vec<&str> = index.lines().collect();
+    for (i, (line, row)) in lines.iter().zip(values.chunks(columns)).enumerate() {
+        assert_eq!(line["image"], names[i]);
+        if i == broken {
+            assert!(row.iter().all(|v| v.is_nan()), "an unreadable file's row is NaN");
+        } else {
+            let json: Vec<f64> = line["embedding"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+            assert!(row.iter().zip(&json).all(|(a, b)| (f64::from(*a) - b).abs() < 1e-5), "row {i}");
+        }
+    }
+
+    // Stopped after 5 and a half rows: continued to the same bytes.
+    let full = std::fs::read(root.join("e.npy")).unwrap();
+    let cut = full.len() - (13 * 512 * 4) + 5 * 512 * 4 + 1000;
+    std::fs::write(root.join("e.npy"), &full[..cut]).unwrap();
+    let out = embed("e.npy");
+    assert!(stderr(&out).contains("already holds 5 of 13"), "{}", stderr(&out));
+    assert_eq!(std::fs::read(root.join("e.npy")).unwrap(), full);
+
+    // Another set of images is refused, the file kept; predictions are not .npy.
+    let out = classify(root, &["embed", "--run", "r", "shapes/train/tl/000.png", "--out", "e.npy"]);
+    assert!(!out.status.success() && stderr(&out).contains("choose another --out"), "{}", stderr(&out));
+    assert_eq!(std::fs::read(root.join("e.npy")).unwrap(), full);
+    let out = classify(root, &["predict", "--run", "r", "--data", "shapes", "--out", "p.npy"]);
+    assert!(!out.status.success() && stderr(&out).contains("embed"), "{}", stderr(&out));
 }

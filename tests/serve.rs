@@ -219,6 +219,48 @@ async fn json_instances_take_base64_b64_objects_and_pixel_arrays_in_order() {
 }
 
 #[tokio::test]
+async fn json_lines_bodies_are_answered_one_prediction_a_line_in_order() {
+    // As Batch Transform sends a .jsonl file split by line: one instance a line, the
+    // forms of `instances`, a blank line and a Windows line ending among them.
+    let images = [quadrant(2, 11), quadrant(0, 12), quadrant(3, 13)];
+    let want = reference(&images.concat());
+    let body = format!(
+        "{}\r\n\n{}\n{}\n",
+        json!(BASE64.encode(png(&images[0]))),
+        json!({"b64": BASE64.encode(png(&images[1]))}),
+        hwc_array(&images[2]),
+    );
+    let mut request = post("/invocations", "application/jsonlines", body);
+    request.headers_mut().insert(header::ACCEPT, "application/jsonlines".parse().unwrap());
+    let (status, headers, bytes) = send(shared_app(), request).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&bytes));
+    assert_eq!(headers[header::CONTENT_TYPE], "application/jsonlines");
+    let text = String::from_utf8(bytes.to_vec()).unwrap();
+    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(text.ends_with('\n'));
+    for (line, w) in lines.iter().zip(&want) {
+        assert_close(&probabilities(line), w);
+        assert_eq!(line["top"][0]["class"], line["class"]);
+    }
+
+    // A bad line is named by its number in the body; another Accept is refused.
+    let bad = format!("{}\n\nnot json\n", json!({"b64": BASE64.encode(png(&images[1]))}));
+    expect_error(shared_app(), post("/invocations", "application/jsonlines", bad), StatusCode::BAD_REQUEST, "line 3")
+        .await;
+    let mut request = post("/invocations", "application/jsonlines", json!(BASE64.encode(png(&images[0]))).to_string());
+    request.headers_mut().insert(header::ACCEPT, "text/csv".parse().unwrap());
+    let (status, _, _) = send(shared_app(), request).await;
+    assert_eq!(status, StatusCode::NOT_ACCEPTABLE);
+
+    // What Batch Transform asks for when the job leaves it unset: payloads the body limit takes.
+    let params = send_json(shared_app(), get("/execution-parameters"), StatusCode::OK).await;
+    assert_eq!(params["BatchStrategy"], "MULTI_RECORD");
+    assert_eq!(params["MaxPayloadInMB"].as_u64().unwrap() << 20, BODY_LIMIT as u64);
+    assert!(params["MaxConcurrentTransforms"].as_u64().unwrap() >= 1);
+}
+
+#[tokio::test]
 async fn pixel_arrays_refuse_fractions_and_point_at_fp32_tensors() {
     let mut array = hwc_array(&quadrant(0, 8));
     array[0][0][0] = json!(0.5);

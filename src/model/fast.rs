@@ -182,11 +182,19 @@ impl Fast {
     /// - images: `[batch, 3, 32, 32]`
     /// - output: `[batch, num_classes]` logits
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        self.head.forward(self.pooled(images)).mul_scalar(LOGIT_SCALE) // [batch, num_classes]
+    }
+
+    /// Block 3's output max-pooled over its maps, what the head reads.
+    ///
+    /// # Shapes
+    /// - images: `[batch, 3, 32, 32]`
+    /// - output: `[batch, 256]`
+    pub fn pooled(&self, images: Tensor<4>) -> Tensor<2> {
         let x = self.features(images);
         let [batch, channels, h, w] = x.dims();
         let x: Tensor<3> = x.reshape([batch, channels, h * w]);
-        let features: Tensor<2> = x.max_dim(2).reshape([batch, channels]); // [batch, 256]
-        self.head.forward(features).mul_scalar(LOGIT_SCALE) // [batch, num_classes]
+        x.max_dim(2).reshape([batch, channels]) // [batch, 256]
     }
 
     /// Block 3's output, before the global pool.

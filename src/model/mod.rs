@@ -244,6 +244,22 @@ impl Network {
         }
     }
 
+    /// Every architecture's penultimate features, the vector its last layer reads: the
+    /// seed model's 512 hidden activations, the `fast` model's 256 pooled maps, a pretrained
+    /// backbone's [`Network::pooled`] features. What `classify embed` writes.
+    ///
+    /// # Shapes
+    /// - images: `[batch, 3, size, size]`, values in `[0, 1]`
+    /// - output: `[batch, features]`
+    pub fn embedding(&self, images: Tensor<4>) -> Tensor<2> {
+        match self {
+            Network::Seed(net) => net.embedding(images),
+            Network::Fast(net) => net.pooled(images),
+            Network::ResNet(net) => net.pooled(images),
+            Network::EfficientNet(net) => net.pooled(images),
+        }
+    }
+
     /// The classification head that reads [`Network::pooled`].
     pub fn head(&self) -> Option<&burn::nn::Linear> {
         match self {

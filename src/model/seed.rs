@@ -83,11 +83,20 @@ impl Seed {
     /// - images: `[batch, 3, 32, 32]`
     /// - output: `[batch, num_classes]` logits
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        let x = kernels::conv_relu_pool(images, &self.conv, &self.pool); // [batch, 32, 16, 16]
-        let x: Tensor<2> = x.flatten(1, 3); // [batch, 8192], (channel, row, column) order
-        let x = relu(kernels::int8_dense(&self.hidden, self.hidden_int8.as_deref(), x)); // [batch, 512]
+        let x = self.embedding(images); // [batch, 512]
         let x = self.dropout.forward(x);
         kernels::dense(&self.output, x) // [batch, num_classes]
+    }
+
+    /// The hidden layer's activations, what the output layer reads: the image's features.
+    ///
+    /// # Shapes
+    /// - images: `[batch, 3, 32, 32]`
+    /// - output: `[batch, 512]`
+    pub fn embedding(&self, images: Tensor<4>) -> Tensor<2> {
+        let x = kernels::conv_relu_pool(images, &self.conv, &self.pool); // [batch, 32, 16, 16]
+        let x: Tensor<2> = x.flatten(1, 3); // [batch, 8192], (channel, row, column) order
+        relu(kernels::int8_dense(&self.hidden, self.hidden_int8.as_deref(), x)) // [batch, 512]
     }
 
     pub(super) fn summary(&self) -> Summary {

@@ -29,8 +29,8 @@ pub enum ApiError {
     TooLarge(String),
     /// The `Content-Type` is not one this route reads. 415.
     #[error(
-        "unsupported content type {0:?}: send image/jpeg, image/png, application/x-image or \
-         application/json"
+        "unsupported content type {0:?}: send image/jpeg, image/png, application/x-image, \
+         application/json or application/jsonlines"
     )]
     UnsupportedMediaType(String),
     /// The `Accept` header rules out JSON, the only thing the server answers with. 406.

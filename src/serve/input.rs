@@ -45,6 +45,12 @@ pub fn media_type(headers: &HeaderMap) -> Option<String> {
 /// Checks that the `Accept` header (if any) allows `application/json`: one of its ranges
 /// is `application/json`, `application/*` or `*/*` with a non-zero `q`.
 pub fn check_accept(headers: &HeaderMap) -> Result<(), ApiError> {
+    check_accept_of(headers, "application/json")
+}
+
+/// Checks that the `Accept` header (if any) allows `produced`, or `application/json` (the
+/// server's errors): one of its ranges is either, `application/*` or `*/*` with a non-zero `q`.
+pub fn check_accept_of(headers: &HeaderMap, produced: &str) -> Result<(), ApiError> {
     let values: Vec<&str> = headers.get_all(header::ACCEPT).iter().map(|v| v.to_str().unwrap_or("")).collect();
     if values.iter().all(|v| v.trim().is_empty()) {
         return Ok(());
@@ -57,7 +63,7 @@ pub fn check_accept(headers: &HeaderMap) -> Result<(), ApiError> {
             p.strip_prefix("q=").or_else(|| p.strip_prefix("Q=")).and_then(|q| q.trim().parse::<f32>().ok())
                 == Some(0.0)
         });
-        !refused && matches!(essence.as_str(), "application/json" | "application/*" | "*/*")
+        !refused && (essence == produced || matches!(essence.as_str(), "application/json" | "application/*" | "*/*"))
     });
     if acceptable { Ok(()) } else { Err(ApiError::NotAcceptable(values.join(", "))) }
 }
@@ -128,13 +134,37 @@ pub fn instances(body: &[u8], framing: Framing) -> Result<Vec<u8>, ApiError> {
                  or {size}x{size}x3 arrays of 0-255 pixel values"
         ))
     })?;
+    instance_images(instances, framing, |i| format!("instance {i}"))
+}
+
+/// The images of a JSON Lines body (`application/jsonlines`, as SageMaker Batch Transform
+/// sends a file split by line): each non-blank line one instance, in the forms
+/// [`instances`] takes (a base64 string, `{"b64": "..."}`, or an SxSx3 array).
+pub fn json_lines(body: &[u8], framing: Framing) -> Result<Vec<u8>, ApiError> {
+    let mut values = Vec::new();
+    let mut numbers = Vec::new();
+    for (i, line) in body.split(|&b| b == b'\n').enumerate() {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let value: Value = serde_json::from_slice(line)
+            .map_err(|e| ApiError::BadRequest(format!("line {}: malformed JSON: {e}", i + 1)))?;
+        values.push(value);
+        numbers.push(i + 1);
+    }
+    instance_images(&values, framing, |i| format!("line {}", numbers[i]))
+}
+
+/// The images of a list of instances; `what` names instance `i` in errors.
+fn instance_images(instances: &[Value], framing: Framing, what: impl Fn(usize) -> String) -> Result<Vec<u8>, ApiError> {
+    let size = framing.size;
     check_count(instances.len())?;
     // First every encoded image's bytes and declared size (the budget is checked before any
     // is decoded), then the pixels.
     let mut encoded: Vec<Option<Vec<u8>>> = Vec::with_capacity(instances.len());
     let mut total = 0;
     for (i, instance) in instances.iter().enumerate() {
-        let what = format!("instance {i}");
+        let what = what(i);
         let bytes = match instance {
             Value::String(text) => Some(base64_bytes(text, &what)?),
             Value::Object(fields) => match fields.get("b64") {
@@ -163,7 +193,7 @@ pub fn instances(body: &[u8], framing: Framing) -> Result<Vec<u8>, ApiError> {
     let mut images = vec![0; instances.len() * image_bytes];
     for (i, ((instance, bytes), out)) in instances.iter().zip(&encoded).zip(images.chunks_mut(image_bytes)).enumerate()
     {
-        let what = format!("instance {i}");
+        let what = what(i);
         match bytes {
             Some(bytes) => decode_image(bytes, out, framing, &what)?,
             None => pixels_hwc(instance, out, size, &what)?,

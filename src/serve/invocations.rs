@@ -1,4 +1,5 @@
-//! The SageMaker inference contract: `GET /ping` and `POST /invocations`.
+//! The SageMaker inference contract: `GET /ping`, `POST /invocations`, and Batch
+//! Transform's `GET /execution-parameters`.
 //!
 //! `/invocations` reads one image (`image/jpeg`, `image/png`, `application/x-image`; the
 //! format is sniffed from the bytes) or `application/json` `{"instances": [...]}` (base64
@@ -12,14 +13,16 @@
 //! ```
 //!
 //! one prediction per image in request order; `top` holds the [`TOP_K`] most probable
-//! classes, `probabilities` every class in `classes` order. Only JSON is produced: an
-//! `Accept` that rules it out gets 406.
+//! classes, `probabilities` every class in `classes` order. An `application/jsonlines` body
+//! (SageMaker Batch Transform's `SplitType=Line`) holds one instance a line and is answered
+//! in JSON Lines, one prediction object a line in the same order. Only JSON is produced: an
+//! `Accept` that rules it (and, for JSON Lines, `application/jsonlines`) out gets 406.
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
@@ -36,22 +39,57 @@ pub async fn ping(State(state): State<AppState>) -> StatusCode {
     if state.batcher().is_ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }
 }
 
-/// `POST /invocations`: classify one image or a JSON list of them.
+/// Requests SageMaker Batch Transform sends at once, when the job does not say.
+pub const MAX_CONCURRENT_TRANSFORMS: usize = 4;
+
+/// `GET /execution-parameters`: what SageMaker Batch Transform asks a container for when
+/// the job leaves them unset: whole batches of lines per request (`MULTI_RECORD`), at most
+/// the body limit each (5 MiB: `MaxPayloadInMB` 5), a few requests at once for the batcher
+/// to merge.
+pub async fn execution_parameters() -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "MaxConcurrentTransforms": MAX_CONCURRENT_TRANSFORMS,
+        "BatchStrategy": "MULTI_RECORD",
+        "MaxPayloadInMB": super::BODY_LIMIT >> 20,
+    }))
+}
+
+/// The media types of a JSON Lines body (SageMaker's is `application/jsonlines`).
+pub const JSON_LINES_TYPES: [&str; 3] = ["application/jsonlines", "application/jsonl", "application/x-jsonlines"];
+
+/// `POST /invocations`: classify one image, a JSON list of them, or JSON Lines of them (one
+/// image a line, answered with one prediction a line in the same order).
 pub async fn invocations(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    input::check_accept(&headers)?;
-    let parse: fn(&[u8], Framing) -> Result<Vec<u8>, ApiError> = match input::media_type(&headers).as_deref() {
+    let media = input::media_type(&headers);
+    let lines = media.as_deref().is_some_and(|m| JSON_LINES_TYPES.contains(&m));
+    if lines {
+        input::check_accept_of(&headers, JSON_LINES_TYPES[0])?;
+    } else {
+        input::check_accept(&headers)?;
+    }
+    let parse: fn(&[u8], Framing) -> Result<Vec<u8>, ApiError> = match media.as_deref() {
         Some("image/jpeg" | "image/jpg" | "image/png" | "application/x-image") => input::single_image,
         Some("application/json") => input::instances,
+        _ if lines => input::json_lines,
         other => return Err(ApiError::UnsupportedMediaType(other.unwrap_or("(none)").to_string())),
     };
     let body = body?;
     let framing = state.framing();
     let ((), probs) = state.predict(move || Ok(((), parse(&body, framing)?))).await?;
-    Ok(Json(predictions(state.classes(), &probs)).into_response())
+    let answer = predictions(state.classes(), &probs);
+    if lines {
+        let mut text = String::new();
+        for prediction in &answer.predictions {
+            text.push_str(&serde_json::to_string(prediction).unwrap_or_default());
+            text.push('\n');
+        }
+        return Ok(([(header::CONTENT_TYPE, JSON_LINES_TYPES[0])], text).into_response());
+    }
+    Ok(Json(answer).into_response())
 }
 
 /// The `/invocations` response: class names, then one prediction per image.

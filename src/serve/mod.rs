@@ -4,7 +4,7 @@
 //! | route | what |
 //! | --- | --- |
 //! | `GET /` | a web page: drop or pick an image, see the top-5 classes ([`page`]) |
-//! | `GET /ping`, `POST /invocations` | the SageMaker inference contract ([`invocations`]) |
+//! | `GET /ping`, `POST /invocations`, `GET /execution-parameters` | the SageMaker inference contract, Batch Transform's included ([`invocations`]) |
 //! | `GET /v2/health/live`, `/v2/health/ready`, `/v2`, `/v2/models/classify`, `/v2/models/classify/ready`, `POST /v2/models/classify/infer` | KServe's Open Inference Protocol v2 ([`kserve`]) |
 //! | `GET /metrics` | Prometheus text format ([`metrics`]) |
 //!
@@ -197,6 +197,7 @@ pub fn app_with_limits(state: AppState, limits: &Limits) -> Router {
         .route("/", get(page::index))
         .route("/ping", get(invocations::ping))
         .route("/invocations", post(invocations::invocations))
+        .route("/execution-parameters", get(invocations::execution_parameters))
         .route("/v2", get(kserve::server_metadata))
         .route("/v2/health/live", get(kserve::live))
         .route("/v2/health/ready", get(kserve::ready))
