@@ -8,13 +8,12 @@
 mod util;
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use classify::data::IMAGE_BYTES;
 use classify::data::folder::decode_into;
-use util::png_chunk;
+use util::png_with_profile;
 
 /// The system allocator, counting the bytes live at once and their peak.
 struct Counting;
@@ -60,31 +59,6 @@ fn peak_of<T>(work: impl FnOnce() -> T) -> (T, usize) {
     PEAK.store(before, Ordering::SeqCst);
     let value = work();
     (value, PEAK.load(Ordering::SeqCst) - before)
-}
-
-fn zlib(parts: impl Iterator<Item = Vec<u8>>) -> Vec<u8> {
-    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
-    for part in parts {
-        z.write_all(&part).unwrap();
-    }
-    z.finish().unwrap()
-}
-
-/// A valid grey 32x32 PNG with an iCCP chunk of `profile_mib` MiB of zeros, compressed.
-fn png_with_profile(profile_mib: usize) -> Vec<u8> {
-    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-    let mut ihdr = Vec::new();
-    ihdr.extend_from_slice(&32u32.to_be_bytes());
-    ihdr.extend_from_slice(&32u32.to_be_bytes());
-    ihdr.extend_from_slice(&[8, 0, 0, 0, 0]); // 8-bit grey
-    png_chunk(&mut png, b"IHDR", &ihdr);
-    let mut iccp = b"bomb\0\0".to_vec(); // profile name, compression method 0
-    iccp.extend(zlib((0..profile_mib).map(|_| vec![0u8; 1 << 20])));
-    png_chunk(&mut png, b"iCCP", &iccp);
-    let rows: Vec<u8> = (0..32u8).flat_map(|y| std::iter::once(0).chain((0..32u8).map(move |x| x ^ y))).collect();
-    png_chunk(&mut png, b"IDAT", &zlib(std::iter::once(rows)));
-    png_chunk(&mut png, b"IEND", &[]);
-    png
 }
 
 #[test]

@@ -989,12 +989,13 @@ fn camera_photos_are_served_and_past_the_decode_memory_get_413() {
     assert!(body.contains("8192x8192") && body.contains("--decode-memory"), "{body}");
 }
 
-/// The real binary under a flood of 5 MiB bodies and under heavy decodes: memory held in
-/// bodies stays within `--body-memory` and is given back once the flood is over, and small
-/// requests keep being answered while large images decode. Prints the figures
+/// The real binary under decompression bombs, a flood of 5 MiB bodies and heavy decodes:
+/// bombs decode within the decoder's cap, memory held in bodies stays within `--body-memory`
+/// and is given back once the flood is over, and small requests keep being answered while
+/// large images decode. Prints the figures
 /// (RELIABILITY.md quotes them); asserts only bounds that hold on any machine.
 #[test]
-fn stress_the_real_server_memory_under_a_flood_and_small_requests_beside_heavy_ones() {
+fn stress_the_real_server_memory_under_bombs_and_a_flood_and_small_requests_beside_heavy_ones() {
     // The flood's clients hold 750 MB of bodies in this process, the heavy images more.
     let _memory = process_memory();
     let server = Server::start(&["--body-memory", "128", "--max-connections", "512"]);
@@ -1002,6 +1003,31 @@ fn stress_the_real_server_memory_under_a_flood_and_small_requests_beside_heavy_o
     let image = png(&quadrant(1, 7));
     assert_eq!(http(addr, "POST /invocations HTTP/1.1\r\nContent-Type: image/png", &image).0, 200);
     let (before, _) = server.memory_mb().unwrap_or_default();
+
+    // Four decompression bombs at once: 32x32 PNGs of under 1 MiB whose colour profile
+    // inflates to 512 MiB (uncapped, each decode allocated about twice that).
+    let bomb = Arc::new(util::png_with_profile(512));
+    let bombs: Vec<(u16, String)> = (0..4)
+        .map(|_| {
+            let bomb = Arc::clone(&bomb);
+            std::thread::spawn(move || http(addr, "POST /invocations HTTP/1.1\r\nContent-Type: image/png", &bomb))
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    let (_, bomb_peak) = server.memory_mb().unwrap_or_default();
+    eprintln!(
+        "4 colour-profile bombs of {} KiB (512 MiB inflated) at once: statuses {:?}; resident {before:.0} MiB before, peak {bomb_peak:.0} MiB",
+        bomb.len() >> 10,
+        bombs.iter().map(|(status, _)| status).collect::<Vec<_>>()
+    );
+    for (status, body) in &bombs {
+        assert_eq!(*status, 200, "the pixels decode without the profile: {body}");
+    }
+    if before > 0.0 {
+        assert!(bomb_peak - before < 256.0, "peak resident {bomb_peak:.0} MiB from {before:.0} MiB under bombs");
+    }
 
     // 150 clients at once, each sending a 5 MiB body (not an image: 400 once read).
     let flood: Vec<u16> = (0..150)

@@ -164,6 +164,33 @@ pub fn png_chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
     out.extend(crc32(&body).to_be_bytes());
 }
 
+/// `parts` concatenated and zlib-compressed.
+pub fn zlib(parts: impl Iterator<Item = Vec<u8>>) -> Vec<u8> {
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+    for part in parts {
+        std::io::Write::write_all(&mut z, &part).unwrap();
+    }
+    z.finish().unwrap()
+}
+
+/// A valid grey 32x32 PNG with an iCCP chunk of `profile_mib` MiB of zeros, compressed: a
+/// decompression bomb of under 1 MiB.
+pub fn png_with_profile(profile_mib: usize) -> Vec<u8> {
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&32u32.to_be_bytes());
+    ihdr.extend_from_slice(&32u32.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 0, 0, 0, 0]); // 8-bit grey
+    png_chunk(&mut png, b"IHDR", &ihdr);
+    let mut iccp = b"bomb\0\0".to_vec(); // profile name, compression method 0
+    iccp.extend(zlib((0..profile_mib).map(|_| vec![0u8; 1 << 20])));
+    png_chunk(&mut png, b"iCCP", &iccp);
+    let rows: Vec<u8> = (0..32u8).flat_map(|y| std::iter::once(0).chain((0..32u8).map(move |x| x ^ y))).collect();
+    png_chunk(&mut png, b"IDAT", &zlib(std::iter::once(rows)));
+    png_chunk(&mut png, b"IEND", &[]);
+    png
+}
+
 /// A `width`x`height` JPEG as cameras write them (6000x4000 is 24 megapixels): red on the
 /// left half, blue on the right.
 pub fn camera_jpeg(width: u32, height: u32) -> Vec<u8> {
