@@ -314,7 +314,8 @@ fn train_run(args: TrainArgs, device: &Device, device_name: &str, progress: Prog
         if run.exists() || run.path(classify::run::CHECKPOINT_FILE).exists() {
             bail!("{} already holds a run: pass --resume to continue it, or choose another --out", out.display());
         }
-        let settings = given.resolve()?;
+        let mut settings = given.resolve()?;
+        settings.for_pretrained(args.pretrained.is_some(), given).map_err(|reason| anyhow::anyhow!(reason))?;
         settings.validate().map_err(|reason| anyhow::anyhow!(reason))?;
         if settings.recipe.finetune == classify::settings::Finetune::Head && args.pretrained.is_none() {
             bail!(

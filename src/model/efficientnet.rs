@@ -240,7 +240,11 @@ impl EfficientNet {
     /// - images: `[batch, 3, h, w]`, values in `[0, 1]`
     /// - output: `[batch, num_classes]` logits
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        let pooled = self.pooled(images);
+        self.classify(self.pooled(images))
+    }
+
+    /// The head alone: dropout, then `fc`, on [`EfficientNet::pooled`]'s features.
+    pub fn classify(&self, pooled: Tensor<2>) -> Tensor<2> {
         self.fc.forward(self.dropout.forward(pooled))
     }
 

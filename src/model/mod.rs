@@ -260,6 +260,21 @@ impl Network {
         }
     }
 
+    /// The classification head alone (dropout included where the architecture has it) on
+    /// [`Network::pooled`]'s features, for the architectures that have one: what trains while
+    /// a pretrained backbone is frozen.
+    ///
+    /// # Shapes
+    /// - pooled: `[batch, features]`
+    /// - output: `[batch, num_classes]` logits
+    pub fn classify_pooled(&self, pooled: Tensor<2>) -> Option<Tensor<2>> {
+        match self {
+            Network::ResNet(net) => Some(net.fc.forward(pooled)),
+            Network::EfficientNet(net) => Some(net.classify(pooled)),
+            Network::Seed(_) | Network::Fast(_) => None,
+        }
+    }
+
     /// The classification head that reads [`Network::pooled`].
     pub fn head(&self) -> Option<&burn::nn::Linear> {
         match self {

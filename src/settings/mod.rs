@@ -88,7 +88,42 @@ impl TrainSettings {
                         validation images: pass a --val-split above 0, or leave --patience out"
                 .into());
         }
+        if self.recipe.freeze_epochs > self.epochs {
+            return Err(format!(
+                "--freeze-epochs {} is more than --epochs {}: the frozen epochs are the first of the run's",
+                self.recipe.freeze_epochs, self.epochs
+            ));
+        }
         self.recipe.validate()
+    }
+
+    /// Sets what `--finetune full` does from pretrained weights (`pretrained`) unless `given`
+    /// sets it: [`PRETRAINED_FREEZE_EPOCHS`] frozen epochs, then the backbone at
+    /// [`PRETRAINED_BACKBONE_LR_SCALE`] times the rate. Without pretrained weights, or with
+    /// `--finetune head`, there is no backbone to freeze or slow, and giving either setting
+    /// is an error naming it.
+    pub fn for_pretrained(&mut self, pretrained: bool, given: &Given) -> Result<(), String> {
+        let settings = ["freeze-epochs", "backbone-lr-scale"];
+        let full = self.recipe.finetune == Finetune::Full;
+        if let Some(name) = settings.iter().find(|name| given.get(name).is_some())
+            && !(pretrained && full)
+        {
+            return Err(if pretrained {
+                format!("--{name} applies to --finetune full: --finetune head trains only the head already")
+            } else {
+                format!("--{name} applies to a --pretrained backbone: give --pretrained FILE, or leave --{name} out")
+            });
+        }
+        if pretrained && full {
+            if given.get(settings[0]).is_none() {
+                // Leaves at least one epoch for the whole network.
+                self.recipe.freeze_epochs = PRETRAINED_FREEZE_EPOCHS.min(self.epochs.saturating_sub(1));
+            }
+            if given.get(settings[1]).is_none() {
+                self.recipe.backbone_lr_scale = PRETRAINED_BACKBONE_LR_SCALE;
+            }
+        }
+        Ok(())
     }
 
     /// The defaults of `recipe_name` for `model`, with the default seed and split.
@@ -168,6 +203,16 @@ pub enum Finetune {
     Head,
 }
 
+/// Epochs of a pretrained backbone's fine-tuning that train only the new head first
+/// (fastai's `fine_tune(freeze_epochs=1)`), unless `--freeze-epochs` says otherwise.
+pub const PRETRAINED_FREEZE_EPOCHS: usize = 1;
+
+/// The backbone's rate after the frozen epochs, as a multiple of the head's, unless
+/// `--backbone-lr-scale` says otherwise. fastai spreads `slice(lr / 100, lr)` over its layer
+/// groups; one factor for the whole backbone, at the middle of that range, measured on
+/// hymenoptera (BENCHMARKS.md).
+pub const PRETRAINED_BACKBONE_LR_SCALE: f64 = 0.1;
+
 impl ClassWeights {
     /// The per-class loss weights for training images of `counts` per class, or `None` for
     /// equal weights. A class without images gets weight 1 (it never appears in the loss).
@@ -229,6 +274,14 @@ pub struct Recipe {
     pub class_weights: ClassWeights,
     /// What of a pretrained network trains (`--finetune`).
     pub finetune: Finetune,
+    /// `--finetune full` from pretrained weights: the first epochs train only the new head,
+    /// the backbone frozen (its BatchNorm statistics too), fastai's `fine_tune`. 0 without
+    /// pretrained weights.
+    pub freeze_epochs: usize,
+    /// `--finetune full` from pretrained weights: after the frozen epochs the backbone trains
+    /// at this multiple of the head's rate (discriminative rates). 1 without pretrained
+    /// weights.
+    pub backbone_lr_scale: f64,
     pub augment: Augment,
     /// Reflect padding before a random crop, in pixels: the largest shift `flip-crop` makes.
     pub crop_padding: usize,
@@ -261,6 +314,8 @@ impl Default for Recipe {
             label_smoothing: 0.0,
             class_weights: ClassWeights::None,
             finetune: Finetune::Full,
+            freeze_epochs: 0,
+            backbone_lr_scale: 1.0,
             augment: Augment::None,
             crop_padding: CROP_PADDING,
             crop_scale: CROP_SCALE,
@@ -434,6 +489,12 @@ impl Recipe {
         }
         if self.norm_bias_lr_scale != 1.0 && self.optimizer != OptimizerKind::Sgd {
             return Err("--norm-bias-lr-scale applies to --optimizer sgd only".into());
+        }
+        if !(self.backbone_lr_scale > 0.0 && self.backbone_lr_scale <= 1.0) {
+            return Err(format!(
+                "--backbone-lr-scale must be a factor in (0, 1], such as 0.1, got {}",
+                self.backbone_lr_scale
+            ));
         }
         if self.lookahead && self.ema.is_some() {
             return Err(

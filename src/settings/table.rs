@@ -360,6 +360,30 @@ pub const SETTINGS: &[Setting] = &[
         apply: |s, v| set(&mut s.recipe.finetune, name(v)),
     },
     Setting {
+        name: "freeze-epochs",
+        value_name: "N",
+        help: "With --pretrained and --finetune full: the first N epochs train only the new head, the backbone \
+               and its BatchNorm statistics frozen; then every layer trains (fastai's fine_tune).",
+        defaults: Defaults::Text("1 with --pretrained, else 0"),
+        alone: None,
+        on_resume: OnResume::Kept,
+        example: "2",
+        choices: None,
+        apply: |s, v| set(&mut s.recipe.freeze_epochs, number(v)),
+    },
+    Setting {
+        name: "backbone-lr-scale",
+        value_name: "F",
+        help: "With --pretrained and --finetune full: the backbone's rate as a multiple of the head's \
+               (discriminative rates; 1 trains every layer at the same rate).",
+        defaults: Defaults::Text("0.1 with --pretrained, else 1"),
+        alone: None,
+        on_resume: OnResume::Kept,
+        example: "0.2",
+        choices: None,
+        apply: |s, v| set(&mut s.recipe.backbone_lr_scale, number(v)),
+    },
+    Setting {
         name: "augment",
         value_name: "NAME",
         help: "Training-image augmentation.",
@@ -658,6 +682,33 @@ mod tests {
         assert_eq!(Setting::named("image-size").unwrap().defaults_text(), "[default: 32; resnet: 128]");
         assert_eq!(Setting::named("seed").unwrap().defaults_text(), "[default: 42]");
         assert_eq!(Setting::named("ema").unwrap().defaults_text(), "[default: off; seed modern: 0.999]");
+    }
+
+    #[test]
+    fn pretrained_full_fine_tuning_freezes_an_epoch_and_slows_the_backbone_unless_told() {
+        let resolved = |pairs: &[(&str, &str)], pretrained: bool| {
+            let given = given(&[&[("model", "efficientnet-lite0")], pairs].concat());
+            let mut settings = given.resolve().unwrap();
+            settings.for_pretrained(pretrained, &given).map(|()| settings.recipe)
+        };
+        let recipe = resolved(&[], true).unwrap();
+        assert_eq!((recipe.freeze_epochs, recipe.backbone_lr_scale), (1, 0.1));
+        let recipe = resolved(&[("freeze-epochs", "3"), ("backbone-lr-scale", "1")], true).unwrap();
+        assert_eq!((recipe.freeze_epochs, recipe.backbone_lr_scale), (3, 1.0));
+        // One epoch trains every layer; from random weights nothing is frozen or slowed.
+        assert_eq!(resolved(&[("epochs", "1")], true).unwrap().freeze_epochs, 0);
+        let recipe = resolved(&[], false).unwrap();
+        assert_eq!((recipe.freeze_epochs, recipe.backbone_lr_scale), (0, 1.0));
+        let err = resolved(&[("freeze-epochs", "2")], false).unwrap_err();
+        assert!(err.contains("--freeze-epochs applies to a --pretrained backbone"), "{err}");
+        let err = resolved(&[("finetune", "head"), ("backbone-lr-scale", "0.5")], true).unwrap_err();
+        assert!(err.contains("--backbone-lr-scale applies to --finetune full"), "{err}");
+        // More frozen epochs than epochs, or a rate factor outside (0, 1], are named.
+        let mut settings = given(&[("epochs", "2"), ("freeze-epochs", "3")]).resolve().unwrap();
+        assert!(settings.validate().unwrap_err().contains("--freeze-epochs 3 is more than --epochs 2"));
+        settings.recipe.freeze_epochs = 0;
+        settings.recipe.backbone_lr_scale = 0.0;
+        assert!(settings.validate().unwrap_err().contains("--backbone-lr-scale must be a factor in (0, 1]"));
     }
 
     #[test]

@@ -21,13 +21,14 @@ use std::time::Instant;
 
 use burn::module::{Module, ParamGroup};
 use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::lr_scheduler::module_lr_scheduler::{ModuleLearningRate, ModuleLrScheduler};
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::store::ModuleRecord;
 use burn::tensor::{Bytes, Device};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 
-use crate::data::{DataError, ImageSet, Images, Splits};
+use crate::data::{DataError, ImageSet, ImageShape, Images, Splits};
 use crate::model::{Network, images_to_tensor, labels_to_tensor};
 use crate::run::{Checkpoint, CheckpointParts, EpochMetrics, RunConfig, RunDir, RunError, best_epoch};
 use crate::scores::{argmax, cross_entropy};
@@ -190,6 +191,15 @@ pub fn train(
     let n = splits.train.len();
     let batches = n.div_ceil(config.batch_size);
     let total_steps = batches * config.epochs;
+    // Fine-tuning a pretrained backbone: its parameters' ids, for their own rate, and the
+    // frozen epochs' check that there is a head to train alone.
+    let head = model.head().map(|head| ParamGroup::ids_from_module(head.clone()));
+    if recipe.freeze_epochs > 0 && head.is_none() {
+        return Err(TrainError::Recipe(format!(
+            "--freeze-epochs needs a network with a classification head to train alone; {} has none",
+            config.model
+        )));
+    }
     let sync_every = lookahead::every(config.batch_size, total_steps);
     let mut best = best_epoch(&history);
     for epoch in history.len() + 1..=config.epochs {
@@ -203,6 +213,15 @@ pub fn train(
             break;
         }
         let started = Instant::now();
+        // In the frozen epochs of a fine-tuning, the backbone runs without autodiff: no
+        // gradients, and its BatchNorm layers use their running statistics and keep them.
+        let frozen = (epoch <= recipe.freeze_epochs).then(|| model.valid());
+        if recipe.freeze_epochs > 0 && epoch == recipe.freeze_epochs + 1 {
+            tracing::info!(
+                "epoch {epoch}: every layer trains from now on, the backbone at {} times the head's rate",
+                recipe.backbone_lr_scale
+            );
+        }
         let bar = progress.epoch(epoch, config.epochs, batches as u64);
         let order = epoch_order(n, config.seed, epoch);
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0u64, 0usize);
@@ -229,16 +248,19 @@ pub fn train(
                     continue;
                 }
                 let step = (epoch - 1) * batches + b;
-                let images = images_to_tensor(&pixels, input, &train_device);
                 let targets = labels_to_tensor(&labels, &train_device);
-                let logits = model.forward(images);
+                let logits = match &frozen {
+                    Some(backbone) => frozen_logits(&model, backbone, &pixels, input, device),
+                    None => model.forward(images_to_tensor(&pixels, input, &train_device)),
+                };
                 let loss = loss_fn.forward(logits.clone(), targets);
                 let batch_loss = f64::from(loss.clone().into_scalar::<f32>());
                 correct += count_correct(&logits.into_data().try_to_vec::<f32>().unwrap_or_default(), &labels);
                 loss_sum += batch_loss * labels.len() as f64;
                 let grads = GradientsParams::from_grads(loss.backward(), &model);
-                let lr = config.learning_rate * recipe.lr_factor(step, total_steps, batches);
-                model = optimizer.step(lr, model, grads);
+                let (cycle_step, cycle_steps) = cycle_position(step, batches, config.epochs, recipe.freeze_epochs);
+                let lr = config.learning_rate * recipe.lr_factor(cycle_step, cycle_steps, batches);
+                model = optimizer.step(step_rates(lr, recipe.backbone_lr_scale, head.as_ref()), model, grads);
                 if let Some(slow) =
                     lookahead.as_mut().filter(|_| lookahead::syncs_after(step + 1, total_steps, sync_every))
                 {
@@ -298,6 +320,49 @@ pub fn train(
         progress.epoch_done(run, &history);
     }
     Ok(history)
+}
+
+/// Logits of a batch (CHW `u8` of `input`) with the backbone frozen: `backbone`, `model`
+/// without autodiff on `device`, computes the features, so only `model`'s head gets
+/// gradients. `model` has a head ([`Network::classify_pooled`]): `train` checks it first.
+fn frozen_logits(
+    model: &Network,
+    backbone: &Network,
+    pixels: &[u8],
+    input: ImageShape,
+    device: &Device,
+) -> burn::tensor::Tensor<2> {
+    let features = backbone.pooled(images_to_tensor(pixels, input, device)).map(|pooled| pooled.into_data());
+    let train_device = device.clone().autodiff();
+    features
+        .and_then(|features| model.classify_pooled(burn::tensor::Tensor::from_data(features, &train_device)))
+        .unwrap_or_else(|| model.forward(images_to_tensor(pixels, input, &train_device)))
+}
+
+/// Where `step` (0-based over the run's `epochs` of `batches` steps) is in its learning-rate
+/// cycle, and that cycle's length: with `frozen` epochs of a fine-tuning first (and some
+/// after), each phase has its own cycle, as fastai's `fine_tune` runs `fit_one_cycle` for
+/// each; otherwise one cycle spans the run.
+fn cycle_position(step: usize, batches: usize, epochs: usize, frozen: usize) -> (usize, usize) {
+    let boundary = frozen * batches;
+    if frozen == 0 || frozen >= epochs {
+        (step, epochs * batches)
+    } else if step < boundary {
+        (step, boundary)
+    } else {
+        (step - boundary, (epochs - frozen) * batches)
+    }
+}
+
+/// One step's rates: `lr` for the parameters of `head`, `lr * backbone_scale` for every
+/// other (discriminative rates); `lr` for all when the scale is 1 or there is no head.
+fn step_rates(lr: f64, backbone_scale: f64, head: Option<&ParamGroup>) -> ModuleLearningRate {
+    match head {
+        Some(head) if backbone_scale != 1.0 => {
+            ModuleLrScheduler::new(lr * backbone_scale).with_group(head.clone(), lr).step()
+        }
+        _ => ModuleLearningRate::from(lr),
+    }
 }
 
 /// The trained weights (on `device` with autodiff) and the optimiser state of `run`'s
@@ -521,6 +586,87 @@ mod tests {
             assert!((w - (w0 - 0.01 * g)).abs() < 1e-6, "weight {w0} -> {w} with gradient {g}");
         }
         assert!(beta_grad.iter().any(|g| g.abs() > 1e-6), "the test needs non-zero shift gradients");
+    }
+
+    #[test]
+    fn frozen_epochs_and_the_epochs_after_them_each_have_a_cycle() {
+        // 3 epochs of 10 steps, the first frozen: a cycle of 10 steps, then one of 20.
+        assert_eq!(cycle_position(0, 10, 3, 1), (0, 10));
+        assert_eq!(cycle_position(9, 10, 3, 1), (9, 10));
+        assert_eq!(cycle_position(10, 10, 3, 1), (0, 20));
+        assert_eq!(cycle_position(29, 10, 3, 1), (19, 20));
+        // No frozen epochs, or every epoch frozen: one cycle over the run.
+        assert_eq!(cycle_position(15, 10, 3, 0), (15, 30));
+        assert_eq!(cycle_position(15, 10, 3, 3), (15, 30));
+    }
+
+    /// A Lite0 at 32 px, a batch of two images and its labels, the SGD of the photo recipe
+    /// without momentum, and the features the backbone gives in inference (what a frozen
+    /// backbone must keep giving).
+    fn fine_tuning_fixture() -> (Network, Vec<u8>, ImageShape, ModuleOptimizer) {
+        use crate::model::ModelKind;
+        let device = Device::flex().autodiff();
+        let model = Network::init(ModelKind::EfficientnetLite0, 3, &device);
+        let shape = ImageShape::square(32);
+        let pixels: Vec<u8> = (0..2 * shape.image_bytes()).map(|i| (i * 7 % 251) as u8).collect();
+        let recipe = Recipe { optimizer: OptimizerKind::Sgd, momentum: 0.0, ..Recipe::default() };
+        (model, pixels, shape, optimizer_for(&recipe, &AdamSettings::default(), &device))
+    }
+
+    fn values<const D: usize>(t: burn::tensor::Tensor<D>) -> Vec<f32> {
+        t.into_data().iter::<f32>().collect()
+    }
+
+    fn loss_of(logits: burn::tensor::Tensor<2>) -> burn::tensor::Tensor<1> {
+        let device = logits.device();
+        CrossEntropyLossConfig::new().init(&device).forward(logits, labels_to_tensor(&[0, 2], &device))
+    }
+
+    #[test]
+    fn a_frozen_backbone_keeps_its_weights_and_statistics_while_the_head_trains() {
+        let (model, pixels, shape, mut optimizer) = fine_tuning_fixture();
+        let device = Device::flex();
+        let probe = images_to_tensor(&pixels, shape, &device);
+        let features = |m: &Network| values(m.valid().pooled(probe.clone()).unwrap());
+        let head_weights = |m: &Network| values(m.head().unwrap().weight.val());
+        let (features0, head0) = (features(&model), head_weights(&model));
+        let head = model.head().map(|h| ParamGroup::ids_from_module(h.clone()));
+
+        let logits = frozen_logits(&model, &model.valid(), &pixels, shape, &device);
+        let grads = GradientsParams::from_grads(loss_of(logits).backward(), &model);
+        assert_eq!(grads.len(), 2, "only the head's weight and bias get gradients");
+        let model = optimizer.step(step_rates(0.1, 0.1, head.as_ref()), model, grads);
+        assert_eq!(features(&model), features0, "the backbone and its BatchNorm statistics are as they were");
+        assert_ne!(head_weights(&model), head0, "the head trained");
+
+        // The same step through the whole network moves the backbone and its statistics.
+        let logits = model.forward(images_to_tensor(&pixels, shape, &device.autodiff()));
+        let grads = GradientsParams::from_grads(loss_of(logits).backward(), &model);
+        assert!(grads.len() > 100, "every layer gets gradients: {}", grads.len());
+        let model = optimizer.step(step_rates(0.1, 0.1, head.as_ref()), model, grads);
+        assert_ne!(features(&model), features0);
+    }
+
+    #[test]
+    fn the_backbone_steps_at_its_scale_of_the_heads_rate() {
+        let (model, pixels, shape, mut optimizer) = fine_tuning_fixture();
+        let Network::EfficientNet(net) = &model else { unreachable!() };
+        let (stem, fc) = (net.conv_stem.weight.clone(), net.fc.weight.clone());
+        let head = model.head().map(|h| ParamGroup::ids_from_module(h.clone()));
+        let logits = model.forward(images_to_tensor(&pixels, shape, &Device::flex().autodiff()));
+        let grads = GradientsParams::from_grads(loss_of(logits).backward(), &model);
+        let (stem_grad, fc_grad) = (values(grads.get::<4>(stem.id).unwrap()), values(grads.get::<2>(fc.id).unwrap()));
+        let lr = 0.5;
+        let stepped = optimizer.step(step_rates(lr, 0.1, head.as_ref()), model, grads);
+        let Network::EfficientNet(after) = &stepped else { unreachable!() };
+        let moved = |before: &[f32], after: Vec<f32>, grad: &[f32], rate: f64| {
+            for ((b, a), g) in before.iter().zip(&after).zip(grad) {
+                assert!((a - (b - rate as f32 * g)).abs() < 1e-6, "{b} -> {a} with gradient {g} at rate {rate}");
+            }
+            assert!(grad.iter().any(|g| g.abs() > 1e-5), "the test needs non-zero gradients");
+        };
+        moved(&values(stem.val()), values(after.conv_stem.weight.val()), &stem_grad, lr * 0.1);
+        moved(&values(fc.val()), values(after.fc.weight.val()), &fc_grad, lr);
     }
 
     #[test]
