@@ -78,6 +78,50 @@ fn a_pretrained_backbone_trains_its_new_head_alone_and_the_run_says_so() {
     assert!(predicted.contains("blue"), "{predicted}");
 }
 
+/// `--finetune full` from pretrained weights starts with frozen epochs: a run whose every
+/// epoch is frozen has the backbone, BatchNorm statistics included, exactly as a head-only
+/// run has it (the same features for every image), and a run with an epoch after the frozen
+/// one trains the backbone (other features). `config.json` says which.
+#[test]
+fn frozen_epochs_keep_the_pretrained_backbone_and_the_epochs_after_them_train_it() {
+    let Some(weights) = lite0_weights() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("photos");
+    photos(&data);
+    let (data_s, weights_s) = (path_str(&data), path_str(&weights));
+    let train = |name: &str, extra: &[&str]| {
+        let run = path_str(&tmp.path().join(name));
+        let mut args = vec!["train", "--model", "efficientnet-lite0", "--pretrained", &weights_s, "--data", &data_s];
+        args.extend(["--image-size", "64", "--batch-size", "4", "--val-split", "0.25", "--out", &run]);
+        args.extend(extra);
+        let out = ok(classify(tmp.path(), &args));
+        let embedded = path_str(&tmp.path().join(format!("{name}.jsonl")));
+        ok(classify(tmp.path(), &["embed", "--run", &run, "--data", &data_s, "--out", &embedded]));
+        let config: Value =
+            serde_json::from_str(&fs::read_to_string(tmp.path().join(name).join("config.json")).unwrap()).unwrap();
+        let features: Vec<Value> = fs::read_to_string(&embedded)
+            .unwrap()
+            .lines()
+            .map(|line| serde_json::from_str::<Value>(line).unwrap()["embedding"].clone())
+            .collect();
+        (stderr(&out), config, features)
+    };
+    let (_, _, head) = train("head", &["--finetune", "head", "--epochs", "2"]);
+    let (_, config, frozen) = train("frozen", &["--epochs", "2", "--freeze-epochs", "2"]);
+    assert_eq!(config["recipe"]["finetune"], "full");
+    assert_eq!(config["recipe"]["freeze_epochs"], 2);
+    assert_eq!(head.len(), 16);
+    assert_eq!(frozen, head, "frozen epochs leave the backbone's features as they were");
+
+    let (log, config, tuned) = train("tuned", &["--epochs", "2"]);
+    assert_eq!(
+        (config["recipe"]["freeze_epochs"].as_u64(), config["recipe"]["backbone_lr_scale"].as_f64()),
+        (Some(1), Some(0.1))
+    );
+    assert!(log.contains("epoch 2: every layer trains from now on, the backbone at 0.1 times"), "{log}");
+    assert_ne!(tuned, head, "the epoch after the frozen one trains the backbone");
+}
+
 #[test]
 fn pretrained_weights_are_refused_where_they_cannot_apply() {
     let tmp = tempfile::tempdir().unwrap();
@@ -136,6 +180,10 @@ fn pretrained_weights_are_refused_where_they_cannot_apply() {
         &["--finetune head", "--pretrained"],
     );
     assert!(!out.exists(), "a refused run left {}", out.display());
+    refused(
+        &["train", "--model", "resnet18", "--freeze-epochs", "1", "--data", &data_s, "--image-size", "32"],
+        &["--freeze-epochs applies to a --pretrained backbone"],
+    );
 }
 
 #[test]
