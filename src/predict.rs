@@ -284,6 +284,18 @@ pub fn npy_header(rows: usize, columns: usize) -> Vec<u8> {
     header
 }
 
+/// `path` opened to read and write, created if absent, its contents kept: an output that a
+/// resumed run continues.
+fn open_to_continue(path: &Path) -> Result<fs::File, PredictError> {
+    fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| PredictError::out(path, format!("cannot open: {e}; choose a writable --out")))
+}
+
 /// Opens a `.npy` output for `items`' embeddings of `columns` values each, as
 /// [`open_resumable`] does for lines: a file with this header and index keeps its whole rows
 /// (a cut-off last row dropped), a new or empty one gets the header and its index file.
@@ -294,13 +306,7 @@ pub fn open_npy(path: &Path, items: &[Item], columns: usize) -> Result<(fs::File
     let header = npy_header(items.len(), columns);
     let index_path = npy_index(path);
     let index: String = items.iter().map(|item| format!("{}\n", item.name.replace(['\n', '\r'], " "))).collect();
-    let mut file = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .map_err(|e| PredictError::out(path, format!("cannot open: {e}; choose a writable --out")))?;
+    let mut file = open_to_continue(path)?;
     let len = file.metadata().map_err(|e| PredictError::out(path, e))?.len();
     let refuse = |what: &str| {
         PredictError::out(
@@ -348,13 +354,7 @@ pub fn open_resumable(
     items: &[Item],
     k: usize,
 ) -> Result<(fs::File, usize), PredictError> {
-    let mut file = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .map_err(|e| PredictError::out(path, format!("cannot open: {e}; choose a writable --out")))?;
+    let mut file = open_to_continue(path)?;
     let (mut lines, mut complete_bytes, mut last, mut first) = (0usize, 0u64, Vec::new(), Vec::new());
     let mut reader = BufReader::new(&file);
     let mut line = Vec::new();
