@@ -148,7 +148,8 @@ fn fast_graph(g: &mut Graph, net: &Fast) -> String {
     g.node("Mul", &[&x, &scale], Vec::new())
 }
 
-/// Input normalisation, the stem, four stages of residual blocks, global average pool, fc.
+/// Input normalisation, the stem, the inverted-residual blocks (expand, depthwise, project;
+/// a shortcut where shapes allow), the head convolution, global average pool, fc.
 fn efficientnet_graph(g: &mut Graph, net: &EfficientNet) -> String {
     let mean = g.float("input_mean", net.input_mean.val().reshape([1, 3, 1, 1]));
     let std = g.float("input_std", net.input_std.val().reshape([1, 3, 1, 1]));
