@@ -1,9 +1,12 @@
 //! ONNX export: a trained network as an ONNX graph (opset 13) that ONNX Runtime, tract or
 //! a phone runtime can run without `classify`.
 //!
-//! The graph is written layer by layer from the network's own weights, with a small
-//! protocol-buffer writer ([`pb`]) rather than through a tracing exporter: the CPU forward
-//! pass finds its max-pool windows on the host, which a trace cannot see. What it contains:
+//! The graph is written from the network's own description of itself: every architecture's
+//! forward pass is written once against [`crate::model::Ops`], and the graph here is one
+//! more implementation of those operations, which adds nodes and initializers where the
+//! CPU one computes. No architecture is written twice, and nothing is traced (the CPU
+//! forward pass finds its max-pool windows on the host, which a trace cannot see). The
+//! protocol buffers are written by a small writer ([`pb`]). What the graph contains:
 //!
 //! - input `images`: float32 `[batch, 3, S, S]` at the run's `--image-size` S, RGB planes,
 //!   pixel values / 255 (the model's own input contract, also stated in the metadata under
@@ -16,10 +19,18 @@
 //! fp32 scale and expanded by a `DequantizeLinear` node: a quarter of the size, and the same
 //! numbers `classify eval --quantize int8` computes with.
 
+use std::collections::BTreeSet;
+use std::fmt::Display;
+
+use burn::module::Param;
+use burn::nn::conv::Conv2d;
+use burn::nn::pool::MaxPool2d;
+use burn::nn::{BatchNorm, Dropout, Linear, PaddingConfig2d};
 use burn::prelude::*;
 
 use crate::geometry::Framing;
-use crate::model::{EfficientNet, Fast, Network, ResNet, Seed};
+use crate::kernels::{Bounds, Int8Dense};
+use crate::model::{Network, Ops, Pool};
 use crate::quantize::{Quantize, quantize_tensor};
 
 /// ONNX operator set the graph is written for.
@@ -43,13 +54,8 @@ const INT8: i64 = 3;
 /// `framing` says, at `precision`.
 pub fn export(model: &Network, model_name: &str, classes: &[String], framing: Framing, precision: Quantize) -> Vec<u8> {
     let size = framing.size;
-    let mut g = Graph { nodes: Vec::new(), initializers: Vec::new(), count: 0, precision, relu6_bounds: false };
-    let logits = match model {
-        Network::Seed(net) => seed_graph(&mut g, net),
-        Network::Fast(net) => fast_graph(&mut g, net),
-        Network::ResNet(net) => resnet_graph(&mut g, net),
-        Network::EfficientNet(net) => efficientnet_graph(&mut g, net),
-    };
+    let mut g = Graph { nodes: Vec::new(), initializers: Vec::new(), count: 0, precision, constants: BTreeSet::new() };
+    let logits = model.forward_with(&mut g, String::from("images"));
     g.node_named("Identity", &[&logits], "logits", Vec::new());
     g.node_named("Softmax", &["logits"], "probabilities", vec![attr_int("axis", 1)]);
 
@@ -97,157 +103,16 @@ pub fn export(model: &Network, model_name: &str, classes: &[String], framing: Fr
     file.into_bytes()
 }
 
-/// `Conv -> Relu -> MaxPool -> Flatten -> Gemm -> Relu -> Gemm`; dropout is the identity
-/// at inference.
-fn seed_graph(g: &mut Graph, net: &Seed) -> String {
-    let w = g.weight("conv.weight", net.conv.weight.val());
-    let mut inputs = vec![String::from("images"), w];
-    if let Some(b) = &net.conv.bias {
-        inputs.push(g.weight("conv.bias", b.val()));
-    }
-    let x = g.conv(&inputs, 3, [1, 1, 1, 1]);
-    let x = g.node("Relu", &[&x], Vec::new());
-    let x = g.max_pool(&x);
-    let x = g.node("Flatten", &[&x], vec![attr_int("axis", 1)]);
-    let x = g.dense(&x, "hidden", &net.hidden);
-    let x = g.node("Relu", &[&x], Vec::new());
-    g.dense(&x, "output", &net.output)
-}
-
-/// Whitening conv, three conv/pool/BN/ReLU blocks, global max-pool, dense, scale.
-fn fast_graph(g: &mut Graph, net: &Fast) -> String {
-    // The fixed whitening filters stay fp32 (see crate::quantize).
-    let w = g.float("whiten.weight", net.whiten.weight.val());
-    let mut inputs = vec![String::from("images"), w];
-    if let Some(b) = &net.whiten.bias {
-        inputs.push(g.float("whiten.bias", b.val()));
-    }
-    let pad = i64::from(net.padded_whitening);
-    let mut x = g.conv(&inputs, 2, [0, 0, pad, pad]);
-    x = g.node("Relu", &[&x], Vec::new());
-    for (i, block) in net.blocks.iter().enumerate() {
-        let prefix = format!("blocks.{i}");
-        let w = g.weight(&format!("{prefix}.conv1.weight"), block.conv1.weight.val());
-        x = g.conv(&[x, w], 3, [1, 1, 1, 1]);
-        x = g.max_pool(&x);
-        x = g.batch_norm(&x, &format!("{prefix}.norm1"), &block.norm1);
-        x = g.node("Relu", &[&x], Vec::new());
-        let w = g.weight(&format!("{prefix}.conv2.weight"), block.conv2.weight.val());
-        x = g.conv(&[x, w], 3, [1, 1, 1, 1]);
-        x = g.batch_norm(&x, &format!("{prefix}.norm2"), &block.norm2);
-        x = g.node("Relu", &[&x], Vec::new());
-    }
-    x = g.node("GlobalMaxPool", &[&x], Vec::new());
-    x = g.node("Flatten", &[&x], vec![attr_int("axis", 1)]);
-    let w = g.weight("head.weight", net.head.weight.val());
-    x = g.node("MatMul", &[&x, &w], Vec::new());
-    let scale = g.float(
-        "logit_scale",
-        Tensor::<1>::from_floats([crate::model::FAST_LOGIT_SCALE as f32], &net.head.weight.device()),
-    );
-    g.node("Mul", &[&x, &scale], Vec::new())
-}
-
-/// Input normalisation, the stem, the inverted-residual blocks (expand, depthwise, project;
-/// a shortcut where shapes allow), the head convolution, global average pool, fc.
-fn efficientnet_graph(g: &mut Graph, net: &EfficientNet) -> String {
-    let mean = g.float("input_mean", net.input_mean.val().reshape([1, 3, 1, 1]));
-    let std = g.float("input_std", net.input_std.val().reshape([1, 3, 1, 1]));
-    let x = g.node("Sub", &["images", &mean], Vec::new());
-    let x = g.node("Div", &[&x, &std], Vec::new());
-    let x = g.conv_same_bn(&x, "conv_stem", &net.conv_stem, "bn0", &net.bn0);
-    let mut x = g.relu6(&x);
-    for (i, block) in net.blocks.iter().enumerate() {
-        let p = format!("blocks.{i}");
-        let mut y = x.clone();
-        if let (Some(conv), Some(norm)) = (&block.expand_conv, &block.bn0) {
-            y = g.conv_same_bn(&y, &format!("{p}.expand_conv"), conv, &format!("{p}.bn0"), norm);
-            y = g.relu6(&y);
-        }
-        y = g.conv_same_bn(&y, &format!("{p}.depthwise_conv"), &block.depthwise_conv, &format!("{p}.bn1"), &block.bn1);
-        y = g.relu6(&y);
-        y = g.conv_same_bn(&y, &format!("{p}.project_conv"), &block.project_conv, &format!("{p}.bn2"), &block.bn2);
-        x = if block.residual { g.node("Add", &[&y, &x], Vec::new()) } else { y };
-    }
-    let x = g.conv_same_bn(&x, "conv_head", &net.conv_head, "bn1", &net.bn1);
-    let x = g.relu6(&x);
-    let x = g.node("GlobalAveragePool", &[&x], Vec::new());
-    let x = g.node("Flatten", &[&x], vec![attr_int("axis", 1)]);
-    g.dense(&x, "fc", &net.fc)
-}
-
-fn resnet_graph(g: &mut Graph, net: &ResNet) -> String {
-    let mean = g.float("input_mean", net.input_mean.val().reshape([1, 3, 1, 1]));
-    let std = g.float("input_std", net.input_std.val().reshape([1, 3, 1, 1]));
-    let x = g.node("Sub", &["images", &mean], Vec::new());
-    let mut x = g.node("Div", &[&x, &std], Vec::new());
-    x = g.conv_bn(&x, "conv1", &net.conv1, 2, "bn1", &net.bn1);
-    x = g.node("Relu", &[&x], Vec::new());
-    x = g.node(
-        "MaxPool",
-        &[&x],
-        vec![attr_ints("kernel_shape", &[3, 3]), attr_ints("strides", &[2, 2]), attr_ints("pads", &[1, 1, 1, 1])],
-    );
-    for (stage, layer) in [&net.layer1, &net.layer2, &net.layer3, &net.layer4].into_iter().enumerate() {
-        for (i, block) in layer.iter().enumerate() {
-            let p = format!("layer{}.{i}", stage + 1);
-            let shortcut = match &block.downsample {
-                Some(d) => g.conv_bn(
-                    &x,
-                    &format!("{p}.downsample.conv"),
-                    &d.conv,
-                    block.stride,
-                    &format!("{p}.downsample.bn"),
-                    &d.bn,
-                ),
-                None => x.clone(),
-            };
-            let mut y = x;
-            match (&block.conv3, &block.bn3) {
-                (Some(conv3), Some(bn3)) => {
-                    y = g.conv_bn(&y, &format!("{p}.conv1"), &block.conv1, 1, &format!("{p}.bn1"), &block.bn1);
-                    y = g.node("Relu", &[&y], Vec::new());
-                    y = g.conv_bn(
-                        &y,
-                        &format!("{p}.conv2"),
-                        &block.conv2,
-                        block.stride,
-                        &format!("{p}.bn2"),
-                        &block.bn2,
-                    );
-                    y = g.node("Relu", &[&y], Vec::new());
-                    y = g.conv_bn(&y, &format!("{p}.conv3"), conv3, 1, &format!("{p}.bn3"), bn3);
-                }
-                _ => {
-                    y = g.conv_bn(
-                        &y,
-                        &format!("{p}.conv1"),
-                        &block.conv1,
-                        block.stride,
-                        &format!("{p}.bn1"),
-                        &block.bn1,
-                    );
-                    y = g.node("Relu", &[&y], Vec::new());
-                    y = g.conv_bn(&y, &format!("{p}.conv2"), &block.conv2, 1, &format!("{p}.bn2"), &block.bn2);
-                }
-            }
-            let sum = g.node("Add", &[&y, &shortcut], Vec::new());
-            x = g.node("Relu", &[&sum], Vec::new());
-        }
-    }
-    x = g.node("GlobalAveragePool", &[&x], Vec::new());
-    x = g.node("Flatten", &[&x], vec![attr_int("axis", 1)]);
-    g.dense(&x, "fc", &net.fc)
-}
-
-/// The graph being built: nodes in execution order and the weights they read.
+/// The graph being built: nodes in execution order and the weights they read. It is the
+/// [`Ops`] a network's description runs on to export it: each operation adds its nodes and
+/// initializers and returns the name of its output.
 struct Graph {
     nodes: Vec<pb::Msg>,
     initializers: Vec<pb::Msg>,
     count: usize,
     precision: Quantize,
-    /// Whether the bounds of [`Graph::relu6`]'s `Clip` are among the initializers yet.
-    relu6_bounds: bool,
+    /// The constants written once and shared ([`Graph::constant`]).
+    constants: BTreeSet<String>,
 }
 
 impl Graph {
@@ -273,92 +138,64 @@ impl Graph {
         self.nodes.push(node);
     }
 
-    fn conv(&mut self, inputs: &[String], kernel: i64, pads: [i64; 4]) -> String {
-        let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
-        let attrs =
-            vec![attr_ints("kernel_shape", &[kernel, kernel]), attr_ints("pads", &pads), attr_ints("strides", &[1, 1])];
+    /// An fp32 scalar initializer named `name`, written the first time it is asked for.
+    fn constant(&mut self, name: String, value: f32) -> String {
+        if self.constants.insert(name.clone()) {
+            self.initializers.push(tensor_proto(&name, &[], FLOAT, value.to_le_bytes().to_vec()));
+        }
+        name
+    }
+
+    /// `x` clamped to `bounds`: nothing, a `Relu`, or a `Clip` between shared constants.
+    fn clamp(&mut self, bounds: Bounds, x: String) -> String {
+        match bounds {
+            Bounds::NONE => x,
+            Bounds::RELU => self.node("Relu", &[&x], Vec::new()),
+            Bounds { floor, cap } => {
+                let min = self.constant(format!("clip.min.{floor}"), floor);
+                let max = self.constant(format!("clip.max.{cap}"), cap);
+                self.node("Clip", &[&x, &min, &max], Vec::new())
+            }
+        }
+    }
+
+    /// A `Conv` node on `x` with `weight` (and `bias`), kernel `kernel`, the stride,
+    /// dilation and groups given, padded as `padding` says.
+    fn conv_node(
+        &mut self,
+        x: &str,
+        weight: &str,
+        bias: Option<&str>,
+        conv: &Conv2d,
+        padding: &PaddingConfig2d,
+    ) -> String {
+        let [kh, kw] = conv.kernel_size.map(|k| k as i64);
+        let [sh, sw] = conv.stride.map(|s| s as i64);
+        let [dh, dw] = conv.dilation.map(|d| d as i64);
+        let mut attrs = vec![
+            attr_ints("kernel_shape", &[kh, kw]),
+            attr_ints("strides", &[sh, sw]),
+            attr_ints("dilations", &[dh, dw]),
+            attr_int("group", conv.groups as i64),
+        ];
+        attrs.push(padding_attr(padding, conv.kernel_size, conv.stride, conv.dilation));
+        let mut inputs = vec![x, weight];
+        inputs.extend(bias);
         self.node("Conv", &inputs, attrs)
     }
 
-    /// A bias-free convolution of `stride` with "same" padding (half the kernel), then a
-    /// BatchNorm.
-    fn conv_bn(
-        &mut self,
-        x: &str,
-        conv_name: &str,
-        conv: &burn::nn::conv::Conv2d,
-        stride: usize,
-        norm_name: &str,
-        norm: &burn::nn::BatchNorm,
-    ) -> String {
-        let w = self.weight(&format!("{conv_name}.weight"), conv.weight.val());
-        let k = conv.weight.dims()[2] as i64;
-        let p = k / 2;
-        let s = stride as i64;
-        let attrs =
-            vec![attr_ints("kernel_shape", &[k, k]), attr_ints("pads", &[p, p, p, p]), attr_ints("strides", &[s, s])];
-        let y = self.node("Conv", &[x, &w], attrs);
-        self.batch_norm(&y, norm_name, norm)
-    }
-
-    /// A bias-free convolution with TensorFlow's `SAME` padding (ONNX's `SAME_UPPER`: the
-    /// extra pixel after), its own stride and groups, then a BatchNorm.
-    fn conv_same_bn(
-        &mut self,
-        x: &str,
-        conv_name: &str,
-        conv: &burn::nn::conv::Conv2d,
-        norm_name: &str,
-        norm: &burn::nn::BatchNorm,
-    ) -> String {
-        let w = self.weight(&format!("{conv_name}.weight"), conv.weight.val());
-        let k = conv.weight.dims()[2] as i64;
-        let s = conv.stride[0] as i64;
+    fn max_pool_node(&mut self, pool: &MaxPool2d, x: &str) -> String {
+        let [kh, kw] = pool.kernel_size.map(|k| k as i64);
+        let [sh, sw] = pool.stride.map(|s| s as i64);
+        let [dh, dw] = pool.dilation.map(|d| d as i64);
         let attrs = vec![
-            attr_ints("kernel_shape", &[k, k]),
-            attr_string("auto_pad", "SAME_UPPER"),
-            attr_ints("strides", &[s, s]),
-            attr_int("group", conv.groups as i64),
+            attr_ints("kernel_shape", &[kh, kw]),
+            attr_ints("strides", &[sh, sw]),
+            attr_ints("dilations", &[dh, dw]),
+            attr_int("ceil_mode", i64::from(pool.ceil_mode)),
+            padding_attr(&pool.padding, pool.kernel_size, pool.stride, pool.dilation),
         ];
-        let y = self.node("Conv", &[x, &w], attrs);
-        self.batch_norm(&y, norm_name, norm)
-    }
-
-    /// `min(max(x, 0), 6)`; the bounds are initializers, written once.
-    fn relu6(&mut self, x: &str) -> String {
-        if !self.relu6_bounds {
-            self.initializers.push(tensor_proto("relu6.min", &[], FLOAT, 0f32.to_le_bytes().to_vec()));
-            self.initializers.push(tensor_proto("relu6.max", &[], FLOAT, 6f32.to_le_bytes().to_vec()));
-            self.relu6_bounds = true;
-        }
-        self.node("Clip", &[x, "relu6.min", "relu6.max"], Vec::new())
-    }
-
-    fn max_pool(&mut self, x: &str) -> String {
-        self.node("MaxPool", &[x], vec![attr_ints("kernel_shape", &[2, 2]), attr_ints("strides", &[2, 2])])
-    }
-
-    fn dense(&mut self, x: &str, name: &str, layer: &burn::nn::Linear) -> String {
-        let w = self.weight(&format!("{name}.weight"), layer.weight.val());
-        match &layer.bias {
-            Some(b) => {
-                let b = self.float(&format!("{name}.bias"), b.val());
-                self.node("Gemm", &[x, &w, &b], Vec::new())
-            }
-            None => self.node("MatMul", &[x, &w], Vec::new()),
-        }
-    }
-
-    fn batch_norm(&mut self, x: &str, name: &str, norm: &burn::nn::BatchNorm) -> String {
-        let scale = self.float(&format!("{name}.gamma"), norm.gamma.val());
-        let bias = self.float(&format!("{name}.beta"), norm.beta.val());
-        let mean = self.float(&format!("{name}.running_mean"), norm.running_mean.value());
-        let var = self.float(&format!("{name}.running_var"), norm.running_var.value());
-        self.node(
-            "BatchNormalization",
-            &[x, &scale, &bias, &mean, &var],
-            vec![attr_float("epsilon", norm.epsilon as f32)],
-        )
+        self.node("MaxPool", &[x], attrs)
     }
 
     /// A trained weight: fp32, or int8 behind a `DequantizeLinear` node when exporting int8
@@ -392,6 +229,121 @@ impl Graph {
         self.initializers.push(tensor_proto(name, &dims, FLOAT, bytes));
         name.to_string()
     }
+}
+
+impl Ops for Graph {
+    type Maps = String;
+    type Rows = String;
+
+    fn normalize(&mut self, mean: &Param<Tensor<1>>, std: &Param<Tensor<1>>, x: String) -> String {
+        let mean = self.float("input_mean", mean.val().reshape([1, 3, 1, 1]));
+        let std = self.float("input_std", std.val().reshape([1, 3, 1, 1]));
+        let x = self.node("Sub", &[&x, &mean], Vec::new());
+        self.node("Div", &[&x, &std], Vec::new())
+    }
+
+    fn conv(&mut self, path: impl Display, conv: &Conv2d, x: String) -> String {
+        let weight = self.weight(&format!("{path}.weight"), conv.weight.val());
+        let bias = conv.bias.as_ref().map(|b| self.float(&format!("{path}.bias"), b.val()));
+        self.conv_node(&x, &weight, bias.as_deref(), conv, &conv.padding)
+    }
+
+    fn conv_of_constant(&mut self, path: impl Display, conv: &Conv2d, x: String) -> String {
+        self.conv(path, conv, x)
+    }
+
+    fn fixed_conv(&mut self, path: impl Display, conv: &Conv2d, pads: [usize; 4], x: String) -> String {
+        // Fixed filters stay fp32 (see crate::quantize).
+        let weight = self.float(&format!("{path}.weight"), conv.weight.val());
+        let bias = conv.bias.as_ref().map(|b| self.float(&format!("{path}.bias"), b.val()));
+        let [top, left, bottom, right] = pads;
+        self.conv_node(&x, &weight, bias.as_deref(), conv, &PaddingConfig2d::Explicit(top, left, bottom, right))
+    }
+
+    fn conv_relu_pool(&mut self, path: impl Display, conv: &Conv2d, pool: &MaxPool2d, x: String) -> String {
+        let x = self.conv(path, conv, x);
+        let x = self.node("Relu", &[&x], Vec::new());
+        self.max_pool_node(pool, &x)
+    }
+
+    fn batch_norm(&mut self, path: impl Display, norm: &BatchNorm, bounds: Bounds, x: String) -> String {
+        let scale = self.float(&format!("{path}.gamma"), norm.gamma.val());
+        let bias = self.float(&format!("{path}.beta"), norm.beta.val());
+        let mean = self.float(&format!("{path}.running_mean"), norm.running_mean.value());
+        let var = self.float(&format!("{path}.running_var"), norm.running_var.value());
+        let attrs = vec![attr_float("epsilon", norm.epsilon as f32)];
+        let y = self.node("BatchNormalization", &[&x, &scale, &bias, &mean, &var], attrs);
+        self.clamp(bounds, y)
+    }
+
+    fn max_pool(&mut self, pool: &MaxPool2d, x: String) -> String {
+        self.max_pool_node(pool, &x)
+    }
+
+    fn relu(&mut self, x: String) -> String {
+        self.node("Relu", &[&x], Vec::new())
+    }
+
+    fn add(&mut self, x: String, y: String) -> String {
+        self.node("Add", &[&x, &y], Vec::new())
+    }
+
+    fn global_pool(&mut self, pool: Pool, x: String) -> String {
+        let op = match pool {
+            Pool::Max => "GlobalMaxPool",
+            Pool::Average => "GlobalAveragePool",
+        };
+        let x = self.node(op, &[&x], Vec::new());
+        self.flatten(x)
+    }
+
+    fn flatten(&mut self, x: String) -> String {
+        self.node("Flatten", &[&x], vec![attr_int("axis", 1)])
+    }
+
+    /// The weight is int8 in an int8 export whether or not the network has `int8`.
+    fn dense(&mut self, path: impl Display, layer: &Linear, _: Option<&Int8Dense>, x: String) -> String {
+        let w = self.weight(&format!("{path}.weight"), layer.weight.val());
+        match &layer.bias {
+            Some(b) => {
+                let b = self.float(&format!("{path}.bias"), b.val());
+                self.node("Gemm", &[&x, &w, &b], Vec::new())
+            }
+            None => self.node("MatMul", &[&x, &w], Vec::new()),
+        }
+    }
+
+    fn relu_rows(&mut self, x: String) -> String {
+        self.node("Relu", &[&x], Vec::new())
+    }
+
+    /// The identity: a graph is for inference.
+    fn dropout(&mut self, _: &Dropout, x: String) -> String {
+        x
+    }
+
+    fn scale(&mut self, path: impl Display, factor: f32, x: String) -> String {
+        let name = path.to_string();
+        self.initializers.push(tensor_proto(&name, &[1], FLOAT, factor.to_le_bytes().to_vec()));
+        self.node("Mul", &[&x, &name], Vec::new())
+    }
+}
+
+/// The `pads` (top, left, bottom, right) of `padding`, or `auto_pad SAME_UPPER` for a
+/// "same" padding that is not symmetric (TensorFlow's and burn's: the extra pixel after).
+fn padding_attr(padding: &PaddingConfig2d, kernel: [usize; 2], stride: [usize; 2], dilation: [usize; 2]) -> pb::Msg {
+    let pads = match *padding {
+        PaddingConfig2d::Valid => [0; 4],
+        PaddingConfig2d::Explicit(top, left, bottom, right) => [top, left, bottom, right],
+        PaddingConfig2d::Same => {
+            let span = [0, 1].map(|i| dilation[i] * (kernel[i] - 1));
+            if stride != [1, 1] || span.iter().any(|s| s % 2 == 1) {
+                return attr_string("auto_pad", "SAME_UPPER");
+            }
+            [span[0] / 2, span[1] / 2, span[0] / 2, span[1] / 2]
+        }
+    };
+    attr_ints("pads", &pads.map(|p| p as i64))
 }
 
 fn tensor_proto(name: &str, dims: &[i64], data_type: i64, raw: Vec<u8>) -> pb::Msg {

@@ -25,10 +25,12 @@ use burn::nn::{
     BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Initializer, Linear, LinearConfig, PaddingConfig2d,
 };
 use burn::prelude::*;
+use std::fmt::Display;
 
+use super::ops::{Compute, Ops, Pool};
 use super::pretrained::{self, Head, LoadError};
 use super::summary::{LayerRow, Summary};
-use crate::kernels::{self, Bounds};
+use crate::kernels::Bounds;
 
 /// How the package's state-dict keys become this module's paths: the leading underscore of
 /// every name goes (`_blocks.3._expand_conv.weight` is `blocks.3.expand_conv.weight`).
@@ -224,14 +226,18 @@ impl EfficientNetConfig {
 }
 
 impl MbConv {
-    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+    /// The block as [`Ops`], its weights under `path` (`blocks.3`).
+    fn forward_with<O: Ops>(&self, o: &mut O, path: impl Display, x: O::Maps) -> O::Maps {
         let mut y = x.clone();
         if let (Some(conv), Some(norm)) = (&self.expand_conv, &self.bn0) {
-            y = kernels::batch_norm_clamp(norm, conv.forward(y), Bounds::RELU6);
+            y = o.conv(format_args!("{path}.expand_conv"), conv, y);
+            y = o.batch_norm(format_args!("{path}.bn0"), norm, Bounds::RELU6, y);
         }
-        y = kernels::batch_norm_clamp(&self.bn1, kernels::depthwise_conv(y, &self.depthwise_conv), Bounds::RELU6);
-        y = kernels::batch_norm_clamp(&self.bn2, self.project_conv.forward(y), Bounds::NONE);
-        if self.residual { y + x } else { y }
+        y = o.conv(format_args!("{path}.depthwise_conv"), &self.depthwise_conv, y);
+        y = o.batch_norm(format_args!("{path}.bn1"), &self.bn1, Bounds::RELU6, y);
+        y = o.conv(format_args!("{path}.project_conv"), &self.project_conv, y);
+        y = o.batch_norm(format_args!("{path}.bn2"), &self.bn2, Bounds::NONE, y);
+        if self.residual { o.add(y, x) } else { y }
     }
 }
 
@@ -240,12 +246,23 @@ impl EfficientNet {
     /// - images: `[batch, 3, h, w]`, values in `[0, 1]`
     /// - output: `[batch, num_classes]` logits
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        self.classify(self.pooled(images))
+        self.forward_with(&mut Compute, images)
+    }
+
+    /// [`EfficientNet::forward`] as [`Ops`]: the network's one description.
+    pub fn forward_with<O: Ops>(&self, o: &mut O, images: O::Maps) -> O::Rows {
+        let x = self.pooled_with(o, images);
+        self.classify_with(o, x)
     }
 
     /// The head alone: dropout, then `fc`, on [`EfficientNet::pooled`]'s features.
     pub fn classify(&self, pooled: Tensor<2>) -> Tensor<2> {
-        self.fc.forward(self.dropout.forward(pooled))
+        self.classify_with(&mut Compute, pooled)
+    }
+
+    fn classify_with<O: Ops>(&self, o: &mut O, pooled: O::Rows) -> O::Rows {
+        let x = o.dropout(&self.dropout, pooled);
+        o.dense("fc", &self.fc, None, x)
     }
 
     /// The backbone's features: the head's 1280 channels, averaged over the image.
@@ -254,16 +271,19 @@ impl EfficientNet {
     /// - images: `[batch, 3, h, w]`
     /// - output: `[batch, 1280]`
     pub fn pooled(&self, images: Tensor<4>) -> Tensor<2> {
-        let mean = self.input_mean.val().detach().reshape([1, 3, 1, 1]);
-        let std = self.input_std.val().detach().reshape([1, 3, 1, 1]);
-        let stem = self.conv_stem.forward((images - mean) / std);
-        let mut x = kernels::batch_norm_clamp(&self.bn0, stem, Bounds::RELU6);
-        for block in &self.blocks {
-            x = block.forward(x);
+        self.pooled_with(&mut Compute, images)
+    }
+
+    fn pooled_with<O: Ops>(&self, o: &mut O, images: O::Maps) -> O::Rows {
+        let x = o.normalize(&self.input_mean, &self.input_std, images);
+        let x = o.conv("conv_stem", &self.conv_stem, x);
+        let mut x = o.batch_norm("bn0", &self.bn0, Bounds::RELU6, x);
+        for (i, block) in self.blocks.iter().enumerate() {
+            x = block.forward_with(o, format_args!("blocks.{i}"), x);
         }
-        let x = kernels::batch_norm_clamp(&self.bn1, self.conv_head.forward(x), Bounds::RELU6);
-        let [batch, channels, h, w] = x.dims();
-        x.reshape([batch, channels, h * w]).mean_dim(2).reshape([batch, channels])
+        let x = o.conv("conv_head", &self.conv_head, x);
+        let x = o.batch_norm("bn1", &self.bn1, Bounds::RELU6, x);
+        o.global_pool(Pool::Average, x)
     }
 
     /// Loads a state dict of the `efficientnet_lite_pytorch` package (the

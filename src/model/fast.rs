@@ -17,7 +17,7 @@
 //!   several epochs. Its bias, which centres each output on the data's mean patch, is fixed
 //!   too (airbench trains it for the first 3 epochs only): with the whole layer constant,
 //!   block 1's first convolution needs no input gradient and on the CPU runs as an im2col
-//!   product ([`kernels::conv_of_constant`]); together a fifth of a CPU training step.
+//!   product ([`crate::kernels::conv_of_constant`]); together a fifth of a CPU training step.
 //! - airbench's widths are 64/256/256; 64/128/256 halves the cost of the two largest layers
 //!   for about a point of accuracy, what a 2-core CPU can afford in an hour.
 //! - ReLU instead of airbench's GELU: GELU's `erf` cost 7% of a CPU step, for little gain.
@@ -38,13 +38,12 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
-use burn::tensor::activation::relu;
-use burn::tensor::module::conv2d;
-use burn::tensor::ops::ConvOptions;
+use std::fmt::Display;
 
+use super::ops::{Compute, Ops, Pool};
 use super::summary::{LayerRow, Summary};
 use crate::geometry::{CHANNELS, IMAGE_BYTES, IMAGE_SIZE, PLANE_BYTES};
-use crate::kernels;
+use crate::kernels::Bounds;
 
 /// Side of the whitening patches.
 const PATCH: usize = 2;
@@ -158,22 +157,24 @@ impl FastConfig {
 }
 
 impl Block {
+    /// The block as [`Ops`], its weights under `path`.
+    ///
     /// # Shapes
     /// - x: `[batch, in, h, w]`
     /// - output: `[batch, out, h / 2, w / 2]`
     ///
     /// `constant_input` says `x` carries no gradient (block 1, fed by the fixed whitening),
     /// so its first convolution needs no input gradient.
-    fn forward(&self, x: Tensor<4>, constant_input: bool) -> Tensor<4> {
+    fn forward_with<O: Ops>(&self, o: &mut O, path: impl Display, x: O::Maps, constant_input: bool) -> O::Maps {
         let x = if constant_input {
-            kernels::conv3x3_constant_input(x, &self.conv1)
+            o.conv_of_constant(format_args!("{path}.conv1"), &self.conv1, x)
         } else {
-            kernels::conv3x3(x, &self.conv1)
+            o.conv(format_args!("{path}.conv1"), &self.conv1, x)
         }; // [batch, out, h, w]
-        let x = kernels::max_pool_2x2(x, &self.pool); // [batch, out, h / 2, w / 2]
-        let x = kernels::batch_norm_relu(&self.norm1, x);
-        let x = kernels::conv3x3(x, &self.conv2);
-        kernels::batch_norm_relu(&self.norm2, x) // [batch, out, h / 2, w / 2]
+        let x = o.max_pool(&self.pool, x); // [batch, out, h / 2, w / 2]
+        let x = o.batch_norm(format_args!("{path}.norm1"), &self.norm1, Bounds::RELU, x);
+        let x = o.conv(format_args!("{path}.conv2"), &self.conv2, x);
+        o.batch_norm(format_args!("{path}.norm2"), &self.norm2, Bounds::RELU, x) // [batch, out, h / 2, w / 2]
     }
 }
 
@@ -182,7 +183,14 @@ impl Fast {
     /// - images: `[batch, 3, 32, 32]`
     /// - output: `[batch, num_classes]` logits
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        self.head.forward(self.pooled(images)).mul_scalar(LOGIT_SCALE) // [batch, num_classes]
+        self.forward_with(&mut Compute, images)
+    }
+
+    /// [`Fast::forward`] as [`Ops`]: the network's one description.
+    pub fn forward_with<O: Ops>(&self, o: &mut O, images: O::Maps) -> O::Rows {
+        let x = self.pooled_with(o, images);
+        let x = o.dense("head", &self.head, None, x);
+        o.scale("logit_scale", LOGIT_SCALE as f32, x) // [batch, num_classes]
     }
 
     /// Block 3's output max-pooled over its maps, what the head reads.
@@ -191,10 +199,12 @@ impl Fast {
     /// - images: `[batch, 3, 32, 32]`
     /// - output: `[batch, 256]`
     pub fn pooled(&self, images: Tensor<4>) -> Tensor<2> {
-        let x = self.features(images);
-        let [batch, channels, h, w] = x.dims();
-        let x: Tensor<3> = x.reshape([batch, channels, h * w]);
-        x.max_dim(2).reshape([batch, channels]) // [batch, 256]
+        self.pooled_with(&mut Compute, images)
+    }
+
+    fn pooled_with<O: Ops>(&self, o: &mut O, images: O::Maps) -> O::Rows {
+        let x = self.features_with(o, images);
+        o.global_pool(Pool::Max, x) // [batch, 256]
     }
 
     /// Block 3's output, before the global pool.
@@ -203,17 +213,18 @@ impl Fast {
     /// - images: `[batch, 3, 32, 32]`
     /// - output: `[batch, 256, 3, 3]` (`[batch, 256, 4, 4]` with [`Fast::padded_whitening`])
     pub fn features(&self, images: Tensor<4>) -> Tensor<4> {
-        // Detached so the layer stays the whitening transform whatever the optimiser or a
-        // loaded record (older runs trained the bias) says about its gradient.
-        let options = ConvOptions::new([1, 1], [0, 0], [1, 1], 1);
-        let mut x = images.detach();
-        if self.padded_whitening {
-            x = x.pad((0, 1, 0, 1), burn::tensor::ops::PadMode::Constant(0.0));
-        }
-        let bias = self.whiten.bias.as_ref().map(|b| b.val().detach());
-        x = relu(conv2d(x, self.whiten.weight.val().detach(), bias, options)); // [batch, 24, 31, 31]
+        self.features_with(&mut Compute, images)
+    }
+
+    fn features_with<O: Ops>(&self, o: &mut O, images: O::Maps) -> O::Maps {
+        // Fixed: the layer stays the whitening transform whatever the optimiser or a loaded
+        // record (older runs trained the bias) says about its gradient.
+        let pad = usize::from(self.padded_whitening);
+        let x = o.fixed_conv("whiten", &self.whiten, [0, 0, pad, pad], images);
+        let mut x = o.relu(x); // [batch, 24, 31, 31]
         for (i, block) in self.blocks.iter().enumerate() {
-            x = block.forward(x, i == 0); // [batch, 64, 15, 15] -> [batch, 128, 7, 7] -> [batch, 256, 3, 3]
+            // [batch, 64, 15, 15] -> [batch, 128, 7, 7] -> [batch, 256, 3, 3]
+            x = block.forward_with(o, format_args!("blocks.{i}"), x, i == 0);
         }
         x
     }

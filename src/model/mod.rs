@@ -2,6 +2,9 @@
 //! A model knows tensors and layers; which kernel a layer runs on which device is
 //! [`crate::kernels`]' business, and files, data and training are elsewhere.
 //!
+//! Each architecture's forward pass is written once, in the operations of [`ops::Ops`]:
+//! [`Compute`] runs it on tensors, the ONNX writer writes it as a graph.
+//!
 //! Every architecture takes `[batch, 3, size, size]` images scaled to `[0, 1]` (see
 //! [`images_to_tensor`]; `seed` and `fast` take 32x32 only) and returns unnormalised class
 //! scores (logits); softmax and the loss live with the training loop and the classifier,
@@ -9,6 +12,7 @@
 
 pub mod efficientnet;
 mod fast;
+pub mod ops;
 pub mod pretrained;
 pub mod resnet;
 mod seed;
@@ -17,6 +21,7 @@ pub mod weights;
 
 pub use efficientnet::{EfficientNet, EfficientNetConfig, Variant};
 pub use fast::{Fast, FastConfig, LOGIT_SCALE as FAST_LOGIT_SCALE};
+pub use ops::{Compute, Ops, Pool};
 pub use pretrained::{Head, LoadError};
 pub use resnet::{Depth, ResNet, ResNetConfig};
 pub use seed::{Seed, SeedConfig};
@@ -222,11 +227,17 @@ impl Network {
     /// - images: `[batch, 3, size, size]`, values in `[0, 1]`
     /// - output: `[batch, num_classes]` logits
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        self.forward_with(&mut Compute, images)
+    }
+
+    /// [`Network::forward`] written out as [`Ops`]: each architecture's one description of
+    /// itself, which [`Compute`] runs on tensors and the ONNX writer turns into a graph.
+    pub fn forward_with<O: Ops>(&self, ops: &mut O, images: O::Maps) -> O::Rows {
         match self {
-            Network::Seed(net) => net.forward(images),
-            Network::Fast(net) => net.forward(images),
-            Network::ResNet(net) => net.forward(images),
-            Network::EfficientNet(net) => net.forward(images),
+            Network::Seed(net) => net.forward_with(ops, images),
+            Network::Fast(net) => net.forward_with(ops, images),
+            Network::ResNet(net) => net.forward_with(ops, images),
+            Network::EfficientNet(net) => net.forward_with(ops, images),
         }
     }
 
@@ -269,7 +280,7 @@ impl Network {
     /// - output: `[batch, num_classes]` logits
     pub fn classify_pooled(&self, pooled: Tensor<2>) -> Option<Tensor<2>> {
         match self {
-            Network::ResNet(net) => Some(net.fc.forward(pooled)),
+            Network::ResNet(net) => Some(net.classify(pooled)),
             Network::EfficientNet(net) => Some(net.classify(pooled)),
             Network::Seed(_) | Network::Fast(_) => None,
         }

@@ -22,11 +22,12 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Initializer, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
-use burn::tensor::activation::relu;
+use std::fmt::Display;
 
+use super::ops::{Compute, Ops, Pool};
 use super::pretrained::{self, Head, LoadError};
 use super::summary::{LayerRow, Summary};
-use crate::kernels::{self, Bounds};
+use crate::kernels::Bounds;
 
 /// How torchvision's state-dict keys become this module's paths: torchvision's shortcut is an
 /// `nn.Sequential` whose members are numbered; here they have names.
@@ -219,32 +220,33 @@ impl ResNetConfig {
     }
 }
 
-/// A 3x3 stride-1 convolution through the fast CPU kernel where it applies.
-fn conv_forward(conv: &Conv2d, stride: usize, x: Tensor<4>) -> Tensor<4> {
-    if stride == 1 && conv.weight.dims()[2..] == [3, 3] { kernels::conv3x3(x, conv) } else { conv.forward(x) }
-}
-
 impl Block {
+    /// The block as [`Ops`], its weights under `path` (`layer2.0`).
+    ///
     /// # Shapes
     /// - x: `[batch, in, h, w]`
     /// - output: `[batch, out, h / stride, w / stride]`
-    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+    fn forward_with<O: Ops>(&self, o: &mut O, path: impl Display, x: O::Maps) -> O::Maps {
         let shortcut = match &self.downsample {
-            Some(d) => kernels::batch_norm_clamp(&d.bn, d.conv.forward(x.clone()), Bounds::NONE),
+            Some(d) => {
+                let s = o.conv(format_args!("{path}.downsample.conv"), &d.conv, x.clone());
+                o.batch_norm(format_args!("{path}.downsample.bn"), &d.bn, Bounds::NONE, s)
+            }
             None => x.clone(),
         };
+        let y = o.conv(format_args!("{path}.conv1"), &self.conv1, x);
+        let y = o.batch_norm(format_args!("{path}.bn1"), &self.bn1, Bounds::RELU, y);
+        let y = o.conv(format_args!("{path}.conv2"), &self.conv2, y);
         let y = match (&self.conv3, &self.bn3) {
             (Some(conv3), Some(bn3)) => {
-                let y = kernels::batch_norm_relu(&self.bn1, self.conv1.forward(x));
-                let y = kernels::batch_norm_relu(&self.bn2, conv_forward(&self.conv2, self.stride, y));
-                kernels::batch_norm_clamp(bn3, conv3.forward(y), Bounds::NONE)
+                let y = o.batch_norm(format_args!("{path}.bn2"), &self.bn2, Bounds::RELU, y);
+                let y = o.conv(format_args!("{path}.conv3"), conv3, y);
+                o.batch_norm(format_args!("{path}.bn3"), bn3, Bounds::NONE, y)
             }
-            _ => {
-                let y = kernels::batch_norm_relu(&self.bn1, conv_forward(&self.conv1, self.stride, x));
-                kernels::batch_norm_clamp(&self.bn2, conv_forward(&self.conv2, 1, y), Bounds::NONE)
-            }
+            _ => o.batch_norm(format_args!("{path}.bn2"), &self.bn2, Bounds::NONE, y),
         };
-        relu(y + shortcut)
+        let sum = o.add(y, shortcut);
+        o.relu(sum)
     }
 }
 
@@ -308,7 +310,22 @@ impl ResNet {
     /// - images: `[batch, 3, h, w]`, values in `[0, 1]`, any size from 32 px
     /// - output: `[batch, num_classes]` logits
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        self.fc.forward(self.pooled(images))
+        self.forward_with(&mut Compute, images)
+    }
+
+    /// [`ResNet::forward`] as [`Ops`]: the network's one description.
+    pub fn forward_with<O: Ops>(&self, o: &mut O, images: O::Maps) -> O::Rows {
+        let x = self.pooled_with(o, images);
+        self.classify_with(o, x)
+    }
+
+    /// The head alone: `fc` on [`ResNet::pooled`]'s features.
+    pub fn classify(&self, pooled: Tensor<2>) -> Tensor<2> {
+        self.classify_with(&mut Compute, pooled)
+    }
+
+    fn classify_with<O: Ops>(&self, o: &mut O, pooled: O::Rows) -> O::Rows {
+        o.dense("fc", &self.fc, None, pooled)
     }
 
     /// layer4's output averaged over the image: what `fc` reads.
@@ -317,9 +334,12 @@ impl ResNet {
     /// - images: `[batch, 3, h, w]`
     /// - output: `[batch, 8 * width * expansion]`
     pub fn pooled(&self, images: Tensor<4>) -> Tensor<2> {
-        let x = self.features(images);
-        let [batch, channels, h, w] = x.dims();
-        x.reshape([batch, channels, h * w]).mean_dim(2).reshape([batch, channels])
+        self.pooled_with(&mut Compute, images)
+    }
+
+    fn pooled_with<O: Ops>(&self, o: &mut O, images: O::Maps) -> O::Rows {
+        let x = self.features_with(o, images);
+        o.global_pool(Pool::Average, x)
     }
 
     /// layer4's output, before the global pool.
@@ -328,13 +348,18 @@ impl ResNet {
     /// - images: `[batch, 3, h, w]`
     /// - output: `[batch, 8 * width * expansion, h / 32, w / 32]` (rounded up)
     pub fn features(&self, images: Tensor<4>) -> Tensor<4> {
-        let mean = self.input_mean.val().detach().reshape([1, 3, 1, 1]);
-        let std = self.input_std.val().detach().reshape([1, 3, 1, 1]);
-        let x = (images - mean) / std;
-        let x = kernels::batch_norm_relu(&self.bn1, self.conv1.forward(x));
-        let mut x = self.maxpool.forward(x);
-        for block in self.blocks() {
-            x = block.forward(x);
+        self.features_with(&mut Compute, images)
+    }
+
+    fn features_with<O: Ops>(&self, o: &mut O, images: O::Maps) -> O::Maps {
+        let x = o.normalize(&self.input_mean, &self.input_std, images);
+        let x = o.conv("conv1", &self.conv1, x);
+        let x = o.batch_norm("bn1", &self.bn1, Bounds::RELU, x);
+        let mut x = o.max_pool(&self.maxpool, x);
+        for (stage, layer) in [&self.layer1, &self.layer2, &self.layer3, &self.layer4].into_iter().enumerate() {
+            for (i, block) in layer.iter().enumerate() {
+                x = block.forward_with(o, format_args!("layer{}.{i}", stage + 1), x);
+            }
         }
         x
     }

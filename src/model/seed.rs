@@ -9,11 +9,11 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Dropout, DropoutConfig, Initializer, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
-use burn::tensor::activation::relu;
 use std::sync::Arc;
 
+use super::ops::{Compute, Ops};
 use super::summary::{LayerRow, Summary};
-use crate::kernels::{self, Int8Dense};
+use crate::kernels::Int8Dense;
 
 /// Filters of the one convolution.
 const CONV_FILTERS: usize = 32;
@@ -83,9 +83,14 @@ impl Seed {
     /// - images: `[batch, 3, 32, 32]`
     /// - output: `[batch, num_classes]` logits
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        let x = self.embedding(images); // [batch, 512]
-        let x = self.dropout.forward(x);
-        kernels::dense(&self.output, x) // [batch, num_classes]
+        self.forward_with(&mut Compute, images)
+    }
+
+    /// [`Seed::forward`] as [`Ops`]: the network's one description.
+    pub fn forward_with<O: Ops>(&self, o: &mut O, images: O::Maps) -> O::Rows {
+        let x = self.embedding_with(o, images); // [batch, 512]
+        let x = o.dropout(&self.dropout, x);
+        o.dense("output", &self.output, None, x) // [batch, num_classes]
     }
 
     /// The hidden layer's activations, what the output layer reads: the image's features.
@@ -94,9 +99,14 @@ impl Seed {
     /// - images: `[batch, 3, 32, 32]`
     /// - output: `[batch, 512]`
     pub fn embedding(&self, images: Tensor<4>) -> Tensor<2> {
-        let x = kernels::conv_relu_pool(images, &self.conv, &self.pool); // [batch, 32, 16, 16]
-        let x: Tensor<2> = x.flatten(1, 3); // [batch, 8192], (channel, row, column) order
-        relu(kernels::int8_dense(&self.hidden, self.hidden_int8.as_deref(), x)) // [batch, 512]
+        self.embedding_with(&mut Compute, images)
+    }
+
+    fn embedding_with<O: Ops>(&self, o: &mut O, images: O::Maps) -> O::Rows {
+        let x = o.conv_relu_pool("conv", &self.conv, &self.pool, images); // [batch, 32, 16, 16]
+        let x = o.flatten(x); // [batch, 8192], (channel, row, column) order
+        let x = o.dense("hidden", &self.hidden, self.hidden_int8.as_deref(), x);
+        o.relu_rows(x) // [batch, 512]
     }
 
     pub(super) fn summary(&self) -> Summary {
