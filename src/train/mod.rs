@@ -600,9 +600,8 @@ mod tests {
         assert_eq!(cycle_position(15, 10, 3, 3), (15, 30));
     }
 
-    /// A Lite0 at 32 px, a batch of two images and its labels, the SGD of the photo recipe
-    /// without momentum, and the features the backbone gives in inference (what a frozen
-    /// backbone must keep giving).
+    /// A Lite0 at 32 px on the autodiff CPU device, the pixels of a batch of two images at
+    /// that size, and the SGD of the photo recipe without momentum.
     fn fine_tuning_fixture() -> (Network, Vec<u8>, ImageShape, ModuleOptimizer) {
         use crate::model::ModelKind;
         let device = Device::flex().autodiff();
