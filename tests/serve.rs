@@ -22,6 +22,7 @@ use tower::ServiceExt;
 use classify::classifier::Classifier;
 use classify::data::{IMAGE_BYTES, IMAGE_SIZE, PLANE_BYTES};
 use classify::serve::{AppState, BODY_LIMIT, BatchOptions, Limits, app};
+use util::http;
 
 const CLASSES: [&str; 4] = ["tl", "tr", "bl", "br"];
 
@@ -571,21 +572,6 @@ async fn unknown_routes_and_methods_get_json_errors() {
     }
 }
 
-/// Sends a raw HTTP/1.1 request and returns the status code and body.
-fn http(addr: std::net::SocketAddr, head: &str, body: &[u8]) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let request = format!("{head}\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
-    stream.write_all(request.as_bytes()).unwrap();
-    stream.write_all(body).unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).unwrap();
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map_or(String::new(), |(_, b)| b.to_string());
-    (status, body)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_socket_serves_and_shutdown_lets_requests_in_flight_finish() {
     let (served, _) = classifiers();
@@ -901,11 +887,17 @@ async fn past_max_connections_health_checks_answer_and_the_rest_get_503() {
     server.await.unwrap().unwrap();
 }
 
-/// A `classify serve` process on a free port, killed when dropped.
+/// A `classify serve` process on a free port serving a fresh seed run, killed when dropped.
 struct Server {
-    child: std::process::Child,
-    addr: std::net::SocketAddr,
+    process: util::ServeProcess,
     _dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Server {
+    type Target = util::ServeProcess;
+    fn deref(&self) -> &util::ServeProcess {
+        &self.process
+    }
 }
 
 impl Server {
@@ -913,44 +905,7 @@ impl Server {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("run");
         write_run(&root);
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_classify"))
-            .args(["serve", "--port", "0", "--run"])
-            .arg(&root)
-            .args(extra)
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        // The log line "serving 4 classes on http://127.0.0.1:PORT ..." names the port.
-        let stderr = child.stderr.take().unwrap();
-        let (found, port) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut sent = false;
-            for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
-                if !sent && let Some(rest) = line.split("http://").nth(1) {
-                    let addr: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
-                    sent = found.send(addr).is_ok();
-                }
-            }
-        });
-        let addr = port.recv_timeout(Duration::from_secs(60)).expect("the server never said where it listens");
-        Server { child, addr: addr.parse().unwrap(), _dir: dir }
-    }
-
-    /// Resident and peak resident memory of the server process in MiB (Linux).
-    fn memory_mb(&self) -> Option<(f64, f64)> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        let field = |name: &str| -> Option<f64> {
-            let kb: f64 = status.lines().find(|l| l.starts_with(name))?.split_whitespace().nth(1)?.parse().ok()?;
-            Some(kb / 1024.0)
-        };
-        Some((field("VmRSS:")?, field("VmHWM:")?))
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        Server { process: util::ServeProcess::start(&root, extra), _dir: dir }
     }
 }
 

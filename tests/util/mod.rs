@@ -2,6 +2,9 @@
 
 #![allow(dead_code)]
 
+pub mod learning;
+pub mod reference;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -277,4 +280,73 @@ pub fn write_seed_run(root: &Path, classes: &[&str]) {
 pub fn write_bytes(path: &Path, bytes: &[u8]) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, bytes).unwrap();
+}
+
+/// A `classify serve` process on a free port of 127.0.0.1 serving the run at `root`, killed
+/// when dropped.
+pub struct ServeProcess {
+    child: std::process::Child,
+    pub addr: std::net::SocketAddr,
+}
+
+impl ServeProcess {
+    /// Starts `classify serve --port 0 --run root` with `extra` flags, and waits (up to a
+    /// minute) for its log line "serving N classes on http://127.0.0.1:PORT ...".
+    pub fn start(root: &Path, extra: &[&str]) -> ServeProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_classify"))
+            .args(["serve", "--port", "0", "--run"])
+            .arg(root)
+            .args(extra)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (found, port) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+                if !sent && let Some(rest) = line.split("http://").nth(1) {
+                    let addr: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
+                    sent = found.send(addr).is_ok();
+                }
+            }
+        });
+        let addr =
+            port.recv_timeout(std::time::Duration::from_secs(60)).expect("the server never said where it listens");
+        ServeProcess { child, addr: addr.parse().unwrap() }
+    }
+
+    /// Resident and peak resident memory of the server process in MiB (Linux).
+    pub fn memory_mb(&self) -> Option<(f64, f64)> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let field = |name: &str| -> Option<f64> {
+            let kb: f64 = status.lines().find(|l| l.starts_with(name))?.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kb / 1024.0)
+        };
+        Some((field("VmRSS:")?, field("VmHWM:")?))
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends a raw HTTP/1.1 request (`head` is its request line and any headers) with `body`,
+/// and returns the status code and body of the answer.
+pub fn http(addr: std::net::SocketAddr, head: &str, body: &[u8]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(60))).unwrap();
+    let request = format!("{head}\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+    stream.write_all(request.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map_or(String::new(), |(_, b)| b.to_string());
+    (status, body)
 }
