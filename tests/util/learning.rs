@@ -13,7 +13,8 @@ use classify::train::{self, Progress};
 
 use super::{names, quadrant_set, synthetic_config};
 
-fn quadrant_splits(train: usize, val: usize, seed: u64) -> Splits {
+/// The quadrant task: `train` and `val` images a class, from seeds `seed` and `seed + 1`.
+pub fn quadrant_splits(train: usize, val: usize, seed: u64) -> Splits {
     Splits {
         classes: names(&["tl", "tr", "bl", "br"]),
         train: quadrant_set(4, train, seed).into(),
@@ -41,15 +42,7 @@ pub fn seed_learns_quadrants(device: &Device) {
 /// recipe's lookahead (slow) weights with no separate moving average checkpointed.
 pub fn fast_learns_quadrants(device: &Device) {
     let splits = quadrant_splits(32, 16, 5);
-    let defaults = RecipeName::Modern.defaults(ModelKind::Fast);
-    let config = RunConfig {
-        model: ModelKind::Fast,
-        epochs: 4,
-        batch_size: 16,
-        learning_rate: defaults.learning_rate,
-        recipe: Recipe { augment: Augment::None, ..defaults.recipe },
-        ..synthetic_config(&splits.classes, 4)
-    };
+    let config = fast_config(&splits, 4);
     let dir = tempfile::tempdir().unwrap();
     let run = RunDir::new(dir.path().join("run"));
     let history = train::train(&splits, &config, &run, device, false, &Progress::silent()).expect("training runs");
@@ -58,4 +51,18 @@ pub fn fast_learns_quadrants(device: &Device) {
     assert!(config.recipe.lookahead && config.recipe.ema.is_none());
     let checkpoint = run.load_checkpoint().unwrap().unwrap();
     assert!(checkpoint.ema.is_none());
+}
+
+/// A fast-model run over `splits` for `epochs`, batch 16, with the modern recipe less its
+/// flips (a mirror image moves the square to another class).
+pub fn fast_config(splits: &Splits, epochs: usize) -> RunConfig {
+    let defaults = RecipeName::Modern.defaults(ModelKind::Fast);
+    RunConfig {
+        model: ModelKind::Fast,
+        epochs,
+        batch_size: 16,
+        learning_rate: defaults.learning_rate,
+        recipe: Recipe { augment: Augment::None, ..defaults.recipe },
+        ..synthetic_config(&splits.classes, epochs)
+    }
 }

@@ -47,6 +47,7 @@ if [ "$small" = 1 ]; then epochs=1 steps=2 infer=256; else epochs=10 steps=20 in
 step "1. correctness: fast, 1 epoch on $device, then predict on $device and cpu"
 /usr/bin/time -f "train: %e s, peak RSS %M KB" "$bin" --device "$device" train --model fast --data .gpu/cifar \
     --epochs 1 --out "$work/one" 2>&1 | grep -v XDG_RUNTIME | tail -3
+rm -f "$out"/predict-*.jsonl # predict resumes an existing file; these must be this run's
 "$bin" --device "$device" predict --run "$work/one" --data .gpu/cifar --top-k 10 --out "$out/predict-device.jsonl" 2>&1 | tail -1
 "$bin" --device cpu predict --run "$work/one" --data .gpu/cifar --top-k 10 --out "$out/predict-cpu.jsonl" 2>&1 | tail -1
 python3 - "$out/predict-device.jsonl" "$out/predict-cpu.jsonl" <<'PY'
