@@ -28,6 +28,7 @@ use classify::device::{self, DeviceKind};
 use classify::geometry::ImageShape;
 use classify::model::{ModelKind, Network};
 use serde_json::Value;
+use util::reference::worst_difference as worst;
 use util::{classify, ok, stdout};
 
 /// burn's random state is per process: the tests that train take turns.
@@ -35,12 +36,6 @@ static TRAINING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn gpu() -> Device {
     device::select(DeviceKind::Wgpu).expect("a wgpu build")
-}
-
-/// The largest difference between two equally long lists of numbers.
-fn worst(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
 #[test]

@@ -6,7 +6,6 @@ mod util;
 
 use burn::tensor::Device;
 use classify::classifier::Classifier;
-use classify::data::Splits;
 use classify::run::{RunConfig, RunDir};
 use classify::settings::Recipe;
 use classify::train::{self, Progress};
@@ -28,19 +27,14 @@ fn seed_model_learns_quadrants_well_above_chance() {
 #[test]
 fn same_seed_same_metrics() {
     let _turn = TRAINING.lock().unwrap_or_else(|e| e.into_inner());
-    let classes = util::names(&["tl", "tr", "bl", "br"]);
-    let splits = Splits {
-        classes: classes.clone(),
-        train: util::quadrant_set(4, 16, 3).into(),
-        val: util::quadrant_set(4, 4, 4).into(),
-        test: None,
-    };
+    let splits = util::learning::quadrant_splits(16, 4, 3);
+    let classes = &splits.classes;
     let dir = tempfile::tempdir().unwrap();
     let runs: Vec<_> = ["a", "b"]
         .iter()
         .map(|name| {
             let run = RunDir::new(dir.path().join(name));
-            train::train(&splits, &config(&classes, 1), &run, &Device::flex(), false, &Progress::silent()).unwrap()
+            train::train(&splits, &config(classes, 1), &run, &Device::flex(), false, &Progress::silent()).unwrap()
         })
         .collect();
     assert_eq!(runs[0][0].train_loss, runs[1][0].train_loss);
@@ -56,15 +50,10 @@ fn fast_model_learns_quadrants_with_the_modern_recipe() {
 #[test]
 fn early_stopping_keeps_the_best_epochs_weights() {
     let _turn = TRAINING.lock().unwrap_or_else(|e| e.into_inner());
-    let classes = util::names(&["tl", "tr", "bl", "br"]);
-    let splits = Splits {
-        classes: classes.clone(),
-        train: util::quadrant_set(4, 40, 7).into(),
-        val: util::quadrant_set(4, 10, 8).into(),
-        test: None,
-    };
+    let splits = util::learning::quadrant_splits(40, 10, 7);
+    let classes = &splits.classes;
     let config =
-        RunConfig { recipe: Recipe { patience: Some(2), ema: Some(0.9), ..Recipe::default() }, ..config(&classes, 12) };
+        RunConfig { recipe: Recipe { patience: Some(2), ema: Some(0.9), ..Recipe::default() }, ..config(classes, 12) };
     let dir = tempfile::tempdir().unwrap();
     let run = RunDir::new(dir.path().join("run"));
     let history =

@@ -32,7 +32,8 @@ fn reference_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference")
 }
 
-fn worst_difference(got: &[f32], want: &[f32]) -> f32 {
+/// The largest absolute difference between two equally long lists of numbers.
+pub fn worst_difference(got: &[f32], want: &[f32]) -> f32 {
     assert_eq!(got.len(), want.len(), "{} values, the reference has {}", got.len(), want.len());
     got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max)
 }
