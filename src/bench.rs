@@ -88,6 +88,11 @@ pub struct BenchResult {
     pub peak_rss_mb: Option<f64>,
     /// Whether the compute threads flush subnormal floats to zero (see [`crate::device`]).
     pub flushes_subnormals: bool,
+    /// The arithmetic's precision: weights, activations and gradients.
+    pub precision: String,
+    /// What each hand-written CPU kernel ran on this CPU; empty off the CPU, where burn's
+    /// own operations for the device do all the work.
+    pub kernels: Vec<crate::kernels::KernelPath>,
 }
 
 /// A trained run's last checkpoint, to time steady-state steps from: an optimiser whose
@@ -225,6 +230,12 @@ pub fn run(
         latency_ms_p99: round2(percentile(&latencies, 0.99)),
         peak_rss_mb: peak_rss_mb(),
         flushes_subnormals: rayon::broadcast(|_| crate::device::flushes_subnormals()).into_iter().all(|f| f),
+        precision: match settings.quantize {
+            Quantize::None => "fp32 throughout (weights, activations, gradients, optimiser state)",
+            Quantize::Int8 => "fp32 training; int8 weights for inference",
+        }
+        .to_string(),
+        kernels: if crate::device::is_cpu(device) { crate::kernels::paths() } else { Vec::new() },
     }
 }
 
@@ -301,6 +312,15 @@ impl fmt::Display for BenchResult {
         let precision = if self.quantize == Quantize::Int8 { ", int8 weights" } else { "" };
         writeln!(f, "inference, batch {INFER_BATCH}{precision}: {:.1} images/s", self.infer_images_per_s_batch256)?;
         writeln!(f, "single-image latency: p50 {:.2} ms, p99 {:.2} ms", self.latency_ms_p50, self.latency_ms_p99)?;
+        writeln!(f, "precision: {}", self.precision)?;
+        if self.kernels.is_empty() {
+            writeln!(f, "kernels: burn's own operations for the device")?;
+        } else {
+            writeln!(f, "kernels on this CPU:")?;
+            for k in &self.kernels {
+                writeln!(f, "  {}: {}", k.operation, k.path)?;
+            }
+        }
         match self.peak_rss_mb {
             Some(mb) => write!(f, "peak resident memory: {mb:.1} MiB"),
             None => write!(f, "peak resident memory: not reported on this OS"),

@@ -405,6 +405,12 @@ fn bench_times_steady_state_steps_from_a_runs_checkpoint() {
     assert_eq!(result["optimizer"], "adam");
     // The binary's compute threads flush subnormals (src/device.rs).
     assert_eq!(result["flushes_subnormals"], true);
+    // It says what it computed with: fp32, and each host kernel's path on this CPU.
+    assert!(result["precision"].as_str().unwrap().starts_with("fp32 throughout"), "{result}");
+    let kernels = result["kernels"].as_array().unwrap();
+    let conv = kernels.iter().find(|k| k["operation"] == "3x3 convolution and its gradients").unwrap();
+    assert!(conv["path"].as_str().unwrap().contains("micro-kernels"), "{result}");
+    assert!(kernels.iter().all(|k| !k["path"].as_str().unwrap().is_empty()), "{result}");
 
     let out = classify(root, &["bench", "--from-run", "nowhere", "--steps", "1"]);
     assert_eq!(out.status.code(), Some(1));

@@ -45,6 +45,17 @@ use super::{f32_values, flex_tensor, is_flex};
 /// megabytes.
 const GROUP_COLUMNS: usize = 2048;
 
+/// How many images each product takes: at most [`GROUP_COLUMNS`] columns' worth, and the
+/// batch cut into a multiple of the compute threads' count, so that no thread is left with
+/// one large group while the others wait (at batch 256 on 3x3 maps, 227 + 29 images had one
+/// of two threads doing 89% of the layer).
+fn images_per_group(batch: usize, pixels: usize) -> usize {
+    let by_size = (GROUP_COLUMNS / pixels.max(1)).max(1);
+    let threads = rayon::current_num_threads().max(1);
+    let groups = batch.div_ceil(by_size).div_ceil(threads) * threads;
+    batch.div_ceil(groups.clamp(1, batch.max(1)))
+}
+
 fn same_3x3() -> ConvOptions<2> {
     ConvOptions::new([1, 1], [1, 1], [1, 1], 1)
 }
@@ -172,7 +183,7 @@ pub fn weight_gradient(
     let rows = channels * 9;
     assert_eq!(x.len(), batch * channels * pixels, "input does not match its shape");
     assert_eq!(output_grad.len(), batch * filters * pixels, "output gradient does not match the input");
-    let per_group = (GROUP_COLUMNS / pixels.max(1)).max(1);
+    let per_group = images_per_group(batch, pixels);
     let zero = || vec![0f32; filters * rows];
     if batch == 0 || pixels == 0 {
         return zero();
@@ -241,7 +252,7 @@ pub fn forward(x: &[f32], weight: &[f32], [batch, channels, h, w]: [usize; 4], f
     if out.is_empty() {
         return out;
     }
-    let per_group = (GROUP_COLUMNS / pixels).max(1);
+    let per_group = images_per_group(batch, pixels);
     out.par_chunks_mut(per_group * filters * pixels).zip(x.par_chunks(per_group * channels * pixels)).for_each(
         |(out, x)| {
             let images = x.len() / (channels * pixels);
@@ -355,7 +366,7 @@ mod tests {
     #[test]
     fn gradients_match_burns_convolution() {
         let device = Device::flex().autodiff();
-        // 150 images of 4x4 make two groups of patch columns (GROUP_COLUMNS / 16 = 128).
+        // 150 images of 4x4 make two groups of patch columns or more (GROUP_COLUMNS / 16 = 128 at most each).
         for &[batch, channels, h, w, filters] in &[[3, 4, 5, 6, 7], [150, 3, 4, 4, 5], [2, 2, 1, 1, 3]] {
             let x = Tensor::<4>::random([batch, channels, h, w], Distribution::Normal(0.0, 1.0), &device);
             let weight = Tensor::<4>::random([filters, channels, 3, 3], Distribution::Normal(0.0, 1.0), &device);

@@ -305,6 +305,42 @@ pub fn conv3x3_relu_pool_grads(
     (super::conv3x3::weight_gradient(images, &map_grad, dims, filters), bias_grad)
 }
 
+/// The compilations of [`conv_image_body`]: with AVX-512 or AVX2 row pairs (x86-64), or
+/// portable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Isa {
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    Portable,
+}
+
+/// The widest compilation this CPU runs: the one [`conv_image`] takes.
+fn isa() -> Isa {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return Isa::Avx512;
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            return Isa::Avx2;
+        }
+    }
+    Isa::Portable
+}
+
+/// What [`conv_relu_pool`]'s host kernel runs on this CPU, for `classify bench`.
+pub(super) fn path() -> &'static str {
+    match isa() {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => "host kernel, AVX-512 rows",
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => "host kernel, AVX2 rows",
+        Isa::Portable => "host kernel, portable rows",
+    }
+}
+
 /// [`conv_image_body`] with the widest vector instructions this CPU has.
 fn conv_image(
     image: &[f32],
@@ -314,18 +350,15 @@ fn conv_image(
     out: &mut [f32],
     sources: Option<&mut [i32]>,
 ) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: AVX-512F was just detected on this CPU.
-            return unsafe { conv_image_avx512(image, dims, weight, bias, out, sources) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: AVX2 was just detected on this CPU.
-            return unsafe { conv_image_avx2(image, dims, weight, bias, out, sources) };
-        }
+    match isa() {
+        // SAFETY: `isa` returns Avx512 only where AVX-512F was detected on this CPU.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { conv_image_avx512(image, dims, weight, bias, out, sources) },
+        // SAFETY: `isa` returns Avx2 only where AVX2 was detected on this CPU.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { conv_image_avx2(image, dims, weight, bias, out, sources) },
+        Isa::Portable => conv_image_body(image, dims, weight, bias, out, sources, None),
     }
-    conv_image_body(image, dims, weight, bias, out, sources, None)
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -269,6 +269,15 @@ pub fn gradients(
 /// copying the 16 MiB weight into `gemm`'s panel layout costs a large share of the product.
 /// Here the right operand is read in place (row-major, its rows contiguous), the left one
 /// through its strides, one scalar broadcast at a time.
+/// What [`dense`]'s products run on this CPU, for `classify bench`.
+pub(super) fn path() -> &'static str {
+    if panels::tiles_available() {
+        "AVX-512 register tiles where the width is a multiple of 16, else the gemm crate"
+    } else {
+        "the gemm crate (the AVX-512 tiles need AVX-512F)"
+    }
+}
+
 mod panels {
     // Only x86-64 has the tiles; elsewhere every call reports "not run" and `gemm` serves.
     #![cfg_attr(not(target_arch = "x86_64"), allow(dead_code, unused_imports))]
@@ -277,6 +286,15 @@ mod panels {
     /// Depth of one pass over a strip of the right operand: 2048 rows of 32 floats (256
     /// KiB) stay in the core's L2 cache while every row group of the left operand uses them.
     const DEPTH: usize = 2048;
+
+    /// Whether this CPU runs the tiles (AVX-512F; never off x86-64): the test [`run`]
+    /// makes, and what `classify bench` reports.
+    pub fn tiles_available() -> bool {
+        #[cfg(target_arch = "x86_64")]
+        return std::arch::is_x86_feature_detected!("avx512f");
+        #[cfg(not(target_arch = "x86_64"))]
+        return false;
+    }
 
     /// `c += a @ b` if this CPU has AVX-512 and `n` is a multiple of the tile width
     /// `16 * T`; false (nothing written) otherwise.
@@ -330,7 +348,7 @@ mod panels {
         [m, k, n]: [usize; 3],
     ) -> bool {
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx512f") && n % (16 * T) == 0 && m > 0 && k > 0 {
+        if tiles_available() && n % (16 * T) == 0 && m > 0 && k > 0 {
             assert!(b.len() == k * n, "operands do not match");
             assert!((m - 1) * row_stride + (k - 1) * column_stride < a.len(), "left operand too short");
             let width = 16 * T;
@@ -472,13 +490,6 @@ mod tests {
     use super::super::max_abs_diff;
     use super::*;
 
-    /// Whether the AVX-512 tiles can run here (never off x86-64).
-    fn has_avx512f() -> bool {
-        #[cfg(target_arch = "x86_64")]
-        return std::arch::is_x86_feature_detected!("avx512f");
-        #[cfg(not(target_arch = "x86_64"))]
-        return false;
-    }
     use burn::nn::LinearConfig;
     use burn::tensor::Distribution;
 
@@ -531,7 +542,7 @@ mod tests {
                 } else {
                     panels::accumulate::<4, 4>(&mut c, (&a, row_stride, column_stride), &b, [m, k, n])
                 };
-                if !has_avx512f() {
+                if !panels::tiles_available() {
                     assert!(!ran);
                     continue;
                 }
@@ -549,7 +560,7 @@ mod tests {
             }
         }
         // A fresh product into a 64-byte-aligned destination takes the streaming stores.
-        if has_avx512f() {
+        if panels::tiles_available() {
             let (m, k, n) = (7, 40, 64);
             let b: Vec<f32> = (0..k * n).map(|i| (i % 13) as f32 - 6.0).collect();
             let expected: Vec<f32> =

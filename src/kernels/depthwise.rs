@@ -262,6 +262,15 @@ impl Isa {
         }
         Isa::Portable
     }
+
+    /// The compilation, for `classify bench`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Portable => "row loops, portable",
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => "row loops, AVX-512",
+        }
+    }
 }
 
 /// Defines `$name(isa, args...)`, which runs the `#[inline(always)]` function `$body` compiled

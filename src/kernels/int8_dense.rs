@@ -156,7 +156,7 @@ impl Int8Dense {
     /// rounded up to a multiple of 4, zero-padded.
     fn integer_sums(&self, q: &[u8], batch: usize) -> Vec<i32> {
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx512vnni") && std::arch::is_x86_feature_detected!("avx512f") {
+        if vnni_available() {
             return self.integer_sums_vnni(q, batch);
         }
         self.integer_sums_portable(q, batch)
@@ -211,6 +211,20 @@ impl Int8Dense {
         }
         sums
     }
+}
+
+/// Whether this CPU has AVX-512 VNNI (`vpdpbusd`), which [`Int8Dense`]'s integer products
+/// use when present (never off x86-64).
+fn vnni_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::arch::is_x86_feature_detected!("avx512vnni") && std::arch::is_x86_feature_detected!("avx512f");
+    #[cfg(not(target_arch = "x86_64"))]
+    return false;
+}
+
+/// What [`int8_dense`]'s integer products run on this CPU, for `classify bench`.
+pub(super) fn path() -> &'static str {
+    if vnni_available() { "AVX-512 VNNI (vpdpbusd)" } else { "portable integer loop (no AVX-512 VNNI)" }
 }
 
 /// Quantizes one row to unsigned bytes (`q = round(x / scale)`, `scale = max / 255`);

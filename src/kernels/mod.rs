@@ -40,6 +40,54 @@ pub use max_pool::{gathered_max_pool_2x2, max_pool_2x2};
 
 use burn::backend::flex::FlexTensor;
 use burn::prelude::*;
+use serde::Serialize;
+
+/// One operation of the table above and the code it runs on this CPU, as each routing
+/// function's own run-time choice reports it (for `classify bench`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct KernelPath {
+    pub operation: &'static str,
+    pub path: &'static str,
+}
+
+/// The path every host kernel takes on this CPU. Off the CPU none of them run: burn's own
+/// operations for that device do the work.
+pub fn paths() -> Vec<KernelPath> {
+    [
+        ("3x3 convolution and its gradients", gemm_path()),
+        ("3x3 convolution + ReLU + 2x2 max pool, inference", conv_relu_pool::path()),
+        ("dense", dense::path()),
+        ("depthwise convolution and its gradients", depthwise::Isa::detect().name()),
+        ("int8 dense, inference", int8_dense::path()),
+        ("BatchNorm + ReLU while training, 2x2 max pool", "host loops, compiled for the build's target"),
+    ]
+    .into_iter()
+    .map(|(operation, path)| KernelPath { operation, path })
+    .collect()
+}
+
+/// The 3x3 convolutions' products: the `gemm` crate (0.19, built with `x86-v4`) picks its
+/// f32 micro-kernels at run time by testing for AVX-512F, then FMA, as this does.
+fn gemm_path() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            "im2col + the gemm crate's AVX-512 micro-kernels"
+        } else if std::arch::is_x86_feature_detected!("fma") {
+            "im2col + the gemm crate's AVX2+FMA micro-kernels"
+        } else {
+            "im2col + the gemm crate's portable micro-kernels"
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        "im2col + the gemm crate's NEON micro-kernels"
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        "im2col + the gemm crate's portable micro-kernels"
+    }
+}
 
 /// Whether `device` is burn's Flex CPU backend, with or without autodiff: the one device
 /// the host kernels serve (reading a tensor there costs no transfer).
