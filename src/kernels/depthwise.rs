@@ -522,6 +522,7 @@ mod tests {
         ]
     }
 
+    #[cfg(target_arch = "x86_64")]
     fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
         t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
     }
