@@ -254,11 +254,12 @@ fn fused_images(
         return out;
     }
     let pairs = out.par_chunks_mut(per_image).zip(images.par_chunks(channels * h * w));
+    let (isa, dims) = (isa(), [channels, h, w]);
     match sources {
-        None => pairs.for_each(|(out, image)| conv_image(image, [channels, h, w], weight, bias, out, None)),
+        None => pairs.for_each(|(out, image)| conv_image(isa, image, dims, weight, bias, out, None)),
         Some(sources) => pairs
             .zip(sources.par_chunks_mut(per_image))
-            .for_each(|((out, image), sources)| conv_image(image, [channels, h, w], weight, bias, out, Some(sources))),
+            .for_each(|((out, image), sources)| conv_image(isa, image, dims, weight, bias, out, Some(sources))),
     }
     out
 }
@@ -316,18 +317,21 @@ enum Isa {
     Portable,
 }
 
-/// The widest compilation this CPU runs: the one [`conv_image`] takes.
-fn isa() -> Isa {
+/// The compilations this CPU runs, widest first; always ends with the portable one.
+fn available_isas() -> Vec<Isa> {
     #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            return Isa::Avx512;
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            return Isa::Avx2;
-        }
-    }
-    Isa::Portable
+    let detected = [
+        (std::arch::is_x86_feature_detected!("avx512f"), Isa::Avx512),
+        (std::arch::is_x86_feature_detected!("avx2"), Isa::Avx2),
+    ];
+    #[cfg(not(target_arch = "x86_64"))]
+    let detected: [(bool, Isa); 0] = [];
+    detected.into_iter().filter_map(|(has, isa)| has.then_some(isa)).chain([Isa::Portable]).collect()
+}
+
+/// The widest compilation this CPU runs: the one the kernel takes.
+fn isa() -> Isa {
+    available_isas()[0]
 }
 
 /// What [`conv_relu_pool`]'s host kernel runs on this CPU, for `classify bench`.
@@ -341,8 +345,9 @@ pub(super) fn path() -> &'static str {
     }
 }
 
-/// [`conv_image_body`] with the widest vector instructions this CPU has.
+/// [`conv_image_body`] compiled for `isa`, which must be one of [`available_isas`].
 fn conv_image(
+    isa: Isa,
     image: &[f32],
     dims: [usize; 3],
     weight: &[f32],
@@ -350,11 +355,12 @@ fn conv_image(
     out: &mut [f32],
     sources: Option<&mut [i32]>,
 ) {
-    match isa() {
-        // SAFETY: `isa` returns Avx512 only where AVX-512F was detected on this CPU.
+    match isa {
+        // SAFETY: callers pass one of `available_isas`, which lists Avx512 only where
+        // AVX-512F was detected on this CPU.
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => unsafe { conv_image_avx512(image, dims, weight, bias, out, sources) },
-        // SAFETY: `isa` returns Avx2 only where AVX2 was detected on this CPU.
+        // SAFETY: as above; Avx2 only where AVX2 was detected.
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => unsafe { conv_image_avx2(image, dims, weight, bias, out, sources) },
         Isa::Portable => conv_image_body(image, dims, weight, bias, out, sources, None),
@@ -635,6 +641,38 @@ mod tests {
             let worst = ours.iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
             assert!(worst < 1e-5, "largest difference {worst} at {h}x{w}");
             assert!(expected.contains(&0.0) && expected.iter().any(|&v| v > 0.0), "ReLU must matter here");
+        }
+    }
+
+    /// Each vector compilation this CPU runs gives the portable one's pooled maps and
+    /// arg-max sources: at 32x32 with 8 filters (two blocks of the register-blocked row
+    /// kernel) and at 6x4 (the plain loop).
+    #[test]
+    fn every_compilation_matches_the_portable_one() {
+        let mut s = 7u32;
+        let mut next = || {
+            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (s >> 8) as f32 / (1 << 24) as f32 - 0.5
+        };
+        let (channels, filters) = (3, 8);
+        for [h, w] in [[32, 32], [6, 4]] {
+            let image: Vec<f32> = (0..channels * h * w).map(|_| next()).collect();
+            let weight: Vec<f32> = (0..filters * channels * 9).map(|_| next()).collect();
+            let bias: Vec<f32> = (0..filters).map(|_| next() * 0.2).collect();
+            let per_image = filters * (h / 2) * (w / 2);
+            let run = |isa: Isa| {
+                let (mut out, mut sources) = (vec![0f32; per_image], vec![0i32; per_image]);
+                conv_image(isa, &image, [channels, h, w], &weight, &bias, &mut out, Some(&mut sources));
+                (out, sources)
+            };
+            let portable = run(Isa::Portable);
+            assert!(portable.0.contains(&0.0) && portable.0.iter().any(|&v| v > 0.0), "ReLU must matter here");
+            for isa in available_isas() {
+                let (out, sources) = run(isa);
+                let worst = out.iter().zip(&portable.0).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+                assert!(worst < 1e-5, "{isa:?} differs by {worst} at {h}x{w}");
+                assert_eq!(sources, portable.1, "{isa:?} pools from other pixels at {h}x{w}");
+            }
         }
     }
 

@@ -264,11 +264,6 @@ pub fn gradients(
     (transpose(&x_grad_t, [inputs, batch]), weight_grad, bias_grad)
 }
 
-/// Register-tiled AVX-512 products for the seed's shapes, where the `gemm` crate loses time
-/// to packing: at batch 32 each weight element takes part in only 32 multiply-adds, so
-/// copying the 16 MiB weight into `gemm`'s panel layout costs a large share of the product.
-/// Here the right operand is read in place (row-major, its rows contiguous), the left one
-/// through its strides, one scalar broadcast at a time.
 /// What [`dense`]'s products run on this CPU, for `classify bench`.
 pub(super) fn path() -> &'static str {
     if panels::tiles_available() {
@@ -278,6 +273,11 @@ pub(super) fn path() -> &'static str {
     }
 }
 
+/// Register-tiled AVX-512 products for the seed's shapes, where the `gemm` crate loses time
+/// to packing: at batch 32 each weight element takes part in only 32 multiply-adds, so
+/// copying the 16 MiB weight into `gemm`'s panel layout costs a large share of the product.
+/// Here the right operand is read in place (row-major, its rows contiguous), the left one
+/// through its strides, one scalar broadcast at a time.
 mod panels {
     // Only x86-64 has the tiles; elsewhere every call reports "not run" and `gemm` serves.
     #![cfg_attr(not(target_arch = "x86_64"), allow(dead_code, unused_imports))]
