@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::data::ImageSet;
 use crate::geometry::ImageShape;
+use crate::kernels::Precision;
 use crate::model::{ModelKind, Network, images_to_tensor, labels_to_tensor};
 use crate::quantize::{Quantize, quantize};
 use crate::run::{RunConfig, RunDir};
@@ -43,6 +44,8 @@ pub struct BenchSettings {
     pub latency_calls: usize,
     /// Weight precision of the trained model for the inference and latency figures.
     pub quantize: Quantize,
+    /// Arithmetic of the convolutions' products, training and inference.
+    pub precision: Precision,
 }
 
 impl BenchSettings {
@@ -136,6 +139,8 @@ pub fn run(
         Some(set) if !set.is_empty() => format!("{} images", set.len()),
         _ => "synthetic".to_string(),
     };
+    // This thread runs every pass measured below.
+    crate::kernels::set_precision(settings.precision);
     let train_device = device.clone().autodiff();
     train_device.seed(0);
     let (mut model, mut optimizer, recipe, start_name) = match start {
@@ -230,9 +235,15 @@ pub fn run(
         latency_ms_p99: round2(percentile(&latencies, 0.99)),
         peak_rss_mb: peak_rss_mb(),
         flushes_subnormals: rayon::broadcast(|_| crate::device::flushes_subnormals()).into_iter().all(|f| f),
-        precision: match settings.quantize {
-            Quantize::None => "fp32 throughout (weights, activations, gradients, optimiser state)",
-            Quantize::Int8 => "fp32 training; int8 weights for inference",
+        precision: match (settings.precision, settings.quantize) {
+            (Precision::Fp32, Quantize::None) => "fp32 throughout (weights, activations, gradients, optimiser state)",
+            (Precision::Fp32, Quantize::Int8) => "fp32 training; int8 weights for inference",
+            (Precision::Bf16, Quantize::None) => {
+                "bf16 operands in the 3x3 convolutions' products, fp32 sums, weights, BatchNorm and optimiser state"
+            }
+            (Precision::Bf16, Quantize::Int8) => {
+                "bf16 operands in the 3x3 convolutions' products while training; int8 weights for inference"
+            }
         }
         .to_string(),
         kernels: if crate::device::is_cpu(device) { crate::kernels::paths() } else { Vec::new() },
@@ -342,6 +353,7 @@ mod tests {
             infer_images: 2,
             latency_calls: 1,
             quantize: Quantize::None,
+            precision: Precision::Fp32,
         };
         let r = run(&settings, Some(&synthetic(4, ImageShape::CIFAR)), None, &Device::flex());
         assert_eq!((r.optimizer, r.learning_rate), (OptimizerKind::Sgd, 0.375));
@@ -378,6 +390,7 @@ mod tests {
             infer_images: 8,
             latency_calls: 3,
             quantize: Quantize::None,
+            precision: Precision::Fp32,
         };
         let r = run(&settings, Some(&synthetic(16, ImageShape::CIFAR)), None, &Device::flex());
         assert_eq!(r.steps, 2);

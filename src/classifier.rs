@@ -9,6 +9,7 @@ use burn::store::ModuleRecord;
 use burn::tensor::{Bytes, Device};
 
 use crate::data::augment::{Tta, View, view_all};
+use crate::kernels::{Precision, set_precision};
 use crate::model::Network;
 use crate::quantize::{Quantize, quantize};
 use crate::run::{RunConfig, RunDir, RunError};
@@ -23,6 +24,8 @@ pub struct Classifier {
     device: Device,
     tta: Tta,
     precision: Quantize,
+    /// The arithmetic of its convolutions' products on the CPU.
+    products: Precision,
 }
 
 impl Classifier {
@@ -51,7 +54,14 @@ impl Classifier {
                 ))
             })?
             .valid();
-        Ok(Classifier { model, config, device: device.clone(), tta: Tta::None, precision: Quantize::None })
+        Ok(Classifier {
+            model,
+            config,
+            device: device.clone(),
+            tta: Tta::None,
+            precision: Quantize::None,
+            products: Precision::Fp32,
+        })
     }
 
     /// This classifier, predicting from the average of the class probabilities of every view
@@ -63,6 +73,16 @@ impl Classifier {
     /// This classifier with its weights at `precision` (see [`crate::quantize`]).
     pub fn with_quantization(self, precision: Quantize) -> Self {
         Classifier { model: quantize(self.model, precision), precision, ..self }
+    }
+
+    /// This classifier computing its convolutions' products at `products` (`--precision`).
+    pub fn with_products(self, products: Precision) -> Self {
+        Classifier { products, ..self }
+    }
+
+    /// The arithmetic of its convolutions' products.
+    pub fn products(&self) -> Precision {
+        self.products
     }
 
     /// The weight precision it predicts with.
@@ -118,6 +138,7 @@ impl Classifier {
 
     /// Softmax probabilities of the images exactly as given.
     fn view_probabilities(&self, images: &[u8]) -> Vec<Vec<f32>> {
+        set_precision(self.products);
         let logits = self.model.logits(images, self.image_shape(), &self.device);
         let classes = self.classes().len();
         logits.chunks(classes).take(self.config.image_shape().count(images.len())).map(softmax).collect()
@@ -128,6 +149,7 @@ impl Classifier {
     /// test-time views).
     pub fn embeddings(&self, images: &[u8]) -> Vec<Vec<f32>> {
         let shape = self.image_shape();
+        set_precision(self.products);
         let mut rows = Vec::new();
         for chunk in images.chunks(crate::model::predict_batch(shape) * shape.image_bytes()) {
             let out = self.model.embedding(crate::model::images_to_tensor(chunk, shape, &self.device));

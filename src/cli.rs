@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use classify::data::BadImagePolicy;
 use classify::data::augment::Tta;
 use classify::device::DeviceKind;
+use classify::kernels::Precision;
 use classify::model::ModelKind;
 use classify::quantize::Quantize;
 use classify::settings::Given;
@@ -270,12 +271,22 @@ pub struct InferenceArgs {
     /// twice as fast; AVX-512 VNNI where the CPU has it).
     #[arg(long, value_enum, default_value = "none")]
     pub quantize: Quantize,
+    /// Arithmetic of the 3x3 convolutions' products on the CPU: `fp32`, or `bf16` (operands
+    /// rounded to bfloat16, sums fp32; AVX512-BF16 dot products where the CPU has them, else
+    /// emulated and slower).
+    #[arg(long, value_enum, default_value = "fp32")]
+    pub precision: Precision,
 }
 
 impl InferenceArgs {
-    /// `classifier` set to predict as these flags ask.
-    pub fn apply(&self, classifier: classify::classifier::Classifier) -> classify::classifier::Classifier {
-        classifier.with_quantization(self.quantize).with_tta(self.tta)
+    /// `classifier` set to predict as these flags ask; refuses a `--precision` its model has
+    /// no layers for.
+    pub fn apply(
+        &self,
+        classifier: classify::classifier::Classifier,
+    ) -> anyhow::Result<classify::classifier::Classifier> {
+        classifier.config().model.check_precision(self.precision).map_err(anyhow::Error::msg)?;
+        Ok(classifier.with_quantization(self.quantize).with_products(self.precision).with_tta(self.tta))
     }
 }
 
@@ -446,6 +457,10 @@ pub struct BenchArgs {
     /// `predict` and `serve` do with `--quantize int8`.
     #[arg(long, value_enum, default_value = "none")]
     pub quantize: Quantize,
+    /// Arithmetic of the 3x3 convolutions' products, training and inference alike (as
+    /// `classify train --precision`) [default: fp32; with --from-run, the run's].
+    #[arg(long, value_enum)]
+    pub precision: Option<Precision>,
     /// Use these images instead of synthetic ones (any --data value; nothing is downloaded
     /// unless you name `cifar10`).
     #[arg(long)]

@@ -12,6 +12,7 @@ use classify::classifier::Classifier;
 use classify::data::augment::Tta;
 use classify::data::{self, BadImagePolicy, Framing, ImageSet, LoadOptions, Splits};
 use classify::eval::{self, Evaluation};
+use classify::kernels::Precision;
 use classify::model::{ModelKind, Network};
 use classify::quantize::Quantize;
 use classify::run::{RunConfig, RunDir};
@@ -434,7 +435,7 @@ fn load_eval_set(
 
 fn evaluate(args: EvalArgs, device: &Device) -> Result<()> {
     let (classifier, name, set) = load_eval_set(&args.run, &args.data, args.split, device)?;
-    let classifier = args.inference.apply(classifier);
+    let classifier = args.inference.apply(classifier)?;
     let config = classifier.config();
     let predictions = classifier.predict(&set.images);
     let evaluation = eval::evaluate(&config.classes, &set.labels, &predictions);
@@ -462,10 +463,13 @@ fn print_evaluation(run: &Path, split: &str, inference: &InferenceArgs, e: &Eval
         Tta::None => String::new(),
         tta => format!(", TTA {} ({} views)", value_name(tta), tta.views().len()),
     };
-    let precision = match inference.quantize {
+    let mut precision = match inference.quantize {
         Quantize::None => String::new(),
         q => format!(", {} weights", value_name(q)),
     };
+    if inference.precision == Precision::Bf16 {
+        precision.push_str(", bf16 products");
+    }
     println!("run {}, {split} split: {} images{tta}{precision}", run.display(), e.n);
     println!("accuracy {:.4}", e.accuracy);
     println!("\nper-class accuracy:");
@@ -493,7 +497,7 @@ fn print_evaluation(run: &Path, split: &str, inference: &InferenceArgs, e: &Eval
 }
 
 fn predict(args: PredictArgs, device: &Device) -> Result<()> {
-    let classifier = args.inference.apply(Classifier::load(&args.run, device)?);
+    let classifier = args.inference.apply(Classifier::load(&args.run, device)?)?;
     let many = &args.inputs;
     if many.data.is_some() || many.list.is_some() || many.out.is_some() {
         return predict_many(many, classify::predict::Task::Predict, usize::from(args.top_k), &classifier);
@@ -658,7 +662,7 @@ fn serve(args: ServeArgs, device: &Device) -> Result<()> {
         body_memory: args.body_memory.saturating_mul(1024 * 1024),
     };
     limits.validate().map_err(anyhow::Error::msg)?;
-    let classifier = args.inference.apply(Classifier::load(&args.run, device)?);
+    let classifier = args.inference.apply(Classifier::load(&args.run, device)?)?;
     let options = classify::serve::ServeOptions {
         host: args.host,
         port: args.port,
@@ -709,6 +713,8 @@ fn bench(args: BenchArgs, device: &Device) -> Result<()> {
         (None, None) => model.default_image_size(),
     };
     model.check_image_size(image_size).map_err(anyhow::Error::msg)?;
+    let precision = args.precision.or(start.as_ref().map(|s| s.config.recipe.precision)).unwrap_or_default();
+    model.check_precision(precision).map_err(anyhow::Error::msg)?;
     let images = match &args.data {
         Some(spec) => {
             let opts = LoadOptions { progress: terminal(), side: Some(image_size), ..LoadOptions::default() };
@@ -725,6 +731,7 @@ fn bench(args: BenchArgs, device: &Device) -> Result<()> {
         infer_images: args.infer_images.max(1),
         latency_calls: args.latency_calls.max(1),
         quantize: args.quantize,
+        precision,
     };
     let result = classify::bench::run(&settings, images.as_ref(), start, device);
     if args.json {

@@ -38,6 +38,7 @@ use burn::tensor::ops::ConvOptions;
 use rayon::prelude::*;
 use std::cell::RefCell;
 
+use super::bf16::{Layout, Precision, matmul as matmul_bf16, precision};
 use super::{f32_values, flex_tensor, is_flex};
 
 /// Patch-matrix columns (images x pixels) per product: enough for the product to run near
@@ -188,7 +189,9 @@ pub fn weight_gradient(
     if batch == 0 || pixels == 0 {
         return zero();
     }
-    x.par_chunks(per_group * channels * pixels)
+    let bf16 = precision() == Precision::Bf16;
+    let sum = x
+        .par_chunks(per_group * channels * pixels)
         .zip(output_grad.par_chunks(per_group * filters * pixels))
         .fold(zero, |mut sum, (x, dy)| {
             let images = x.len() / (channels * pixels);
@@ -200,6 +203,13 @@ pub fn weight_gradient(
                     for (f, plane) in dy.chunks_exact(pixels).enumerate() {
                         grad[f * columns + image * pixels..][..pixels].copy_from_slice(plane);
                     }
+                }
+                if bf16 {
+                    // sum [rows, filters] += patches [rows, columns] @ grad^T [columns, filters]:
+                    // the large operand is the one read row by row.
+                    let layout = Layout::ColumnMajor { stride: columns };
+                    matmul_bf16([rows, filters, columns], patches, columns, grad, layout, &mut sum, filters, true);
+                    return;
                 }
                 // sum [filters, rows] += grad [filters, columns] @ patches^T [columns, rows]
                 // SAFETY: the strides and sizes describe the three buffers above, and
@@ -233,7 +243,12 @@ pub fn weight_gradient(
         .reduce(zero, |mut a, b| {
             a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
             a
-        })
+        });
+    if !bf16 {
+        return sum;
+    }
+    // The bf16 products summed [rows, filters]: turned to the weight's [filters, rows].
+    (0..filters).flat_map(|f| (0..rows).map(move |r| (r, f))).map(|(r, f)| sum[r * filters + f]).collect()
 }
 
 /// A 3x3 "same" convolution without bias on the host: per group of images, one
@@ -253,6 +268,7 @@ pub fn forward(x: &[f32], weight: &[f32], [batch, channels, h, w]: [usize; 4], f
         return out;
     }
     let per_group = images_per_group(batch, pixels);
+    let bf16 = precision() == Precision::Bf16;
     out.par_chunks_mut(per_group * filters * pixels).zip(x.par_chunks(per_group * channels * pixels)).for_each(
         |(out, x)| {
             let images = x.len() / (channels * pixels);
@@ -260,29 +276,34 @@ pub fn forward(x: &[f32], weight: &[f32], [batch, channels, h, w]: [usize; 4], f
             with_scratch([rows * columns, filters * columns], |patches, product| {
                 patch_matrix(x, [images, channels, h, w], patches); // [rows, columns]
                 // product [filters, columns] = weight [filters, rows] @ patches [rows, columns]
-                // SAFETY: the strides and sizes describe the buffers above; no aliasing.
-                unsafe {
-                    gemm::gemm(
-                        filters,
-                        columns,
-                        rows,
-                        product.as_mut_ptr(),
-                        1,
-                        columns as isize,
-                        false,
-                        weight.as_ptr(),
-                        1,
-                        rows as isize,
-                        patches.as_ptr(),
-                        1,
-                        columns as isize,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    );
+                if bf16 {
+                    let layout = Layout::RowMajor { stride: columns };
+                    matmul_bf16([filters, columns, rows], weight, rows, patches, layout, product, columns, false);
+                } else {
+                    // SAFETY: the strides and sizes describe the buffers above; no aliasing.
+                    unsafe {
+                        gemm::gemm(
+                            filters,
+                            columns,
+                            rows,
+                            product.as_mut_ptr(),
+                            1,
+                            columns as isize,
+                            false,
+                            weight.as_ptr(),
+                            1,
+                            rows as isize,
+                            patches.as_ptr(),
+                            1,
+                            columns as isize,
+                            0.0,
+                            1.0,
+                            false,
+                            false,
+                            false,
+                            gemm::Parallelism::None,
+                        );
+                    }
                 }
                 for (image, out) in out.chunks_exact_mut(filters * pixels).enumerate() {
                     for (f, plane) in out.chunks_exact_mut(pixels).enumerate() {
@@ -426,6 +447,50 @@ mod tests {
         let (ours, theirs) = (values(conv3x3(x.clone(), &conv)), values(conv.forward(x)));
         assert_eq!(ours.len(), theirs.len());
         assert!(max_abs_diff(&ours, &theirs) < 1e-4);
+    }
+
+    /// With bf16 products (on this thread), the extension's output and both gradients are
+    /// burn's fp32 convolution of the operands rounded to bf16: within fp32 summation error
+    /// of that, and measurably away from the unrounded fp32 result. Checks the routing of
+    /// the forward, input-gradient and weight-gradient products alike.
+    #[test]
+    fn bf16_products_are_the_rounded_operands_convolution() {
+        let device = Device::flex().autodiff();
+        let (batch, channels, h, w, filters) = (150, 5, 4, 4, 33);
+        let rounded = |t: Tensor<4>| {
+            let dims = t.dims();
+            let v: Vec<f32> = values(t).into_iter().map(super::super::bf16::round).collect();
+            Tensor::<4>::from_data(TensorData::new(v, dims), &device)
+        };
+        let x = Tensor::<4>::random([batch, channels, h, w], Distribution::Normal(0.0, 1.0), &device);
+        let weight = Tensor::<4>::random([filters, channels, 3, 3], Distribution::Normal(0.0, 1.0), &device);
+        let probe = Tensor::<4>::random([batch, filters, h, w], Distribution::Normal(0.0, 1.0), &device);
+        let run = |x: Tensor<4>, weight: Tensor<4>, probe: Tensor<4>, ours: bool| {
+            let x = x.require_grad();
+            let weight = weight.require_grad();
+            let out = if ours {
+                Tensor::from_dispatch(<Dispatch as Conv3x3Backend>::conv3x3(
+                    x.clone().into_dispatch(),
+                    weight.clone().into_dispatch(),
+                ))
+            } else {
+                burn::tensor::module::conv2d(x.clone(), weight.clone(), None, same_3x3())
+            };
+            let grads = (out.clone() * probe).sum().backward();
+            [values(out.inner()), values(x.grad(&grads).unwrap()), values(weight.grad(&grads).unwrap())]
+        };
+        super::super::set_precision(Precision::Bf16);
+        let ours = run(x.clone(), weight.clone(), probe.clone(), true);
+        super::super::set_precision(Precision::Fp32);
+        let reference = run(rounded(x.clone()), rounded(weight.clone()), rounded(probe.clone()), false);
+        let fp32 = run(x, weight, probe, false);
+        for (what, ((ours, reference), fp32)) in
+            ["output", "input gradient", "weight gradient"].iter().zip(ours.iter().zip(&reference).zip(&fp32))
+        {
+            let scale = reference.iter().fold(1f32, |m, v| m.max(v.abs()));
+            assert!(max_abs_diff(ours, reference) < 1e-5 * scale, "{what}: not the rounded operands' product");
+            assert!(max_abs_diff(ours, fp32) > 1e-4 * scale, "{what}: computed in fp32, not bf16");
+        }
     }
 
     /// The weight gradient against its definition, summed by hand, on a case small enough

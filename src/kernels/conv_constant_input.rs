@@ -46,15 +46,21 @@ pub fn conv_of_constant(input: Tensor<4>, conv: &Conv2d) -> Tensor<4> {
 /// A 3x3 "same" convolution, no bias, of an input that needs no gradient (block 1 of the
 /// `fast` model, fed by its fixed whitening layer): while training on the CPU
 /// [`conv_of_constant`] (a training step measured about 5% faster that way than with
-/// [`conv3x3`]'s extension there), [`conv3x3`] for inference and on other devices (its host
-/// product skips the stacked copy of the patches and the batched product's repacking).
+/// [`conv3x3`]'s extension there); [`conv3x3`] for inference, with `--precision bf16`
+/// (whose products it computes) and on other devices (its host product skips the stacked
+/// copy of the patches and the batched product's repacking).
 ///
 /// # Shapes
 /// - input: `[batch, channels, h, w]`
 /// - output: `[batch, filters, h, w]`
 pub fn conv3x3_constant_input(input: Tensor<4>, conv: &Conv2d) -> Tensor<4> {
     let device = input.device();
-    if is_flex(&device) && device.is_autodiff() { conv_of_constant(input, conv) } else { conv3x3(input, conv) }
+    let fp32 = super::precision() == super::Precision::Fp32;
+    if is_flex(&device) && device.is_autodiff() && fp32 {
+        conv_of_constant(input, conv)
+    } else {
+        conv3x3(input.detach(), conv)
+    }
 }
 
 #[cfg(test)]

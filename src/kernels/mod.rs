@@ -7,7 +7,7 @@
 //!
 //! | routing function | computes | CPU path |
 //! | --- | --- | --- |
-//! | [`conv3x3`] | 3x3 "same" convolution, no bias | extension: host im2col + `gemm`, both gradients |
+//! | [`conv3x3`] | 3x3 "same" convolution, no bias | extension: host im2col + `gemm`, both gradients; with `--precision bf16` [`bf16::matmul`] (AVX512-BF16 or emulated) |
 //! | [`conv3x3_constant_input`], [`conv_of_constant`] | a convolution whose input needs no gradient | im2col product in burn ops |
 //! | [`conv_relu_pool`] | 3x3 convolution with bias + ReLU + 2x2 max pool | host kernel (inference), extension (training) |
 //! | [`max_pool_2x2`] | 2x2 max pool, stride 2 | host arg-max + `gather` |
@@ -21,6 +21,7 @@
 //! and slices, never an architecture, a file or a dataset.
 
 mod batch_norm_relu;
+pub mod bf16;
 mod conv3x3;
 mod conv_constant_input;
 mod conv_relu_pool;
@@ -30,6 +31,7 @@ mod int8_dense;
 mod max_pool;
 
 pub use batch_norm_relu::{Bounds, batch_norm_clamp, batch_norm_relu};
+pub use bf16::{Precision, precision, set_precision};
 pub use conv_constant_input::{conv_of_constant, conv3x3_constant_input};
 pub use conv_relu_pool::{conv_relu_pool, conv3x3_relu_pool};
 pub use conv3x3::conv3x3;
@@ -55,6 +57,7 @@ pub struct KernelPath {
 pub fn paths() -> Vec<KernelPath> {
     [
         ("3x3 convolution and its gradients", gemm_path()),
+        ("3x3 convolution products at --precision bf16", bf16::path()),
         ("3x3 convolution + ReLU + 2x2 max pool, inference", conv_relu_pool::path()),
         ("dense", dense::path()),
         ("depthwise convolution and its gradients", depthwise::Isa::detect().name()),

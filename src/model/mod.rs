@@ -31,6 +31,7 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::geometry::ImageShape;
+use crate::kernels::Precision;
 
 /// The architectures `classify` can train, by their command-line name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -87,6 +88,20 @@ impl ModelKind {
             return Err(format!(
                 "--model {self} takes 32x32 images only, got --image-size {size}: leave --image-size out, or use \
                  --model resnet18 (or 34, 50) for other sizes"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Refuses `--precision bf16` for an architecture without the layers it computes in
+    /// bf16 (3x3 stride-1 convolutions without bias: the `fast` model's and the ResNets'),
+    /// naming the flag, rather than let a run claim a precision it did not use.
+    pub fn check_precision(self, precision: Precision) -> Result<(), String> {
+        let has_plain_3x3 = matches!(self, Self::Fast | Self::Resnet18 | Self::Resnet34 | Self::Resnet50);
+        if precision == Precision::Bf16 && !has_plain_3x3 {
+            return Err(format!(
+                "--precision bf16 computes 3x3 stride-1 convolutions in bf16, and --model {self} has none (its \
+                 layers run in fp32 whatever the flag): leave --precision out, or use --model fast or a ResNet"
             ));
         }
         Ok(())

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::augment::{Augment, CROP_PADDING, CROP_RATIO, CROP_SCALE, Cropping, MAX_CROP_PADDING};
 use crate::geometry::Framing;
+use crate::kernels::Precision;
 use crate::model::ModelKind;
 
 pub mod table;
@@ -80,6 +81,7 @@ impl TrainSettings {
             return Err(format!("--val-split must be a fraction in [0, 1), such as 0.1, got {}", self.val_split));
         }
         self.model.check_image_size(self.image_size)?;
+        self.model.check_precision(self.recipe.precision)?;
         if !(32..=MAX_IMAGE_SIZE).contains(&self.image_size) {
             return Err(format!("--image-size must be 32 to {MAX_IMAGE_SIZE} pixels, got {}", self.image_size));
         }
@@ -295,6 +297,9 @@ pub struct Recipe {
     /// Stop after this many epochs without a better validation accuracy, keeping the best
     /// epoch's weights as the run's model; `None` trains every epoch.
     pub patience: Option<usize>,
+    /// The CPU's arithmetic for the convolutions' products (`--precision`); fp32 in run
+    /// folders from before it existed.
+    pub precision: Precision,
 }
 
 impl Default for Recipe {
@@ -322,6 +327,7 @@ impl Default for Recipe {
             crop_ratio: CROP_RATIO,
             ema: None,
             patience: None,
+            precision: Precision::Fp32,
         }
     }
 }

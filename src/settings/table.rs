@@ -20,6 +20,7 @@ use clap::{Arg, ArgAction, ArgMatches, ValueEnum};
 
 use super::{ClassWeights, Finetune, OptimizerKind, Recipe, RecipeName, Schedule, TrainSettings};
 use crate::data::augment::Augment;
+use crate::kernels::Precision;
 use crate::model::ModelKind;
 
 /// What `classify train --resume` does with a setting given on its command line.
@@ -449,6 +450,19 @@ pub const SETTINGS: &[Setting] = &[
         example: "7",
         choices: None,
         apply: |s, v| set(&mut s.seed, number(v)),
+    },
+    Setting {
+        name: "precision",
+        value_name: "NAME",
+        help: "Arithmetic of the 3x3 convolutions' products on the CPU: `fp32`, or `bf16` (operands rounded to \
+               bfloat16, sums, weights and optimiser state fp32; AVX512-BF16 dot products where the CPU has \
+               them, else emulated and slower than fp32). Other devices compute in fp32.",
+        defaults: Defaults::Recipes(|s| shown(s.recipe.precision)),
+        alone: None,
+        on_resume: OnResume::Kept,
+        example: "bf16",
+        choices: Some(choices::<Precision>),
+        apply: |s, v| set(&mut s.recipe.precision, name(v)),
     },
     Setting {
         name: "val-split",

@@ -114,6 +114,8 @@ pub fn train(
     config.recipe.validate().map_err(TrainError::Recipe)?;
     progress::pause_point("loaded");
     let recipe = &config.recipe;
+    // This thread runs every forward and backward pass below.
+    crate::kernels::set_precision(recipe.precision);
 
     let train_device = device.clone().autodiff();
     train_device.seed(config.seed);
