@@ -8,7 +8,7 @@
 
 use std::time::Instant;
 
-use classify::kernels::bf16::{Layout, matmul};
+use classify::kernels::bf16::{Left, Out, Right, matmul};
 
 /// (channels, filters) of the fast model's 3x3 convolutions.
 const LAYERS: [(usize, usize); 6] = [(24, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 256)];
@@ -73,9 +73,10 @@ fn main() {
                 )
             }
         });
-        let layout = Layout::RowMajor { stride: COLUMNS };
         let bf16 = best(repeats, || {
-            matmul([filters, COLUMNS, rows], &weight, rows, &patches, layout, &mut out, COLUMNS, false)
+            let left = Left::RowMajor { values: &weight, stride: rows };
+            let right = Right::RowMajor { values: &patches, stride: COLUMNS };
+            matmul([filters, COLUMNS, rows], left, right, Out::RowMajor { values: &mut out, stride: COLUMNS }, false)
         });
         println!(
             "| {channels} -> {filters} | {rows} | {:.1} | {:.1} | {:.2} |",

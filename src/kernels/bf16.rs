@@ -111,77 +111,174 @@ pub fn path() -> &'static str {
     }
 }
 
-/// How the right operand `b` (`k x n`) lies in its slice.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Layout {
-    /// `b[i][j]` at `i * stride + j`: columns side by side.
-    RowMajor { stride: usize },
-    /// `b[i][j]` at `j * stride + i`: the summed dimension side by side.
-    ColumnMajor { stride: usize },
+/// Writes line `index` of a matrix (a row, or a column) into the slice given, whole: for
+/// operands that are never stored whole, such as a convolution's patch matrix.
+pub type Line<'a> = &'a (dyn Fn(usize, &mut [f32]) + Sync);
+
+/// The left operand `a` (`m x k`).
+#[derive(Clone, Copy)]
+pub enum Left<'a> {
+    /// `a[i][t]` at `values[i * stride + t]`.
+    RowMajor { values: &'a [f32], stride: usize },
+    /// Row `i` (`k` values) written by the function.
+    Rows(Line<'a>),
 }
 
-impl Layout {
-    fn at(self, i: usize, j: usize) -> usize {
+/// The right operand `b` (`k x n`).
+#[derive(Clone, Copy)]
+pub enum Right<'a> {
+    /// `b[t][j]` at `values[t * stride + j]`.
+    RowMajor { values: &'a [f32], stride: usize },
+    /// Row `t` (`n` values) written by the function.
+    Rows(Line<'a>),
+    /// Column `j` (`k` values) written by the function.
+    Columns(Line<'a>),
+}
+
+/// Where the result `c` (`m x n`) goes.
+pub enum Out<'a> {
+    /// `c[i][j]` at `values[i * stride + j]`.
+    RowMajor { values: &'a mut [f32], stride: usize },
+    /// The columns are `images x pixels` and the rows maps: `c[i][j]` at
+    /// `values[((j / pixels) * m + i) * pixels + j % pixels]`, a convolution's output
+    /// `[images, m, pixels]` written in place.
+    Planes { values: &'a mut [f32], pixels: usize },
+}
+
+impl Out<'_> {
+    /// Where `c[i][j]` lies, for a result of `m` rows.
+    fn at(&self, m: usize, i: usize, j: usize) -> usize {
+        match *self {
+            Out::RowMajor { stride, .. } => i * stride + j,
+            Out::Planes { pixels, .. } => ((j / pixels) * m + i) * pixels + j % pixels,
+        }
+    }
+
+    /// Where a block of `width` columns from `(i, j)` starts and the distance between its
+    /// rows, when each of its rows is contiguous.
+    fn block(&self, m: usize, i: usize, j: usize, width: usize) -> Option<(usize, usize)> {
+        match *self {
+            Out::RowMajor { stride, .. } => Some((self.at(m, i, j), stride)),
+            Out::Planes { pixels, .. } => (j % pixels + width <= pixels).then(|| (self.at(m, i, j), pixels)),
+        }
+    }
+
+    /// The contiguous runs of row `i` from column `j` for `width` columns, as (offset from
+    /// `j`, where it lies, length), handed to `each`.
+    fn runs(
+        &mut self,
+        m: usize,
+        i: usize,
+        j: usize,
+        width: usize,
+        mut each: impl FnMut(&mut [f32], usize, usize, usize),
+    ) {
+        let run = match *self {
+            Out::RowMajor { .. } => width.max(1),
+            Out::Planes { pixels, .. } => pixels,
+        };
+        let mut column = j;
+        while column < j + width {
+            let length = (run - column % run).min(j + width - column);
+            let at = self.at(m, i, column);
+            each(self.values(), column - j, at, length);
+            column += length;
+        }
+    }
+
+    /// Row `i`'s values from column `j` into `dst`.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    fn read_row(&mut self, m: usize, i: usize, j: usize, dst: &mut [f32]) {
+        self.runs(m, i, j, dst.len(), |values, offset, at, length| {
+            dst[offset..][..length].copy_from_slice(&values[at..][..length])
+        });
+    }
+
+    /// `src` into row `i` from column `j`.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    fn write_row(&mut self, m: usize, i: usize, j: usize, src: &[f32]) {
+        self.runs(m, i, j, src.len(), |values, offset, at, length| {
+            values[at..][..length].copy_from_slice(&src[offset..][..length])
+        });
+    }
+
+    fn values(&mut self) -> &mut [f32] {
         match self {
-            Layout::RowMajor { stride } => i * stride + j,
-            Layout::ColumnMajor { stride } => j * stride + i,
+            Out::RowMajor { values, .. } | Out::Planes { values, .. } => values,
         }
     }
 }
 
 /// `c [m x n] = a [m x k] @ b [k x n]` (or `c += ...` when `accumulate`), both operands
-/// rounded to bf16 and the sums kept in fp32. `a` is row-major with row stride `lda`; `c`
-/// row-major with row stride `ldc`. Single-threaded: callers run one per group of images.
-#[allow(clippy::too_many_arguments)]
-pub fn matmul(
-    [m, n, k]: [usize; 3],
-    a: &[f32],
-    lda: usize,
-    b: &[f32],
-    b_layout: Layout,
-    c: &mut [f32],
-    ldc: usize,
-    accumulate: bool,
-) {
+/// rounded to bf16 and the sums kept in fp32. Single-threaded: callers run one per group of
+/// images.
+///
+/// # Panics
+/// If a stored operand or the result is shorter than its shape says.
+pub fn matmul([m, n, k]: [usize; 3], a: Left, b: Right, mut c: Out, accumulate: bool) {
     if m == 0 || n == 0 {
         return;
     }
-    assert!(k == 0 || a.len() >= (m - 1) * lda + k, "left operand shorter than its shape");
-    assert!(k == 0 || b.len() > b_layout.at(k - 1, n - 1), "right operand shorter than its shape");
-    assert!(c.len() >= (m - 1) * ldc + n, "result shorter than its shape");
+    if k > 0 {
+        match a {
+            Left::RowMajor { values, stride } => assert!(values.len() >= (m - 1) * stride + k, "left operand short"),
+            Left::Rows(_) => {}
+        }
+        if let Right::RowMajor { values, stride } = b {
+            assert!(values.len() >= (k - 1) * stride + n, "right operand short");
+        }
+    }
+    let last = c.at(m, m - 1, n - 1);
+    assert!(c.values().len() > last, "result shorter than its shape");
     #[cfg(target_arch = "x86_64")]
     if dot_products_available() {
         // SAFETY: the CPU has the features `avx512::matmul` is compiled for, and the
         // asserts above bound every index it takes.
-        return unsafe { avx512::matmul([m, n, k], a, lda, b, b_layout, c, ldc, accumulate) };
+        return unsafe { avx512::matmul([m, n, k], a, b, c, accumulate) };
     }
-    portable([m, n, k], a, lda, b, b_layout, c, ldc, accumulate);
+    portable([m, n, k], a, b, c, accumulate);
 }
 
-/// The portable path: operands rounded, then an fp32 product.
-#[allow(clippy::too_many_arguments)]
-fn portable(
-    [m, n, k]: [usize; 3],
-    a: &[f32],
-    lda: usize,
-    b: &[f32],
-    b_layout: Layout,
-    c: &mut [f32],
-    ldc: usize,
-    accumulate: bool,
-) {
-    let left: Vec<f32> = (0..m).flat_map(|i| a[i * lda..][..k].iter().map(|&v| round(v))).collect();
-    let right: Vec<f32> = (0..k).flat_map(|i| (0..n).map(move |j| round(b[b_layout.at(i, j)]))).collect();
-    // SAFETY: the strides and sizes describe the buffers (asserted by `matmul`); the result
-    // does not alias the operands.
+/// The portable path: operands rounded, then an fp32 product, then the result put in place.
+fn portable([m, n, k]: [usize; 3], a: Left, b: Right, mut c: Out, accumulate: bool) {
+    let mut left = vec![0f32; m * k];
+    for (i, row) in left.chunks_exact_mut(k.max(1)).enumerate().take(m) {
+        match a {
+            Left::RowMajor { values, stride } => row.copy_from_slice(&values[i * stride..][..k]),
+            Left::Rows(line) => line(i, row),
+        }
+    }
+    let mut right = vec![0f32; k * n];
+    match b {
+        Right::RowMajor { values, stride } => {
+            (0..k).for_each(|t| right[t * n..][..n].copy_from_slice(&values[t * stride..][..n]));
+        }
+        Right::Rows(line) => (0..k).for_each(|t| line(t, &mut right[t * n..][..n])),
+        Right::Columns(line) => {
+            let mut column = vec![0f32; k];
+            for j in 0..n {
+                line(j, &mut column);
+                column.iter().enumerate().for_each(|(t, &v)| right[t * n + j] = v);
+            }
+        }
+    }
+    left.iter_mut().chain(right.iter_mut()).for_each(|v| *v = round(*v));
+    let mut product = vec![0f32; m * n];
+    if accumulate {
+        for (i, j) in (0..m).flat_map(|i| (0..n).map(move |j| (i, j))) {
+            let at = c.at(m, i, j);
+            product[i * n + j] = c.values()[at];
+        }
+    }
+    // SAFETY: the strides and sizes describe the three buffers just made.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            c.as_mut_ptr(),
+            product.as_mut_ptr(),
             1,
-            ldc as isize,
+            n as isize,
             accumulate,
             left.as_ptr(),
             1,
@@ -197,12 +294,18 @@ fn portable(
             gemm::Parallelism::None,
         );
     }
+    for i in 0..m {
+        for j in 0..n {
+            let at = c.at(m, i, j);
+            c.values()[at] = product[i * n + j];
+        }
+    }
 }
 
 /// Rows of the fast path's result tile: one 32-bit broadcast of the left operand each.
 const MR: usize = 8;
 /// Columns of the result tile and of a right-operand panel: two vectors of 16 sums.
-pub const NR: usize = 32;
+const NR: usize = 32;
 /// Pairs of the summed dimension per pass over a panel: a panel's slice (`KC x NR` pairs,
 /// 16 KiB) stays in the L1 cache while every row tile of the left operand runs over it.
 const KC: usize = 128;
@@ -211,7 +314,7 @@ const KC: usize = 128;
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{KC, Layout, MR, NR};
+    use super::{KC, Left, MR, NR, Out, Right};
 
     /// Sixteen f32 from `src` (fewer where `count < 16`, the rest zero).
     #[target_feature(enable = "avx512f")]
@@ -222,56 +325,87 @@ mod avx512 {
         }
     }
 
-    /// The left operand's rows as bf16 pairs along `k` (`pairs` u32 a row, the odd tail
-    /// zero), `rows` rounded up to whole tiles with zero rows.
+    /// `values` rounded to bf16 as pairs, into `out` (`values.len().div_ceil(2)` u32; the
+    /// second half of an odd tail's pair zero).
     #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-    unsafe fn pack_left(a: &[f32], lda: usize, [m, k]: [usize; 2], out: &mut Vec<u32>) {
-        let pairs = k.div_ceil(2);
-        out.clear();
-        out.resize(m.div_ceil(MR) * MR * pairs, 0);
-        for i in 0..m {
-            let row = &a[i * lda..][..k];
-            let dst = &mut out[i * pairs..][..pairs];
-            for (t, chunk) in row.chunks(16).enumerate() {
-                // SAFETY: `chunk` holds `chunk.len()` values; the store writes
-                // `chunk.len().div_ceil(2)` pairs, which `dst` has from `t * 8` on.
-                unsafe {
-                    let v: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(load(chunk.as_ptr(), chunk.len())));
-                    let count = chunk.len().div_ceil(2);
-                    _mm256_mask_storeu_epi32(dst.as_mut_ptr().add(t * 8).cast(), ((1u32 << count) - 1) as u8, v);
-                }
+    unsafe fn to_pairs(values: &[f32], out: &mut [u32]) {
+        debug_assert!(out.len() >= values.len().div_ceil(2));
+        for (t, chunk) in values.chunks(16).enumerate() {
+            // SAFETY: `chunk` holds `chunk.len()` values; the store writes
+            // `chunk.len().div_ceil(2)` pairs, which `out` has from `t * 8` on.
+            unsafe {
+                let v: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(load(chunk.as_ptr(), chunk.len())));
+                let count = chunk.len().div_ceil(2);
+                _mm256_mask_storeu_epi32(out.as_mut_ptr().add(t * 8).cast(), ((1u32 << count) - 1) as u8, v);
             }
         }
     }
 
-    /// The right operand in panels of `NR` columns, `[panel][pair][column]`, each u32 the
-    /// pair `(b[2p][j], b[2p + 1][j])`; columns and the odd tail past the shape are zero.
+    /// The left operand's rows as bf16 pairs along `k` (`pairs` u32 a row), the rows
+    /// rounded up to whole tiles with zero rows. `line` is a `k`-value scratch row.
     #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-    unsafe fn pack_right(b: &[f32], layout: Layout, [k, n]: [usize; 2], out: &mut Vec<u32>) {
+    unsafe fn pack_left(a: Left, [m, k]: [usize; 2], line: &mut Vec<f32>, out: &mut Vec<u32>) {
+        let pairs = k.div_ceil(2);
+        out.resize(m.div_ceil(MR) * MR * pairs, 0);
+        out[m * pairs..].fill(0);
+        line.resize(k, 0.0);
+        for i in 0..m {
+            let row = match a {
+                Left::RowMajor { values, stride } => &values[i * stride..][..k],
+                Left::Rows(write) => {
+                    write(i, line);
+                    &line[..]
+                }
+            };
+            // SAFETY: this function's own features.
+            unsafe { to_pairs(row, &mut out[i * pairs..][..pairs]) };
+        }
+    }
+
+    /// The right operand in panels of `NR` columns, `[panel][pair][column]`, each u32 the
+    /// pair `(b[2p][j], b[2p + 1][j])`; columns past `n` and the odd tail are zero. `lines`
+    /// is scratch for two rows or one column.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    unsafe fn pack_right(b: Right, [k, n]: [usize; 2], lines: &mut Vec<f32>, out: &mut Vec<u32>) {
         let pairs = k.div_ceil(2);
         let panels = n.div_ceil(NR);
-        out.clear();
         out.resize(panels * pairs * NR, 0);
-        match layout {
-            Layout::RowMajor { stride } => {
-                // Lane 2t of the interleave takes the even row's value t, lane 2t + 1 the odd row's.
+        if n % NR != 0 {
+            // The last panel's columns past `n`, which nothing below writes.
+            out[(panels - 1) * pairs * NR..].fill(0);
+        }
+        match b {
+            Right::RowMajor { .. } | Right::Rows(_) => {
+                // Lane 2q of the interleave takes the even row's value q, lane 2q + 1 the odd row's.
                 let interleave = _mm512_set_epi16(
                     31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5, 20, 4, 19, 3,
                     18, 2, 17, 1, 16, 0,
                 );
+                lines.resize(2 * n, 0.0);
                 for p in 0..pairs {
-                    let even = &b[2 * p * stride..];
-                    let odd = (2 * p + 1 < k).then(|| &b[(2 * p + 1) * stride..]);
+                    let has_odd = 2 * p + 1 < k;
+                    let (even, odd): (&[f32], &[f32]) = match b {
+                        Right::RowMajor { values, stride } => {
+                            let odd = if has_odd { &values[(2 * p + 1) * stride..][..n] } else { &lines[n..] };
+                            (&values[2 * p * stride..][..n], odd)
+                        }
+                        Right::Rows(write) => {
+                            let (first, second) = lines.split_at_mut(n);
+                            write(2 * p, first);
+                            if has_odd {
+                                write(2 * p + 1, second);
+                            }
+                            (&lines[..n], &lines[n..])
+                        }
+                        Right::Columns(_) => unreachable!(),
+                    };
                     for j in (0..n).step_by(16) {
                         let count = (n - j).min(16);
-                        // SAFETY: rows 2p and 2p + 1 hold `n` values from their start; the
-                        // store lands inside panel `j / NR`, pair `p`.
+                        // SAFETY: both rows hold `n` values; the store lands inside panel
+                        // `j / NR`, pair `p`.
                         unsafe {
                             let lo = load(even.as_ptr().add(j), count);
-                            let hi = match odd {
-                                Some(odd) => load(odd.as_ptr().add(j), count),
-                                None => _mm512_setzero_ps(),
-                            };
+                            let hi = if has_odd { load(odd.as_ptr().add(j), count) } else { _mm512_setzero_ps() };
                             let both: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
                             let pairs_of = _mm512_permutexvar_epi16(interleave, both);
                             let at = ((j / NR) * pairs + p) * NR + j % NR;
@@ -280,18 +414,16 @@ mod avx512 {
                     }
                 }
             }
-            Layout::ColumnMajor { stride } => {
-                let mut row = [0u32; 8];
+            Right::Columns(write) => {
+                lines.resize(k, 0.0);
+                let mut chunk_pairs = [0u32; 8];
                 for j in 0..n {
-                    let column = &b[j * stride..][..k];
+                    write(j, lines);
                     let base = (j / NR) * pairs * NR + j % NR;
-                    for (t, chunk) in column.chunks(16).enumerate() {
-                        // SAFETY: `chunk` holds `chunk.len()` values; `row` holds 8 pairs.
-                        unsafe {
-                            let v: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(load(chunk.as_ptr(), chunk.len())));
-                            _mm256_storeu_si256(row.as_mut_ptr().cast(), v);
-                        }
-                        for (q, &pair) in row[..chunk.len().div_ceil(2)].iter().enumerate() {
+                    for (t, chunk) in lines[..k].chunks(16).enumerate() {
+                        // SAFETY: this function's own features.
+                        unsafe { to_pairs(chunk, &mut chunk_pairs) };
+                        for (q, &pair) in chunk_pairs[..chunk.len().div_ceil(2)].iter().enumerate() {
                             out[base + (t * 8 + q) * NR] = pair;
                         }
                     }
@@ -331,61 +463,59 @@ mod avx512 {
     }
 
     /// [`super::matmul`] on AVX512-BF16; the caller checked the CPU and the shapes.
-    #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-    pub(super) unsafe fn matmul(
-        [m, n, k]: [usize; 3],
-        a: &[f32],
-        lda: usize,
-        b: &[f32],
-        b_layout: Layout,
-        c: &mut [f32],
-        ldc: usize,
-        accumulate: bool,
-    ) {
+    pub(super) unsafe fn matmul([m, n, k]: [usize; 3], a: Left, b: Right, mut c: Out, accumulate: bool) {
         let pairs = k.div_ceil(2);
         if pairs == 0 {
             if !accumulate {
-                (0..m).for_each(|i| c[i * ldc..][..n].fill(0.0));
+                for (i, j) in (0..m).flat_map(|i| (0..n).map(move |j| (i, j))) {
+                    let at = c.at(m, i, j);
+                    c.values()[at] = 0.0;
+                }
             }
             return;
         }
-        super::with_scratch(|[left, right]| {
+        super::SCRATCH.with_borrow_mut(|(left, right, lines)| {
             // SAFETY: this function's own features; the shapes were checked by the caller.
             unsafe {
-                pack_left(a, lda, [m, k], left);
-                pack_right(b, b_layout, [k, n], right);
+                pack_left(a, [m, k], lines, left);
+                pack_right(b, [k, n], lines, right);
             }
-            let mut edge = [0f32; MR * NR];
-            for k0 in (0..pairs).step_by(KC) {
-                let count = (pairs - k0).min(KC);
-                let load = accumulate || k0 > 0;
-                for panel in 0..n.div_ceil(NR) {
-                    let (j0, columns) = (panel * NR, (n - panel * NR).min(NR));
+            let tiles = m.div_ceil(MR);
+            // A panel's result, for panels whose rows are not contiguous in `c` (maps
+            // narrower than a panel, the last columns, a last tile of fewer rows).
+            let mut buffer = vec![0f32; tiles * MR * NR];
+            for panel in 0..n.div_ceil(NR) {
+                let (j0, columns) = (panel * NR, (n - panel * NR).min(NR));
+                let direct = if columns == NR && m % MR == 0 { c.block(m, 0, j0, NR) } else { None };
+                if direct.is_none() {
+                    buffer.fill(0.0);
+                    if accumulate {
+                        (0..m).for_each(|i| c.read_row(m, i, j0, &mut buffer[i * NR..][..columns]));
+                    }
+                }
+                for k0 in (0..pairs).step_by(KC) {
+                    let count = (pairs - k0).min(KC);
                     let b = right[(panel * pairs + k0) * NR..].as_ptr();
-                    for i0 in (0..m).step_by(MR) {
-                        let rows = (m - i0).min(MR);
+                    for tile_index in 0..tiles {
+                        let i0 = tile_index * MR;
                         let a = left[i0 * pairs + k0..].as_ptr();
                         // SAFETY: `left` has whole tiles of rows and `right` whole panels, so
-                        // the tile reads `count` pairs inside both; a whole tile writes
-                        // inside `c`'s rows `i0..i0 + MR`, columns `j0..j0 + NR`.
+                        // the tile reads `count` pairs inside both; a direct tile writes `MR`
+                        // rows of `NR` values, `ldc` apart, inside `c` (`block` says so), a
+                        // buffered one inside `buffer`.
                         unsafe {
-                            if rows == MR && columns == NR {
-                                tile(a, pairs, b, count, c[i0 * ldc + j0..].as_mut_ptr(), ldc, load);
-                                continue;
-                            }
-                            edge.fill(0.0);
-                            for r in 0..rows {
-                                if load {
-                                    edge[r * NR..][..columns].copy_from_slice(&c[(i0 + r) * ldc + j0..][..columns]);
+                            match c.block(m, i0, j0, NR).filter(|_| direct.is_some()) {
+                                Some((at, ldc)) => {
+                                    tile(a, pairs, b, count, c.values()[at..].as_mut_ptr(), ldc, accumulate || k0 > 0)
                                 }
-                            }
-                            tile(a, pairs, b, count, edge.as_mut_ptr(), NR, true);
-                            for r in 0..rows {
-                                c[(i0 + r) * ldc + j0..][..columns].copy_from_slice(&edge[r * NR..][..columns]);
+                                None => tile(a, pairs, b, count, buffer[i0 * NR..].as_mut_ptr(), NR, true),
                             }
                         }
                     }
+                }
+                if direct.is_none() {
+                    (0..m).for_each(|i| c.write_row(m, i, j0, &buffer[i * NR..][..columns]));
                 }
             }
         });
@@ -401,14 +531,10 @@ mod avx512 {
 }
 
 thread_local! {
-    /// Each thread's packed operands (bf16 pairs), kept between products: both are
-    /// overwritten whole each time.
-    static SCRATCH: RefCell<[Vec<u32>; 2]> = const { RefCell::new([Vec::new(), Vec::new()]) };
-}
-
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-fn with_scratch<R>(f: impl FnOnce(&mut [Vec<u32>; 2]) -> R) -> R {
-    SCRATCH.with_borrow_mut(f)
+    /// Each thread's packed operands (bf16 pairs) and a scratch line or two, kept between
+    /// products: all are overwritten before they are read.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    static SCRATCH: RefCell<(Vec<u32>, Vec<u32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
 }
 
 #[cfg(test)]
@@ -474,46 +600,63 @@ mod tests {
             .collect()
     }
 
-    /// Both layouts of the right operand, odd sizes (edge tiles, an odd summed dimension,
-    /// several passes over a panel), with and without accumulation: the dispatched path
-    /// (AVX512-BF16 where the CPU has it) against the portable one, and the portable one
-    /// against an fp64 sum of the rounded operands.
+    /// Every kind of operand and result, odd sizes (edge tiles, an odd summed dimension,
+    /// several passes over a panel, maps narrower than a tile), with and without
+    /// accumulation: the dispatched path (AVX512-BF16 where the CPU has it) and the portable
+    /// one, each against an fp64 sum of the rounded operands.
     #[test]
     fn fast_path_matches_the_portable_one() {
-        for &[m, n, k] in &[[8, 32, 2], [13, 45, 37], [64, 2048 + 7, 300], [3, 5, 1], [17, 70, 0]] {
-            let a = random(m * (k + 3), 7 + m as u32);
-            let b_rows = random(k * n, 11 + n as u32);
-            let b_columns: Vec<f32> =
-                (0..n).flat_map(|j| (0..k).map(move |i| (i, j))).map(|(i, j)| b_rows[i * n + j]).collect();
+        for &[m, n, k, pixels] in &[
+            [8, 32, 2, 32],
+            [16, 300, 40, 100],
+            [13, 45, 37, 9],
+            [64, 2048 + 7, 300, 15],
+            [3, 5, 1, 5],
+            [17, 70, 0, 7],
+        ] {
+            let stride = k + 3;
+            let a = random(m * stride, 7 + m as u32);
+            let b = random(k * n, 11 + n as u32);
+            let b_columns: Vec<f32> = (0..n).flat_map(|j| (0..k).map(|t| b[t * n + j]).collect::<Vec<_>>()).collect();
             let start = random(m * n, 5);
-            for (b, layout) in
-                [(&b_rows, Layout::RowMajor { stride: n }), (&b_columns, Layout::ColumnMajor { stride: k })]
-            {
-                for accumulate in [false, true] {
+            let a_row = |i: usize, dst: &mut [f32]| dst.copy_from_slice(&a[i * stride..][..k]);
+            let b_row = |t: usize, dst: &mut [f32]| dst.copy_from_slice(&b[t * n..][..n]);
+            let b_column = |j: usize, dst: &mut [f32]| dst.copy_from_slice(&b_columns[j * k..][..k]);
+            let lefts = [Left::RowMajor { values: &a, stride }, Left::Rows(&a_row)];
+            let rights = [Right::RowMajor { values: &b, stride: n }, Right::Rows(&b_row), Right::Columns(&b_column)];
+            for (which, (left, right)) in lefts.iter().flat_map(|l| rights.iter().map(move |r| (*l, *r))).enumerate() {
+                for (planes, accumulate) in [(false, false), (false, true), (true, false), (true, true)] {
+                    let images = n.div_ceil(pixels);
+                    let at = |i: usize, j: usize| {
+                        if planes { ((j / pixels) * m + i) * pixels + j % pixels } else { i * n + j }
+                    };
+                    let mut initial = vec![0f32; images * pixels * m];
+                    (0..m).for_each(|i| (0..n).for_each(|j| initial[at(i, j)] = start[i * n + j]));
                     let run = |fast: bool| {
-                        let mut c = start.clone();
-                        if fast {
-                            matmul([m, n, k], &a, k + 3, b, layout, &mut c, n, accumulate);
+                        let mut values = initial.clone();
+                        let out = if planes {
+                            Out::Planes { values: &mut values, pixels }
                         } else {
-                            portable([m, n, k], &a, k + 3, b, layout, &mut c, n, accumulate);
+                            Out::RowMajor { values: &mut values, stride: n }
+                        };
+                        if fast {
+                            matmul([m, n, k], left, right, out, accumulate);
+                        } else {
+                            portable([m, n, k], left, right, out, accumulate);
                         }
-                        c
+                        values
                     };
                     let (fast, slow) = (run(true), run(false));
-                    for i in 0..m {
-                        for j in 0..n {
-                            let exact: f64 = (0..k)
-                                .map(|t| round(a[i * (k + 3) + t]) as f64 * round(b_rows[t * n + j]) as f64)
-                                .sum::<f64>()
+                    for (i, j) in (0..m).flat_map(|i| (0..n).map(move |j| (i, j))) {
+                        let exact: f64 =
+                            (0..k).map(|t| round(a[i * stride + t]) as f64 * round(b[t * n + j]) as f64).sum::<f64>()
                                 + if accumulate { start[i * n + j] as f64 } else { 0.0 };
-                            let tolerance = 1e-6 * (k as f64 + 1.0);
-                            let at = i * n + j;
-                            assert!((slow[at] as f64 - exact).abs() <= tolerance, "portable {m}x{n}x{k} at {i},{j}");
-                            assert!(
-                                (fast[at] as f64 - exact).abs() <= tolerance,
-                                "fast {m}x{n}x{k} {layout:?} at {i},{j}"
-                            );
-                        }
+                        let tolerance = 1e-6 * (k as f64 + 1.0);
+                        let case = format!(
+                            "{m}x{n}x{k}, operands {which}, planes {planes}, accumulate {accumulate}, at {i},{j}"
+                        );
+                        assert!((slow[at(i, j)] as f64 - exact).abs() <= tolerance, "portable {case}");
+                        assert!((fast[at(i, j)] as f64 - exact).abs() <= tolerance, "fast {case}");
                     }
                 }
             }

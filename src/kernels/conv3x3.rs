@@ -38,7 +38,7 @@ use burn::tensor::ops::ConvOptions;
 use rayon::prelude::*;
 use std::cell::RefCell;
 
-use super::bf16::{Layout, Precision, matmul as matmul_bf16, precision};
+use super::bf16::{Left, Out, Precision, Right, matmul as matmul_bf16, precision};
 use super::{f32_values, flex_tensor, is_flex};
 
 /// Patch-matrix columns (images x pixels) per product: enough for the product to run near
@@ -196,6 +196,19 @@ pub fn weight_gradient(
         .fold(zero, |mut sum, (x, dy)| {
             let images = x.len() / (channels * pixels);
             let columns = images * pixels;
+            if bf16 {
+                // sum [rows, filters] += patches [rows, columns] @ dy^T [columns, filters],
+                // the patch rows built one at a time and dy read in place.
+                let patches = |row: usize, out: &mut [f32]| patch_row(x, [images, channels, h, w], row, out);
+                let dy_of = |f: usize, out: &mut [f32]| {
+                    for (image, out) in out.chunks_exact_mut(pixels).enumerate() {
+                        out.copy_from_slice(&dy[(image * filters + f) * pixels..][..pixels]);
+                    }
+                };
+                let sum_out = Out::RowMajor { values: &mut sum, stride: filters };
+                matmul_bf16([rows, filters, columns], Left::Rows(&patches), Right::Columns(&dy_of), sum_out, true);
+                return sum;
+            }
             with_scratch([rows * columns, filters * columns], |patches, grad| {
                 patch_matrix(x, [images, channels, h, w], patches); // [rows, columns]
                 // The output gradient as [filters, columns]: one row per filter, images side by side.
@@ -203,13 +216,6 @@ pub fn weight_gradient(
                     for (f, plane) in dy.chunks_exact(pixels).enumerate() {
                         grad[f * columns + image * pixels..][..pixels].copy_from_slice(plane);
                     }
-                }
-                if bf16 {
-                    // sum [rows, filters] += patches [rows, columns] @ grad^T [columns, filters]:
-                    // the large operand is the one read row by row.
-                    let layout = Layout::ColumnMajor { stride: columns };
-                    matmul_bf16([rows, filters, columns], patches, columns, grad, layout, &mut sum, filters, true);
-                    return;
                 }
                 // sum [filters, rows] += grad [filters, columns] @ patches^T [columns, rows]
                 // SAFETY: the strides and sizes describe the three buffers above, and
@@ -273,37 +279,45 @@ pub fn forward(x: &[f32], weight: &[f32], [batch, channels, h, w]: [usize; 4], f
         |(out, x)| {
             let images = x.len() / (channels * pixels);
             let columns = images * pixels;
+            if bf16 {
+                // The patch rows built one at a time, the maps written in place.
+                let patches = |row: usize, out: &mut [f32]| patch_row(x, [images, channels, h, w], row, out);
+                let left = Left::RowMajor { values: weight, stride: rows };
+                matmul_bf16(
+                    [filters, columns, rows],
+                    left,
+                    Right::Rows(&patches),
+                    Out::Planes { values: out, pixels },
+                    false,
+                );
+                return;
+            }
             with_scratch([rows * columns, filters * columns], |patches, product| {
                 patch_matrix(x, [images, channels, h, w], patches); // [rows, columns]
                 // product [filters, columns] = weight [filters, rows] @ patches [rows, columns]
-                if bf16 {
-                    let layout = Layout::RowMajor { stride: columns };
-                    matmul_bf16([filters, columns, rows], weight, rows, patches, layout, product, columns, false);
-                } else {
-                    // SAFETY: the strides and sizes describe the buffers above; no aliasing.
-                    unsafe {
-                        gemm::gemm(
-                            filters,
-                            columns,
-                            rows,
-                            product.as_mut_ptr(),
-                            1,
-                            columns as isize,
-                            false,
-                            weight.as_ptr(),
-                            1,
-                            rows as isize,
-                            patches.as_ptr(),
-                            1,
-                            columns as isize,
-                            0.0,
-                            1.0,
-                            false,
-                            false,
-                            false,
-                            gemm::Parallelism::None,
-                        );
-                    }
+                // SAFETY: the strides and sizes describe the buffers above; no aliasing.
+                unsafe {
+                    gemm::gemm(
+                        filters,
+                        columns,
+                        rows,
+                        product.as_mut_ptr(),
+                        1,
+                        columns as isize,
+                        false,
+                        weight.as_ptr(),
+                        1,
+                        rows as isize,
+                        patches.as_ptr(),
+                        1,
+                        columns as isize,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
                 }
                 for (image, out) in out.chunks_exact_mut(filters * pixels).enumerate() {
                     for (f, plane) in out.chunks_exact_mut(pixels).enumerate() {
@@ -320,34 +334,45 @@ pub fn forward(x: &[f32], weight: &[f32], [batch, channels, h, w]: [usize; 4], f
 /// `[channels * 9, images * h * w]`: row `(channel, ky, kx)` holds, for every output pixel,
 /// the input pixel it sees through that kernel tap.
 fn patch_matrix(images: &[f32], [count, channels, h, w]: [usize; 4], patches: &mut [f32]) {
-    let pixels = h * w;
-    let columns = count * pixels;
+    let columns = count * h * w;
     debug_assert_eq!(patches.len(), channels * 9 * columns);
     for (row, out) in patches.chunks_exact_mut(columns).enumerate() {
-        let (channel, ky, kx) = (row / 9, row % 9 / 3, row % 3);
-        for image in 0..count {
-            let plane = &images[(image * channels + channel) * pixels..][..pixels];
-            let out = &mut out[image * pixels..][..pixels];
-            // Output row y reads input row y + ky - 1; column x reads x + kx - 1.
-            for y in 0..h {
-                let out = &mut out[y * w..][..w];
-                let Some(source_y) = (y + ky).checked_sub(1).filter(|&s| s < h) else {
-                    out.fill(0.0);
-                    continue;
-                };
-                let source = &plane[source_y * w..][..w];
-                match kx {
-                    0 => {
-                        out[0] = 0.0;
-                        out[1..].copy_from_slice(&source[..w - 1]);
-                    }
-                    1 => out.copy_from_slice(source),
-                    _ => {
-                        out[..w - 1].copy_from_slice(&source[1..]);
-                        out[w - 1] = 0.0;
-                    }
-                }
-            }
+        patch_row(images, [count, channels, h, w], row, out);
+    }
+}
+
+/// Row `row` of [`patch_matrix`]'s matrix, written over all of `out` (`count * h * w`).
+///
+/// Tap `(ky, kx)` reads input pixel `p + (ky - 1) * w + (kx - 1)` for output pixel `p`: one
+/// contiguous copy per image of the rows that stay inside the map, then zeros where the
+/// window leaves it (the rows above or below, and the column the shift wrapped into).
+fn patch_row(images: &[f32], [count, channels, h, w]: [usize; 4], row: usize, out: &mut [f32]) {
+    let pixels = h * w;
+    debug_assert_eq!(out.len(), count * pixels);
+    let (channel, ky, kx) = (row / 9, row % 9 / 3, row % 3);
+    let (dy, dx) = (ky as isize - 1, kx as isize - 1);
+    let shift = dy * w as isize + dx;
+    // Output rows y0..y1 read input rows inside the map.
+    let (y0, y1) = (usize::from(dy < 0).min(h), if dy > 0 { h.saturating_sub(1) } else { h });
+    let (p0, p1) = (y0 * w, y1 * w);
+    // The pixels whose source index lies inside the plane.
+    let lo = (p0 as isize).max(-shift).min(p1 as isize) as usize;
+    let hi = (p1 as isize).min(pixels as isize - shift).max(lo as isize) as usize;
+    for image in 0..count {
+        let plane = &images[(image * channels + channel) * pixels..][..pixels];
+        let out = &mut out[image * pixels..][..pixels];
+        out[..lo].fill(0.0);
+        if hi > lo {
+            out[lo..hi].copy_from_slice(&plane[(lo as isize + shift) as usize..][..hi - lo]);
+        }
+        out[hi..].fill(0.0);
+        let border = match dx {
+            -1 => Some(0),
+            1 => Some(w - 1),
+            _ => None,
+        };
+        if let Some(x) = border {
+            (y0..y1).for_each(|y| out[y * w + x] = 0.0);
         }
     }
 }
