@@ -446,6 +446,7 @@ fn evaluate(args: EvalArgs, device: &Device) -> Result<()> {
         value["classes"] = json!(config.classes);
         value["tta"] = json!(value_name(args.inference.tta));
         value["quantize"] = json!(value_name(args.inference.quantize));
+        value["precision"] = json!(args.inference.precision.name());
         println!("{value}");
     } else {
         print_evaluation(&args.run, name, &args.inference, &evaluation, &config.classes);

@@ -388,6 +388,51 @@ fn bad_input_fails_with_a_message_naming_it() {
     assert!(stderr(&out).contains("not-an-image.png"), "{}", stderr(&out));
 }
 
+/// `--precision bf16` is recorded in the run, taken by `bench --from-run` and by `eval`,
+/// and refused, before anything is written, by a model without 3x3 stride-1 convolutions.
+#[test]
+fn bf16_precision_is_recorded_and_refused_where_it_has_no_layers() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    util::write_image_folder(&root.join("shapes"), &CLASSES[..2], 4, 0);
+    let train = [
+        "train",
+        "--data",
+        "shapes",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--val-split",
+        "0.5",
+        "--precision",
+        "bf16",
+    ];
+    ok(classify(root, &[&train[..], &["--model", "fast", "--out", "r"]].concat()));
+    let config: Value = serde_json::from_str(&fs::read_to_string(root.join("r/config.json")).unwrap()).unwrap();
+    assert_eq!(config["recipe"]["precision"], "bf16");
+
+    let out = ok(classify(
+        root,
+        &["bench", "--from-run", "r", "--steps", "1", "--infer-images", "4", "--latency-calls", "1", "--json"],
+    ));
+    let result: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert!(result["precision"].as_str().unwrap().starts_with("bf16"), "{result}");
+    let kernels = result["kernels"].as_array().unwrap();
+    assert!(kernels.iter().any(|k| k["operation"].as_str().unwrap().contains("bf16")), "{result}");
+
+    let out = ok(classify(root, &["eval", "--run", "r", "--data", "shapes", "--precision", "bf16", "--json"]));
+    let result: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(result["precision"], "bf16");
+
+    let out = classify(root, &[&train[..], &["--model", "seed", "--out", "s"]].concat());
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--precision bf16") && stderr(&out).contains("--model seed"), "{}", stderr(&out));
+    assert!(!root.join("s").exists(), "a refused run leaves no folder");
+    let out = classify(root, &["bench", "--model", "seed", "--precision", "bf16", "--steps", "1"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+}
+
 #[test]
 fn bench_times_steady_state_steps_from_a_runs_checkpoint() {
     let dir = tempfile::tempdir().unwrap();

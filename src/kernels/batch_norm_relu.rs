@@ -227,13 +227,18 @@ pub fn batch_norm_relu(norm: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
 
 /// `norm.forward(x)` clamped to `bounds` (ReLU, ReLU6, or none): while training on the CPU
 /// through the fused extension above, with the running statistics updated as burn's
-/// `BatchNorm` updates them; elsewhere, and for inference, through burn's layers.
+/// `BatchNorm` updates them; for inference on the CPU as one pass on the host (each
+/// channel's `x * scale + shift` from the running statistics, clamped), where burn's layers
+/// make six passes; on other devices through burn's layers.
 ///
 /// # Shapes
 /// - x: `[batch, channels, h, w]`
 /// - output: `[batch, channels, h, w]`
 pub fn batch_norm_clamp(norm: &BatchNorm, x: Tensor<4>, bounds: Bounds) -> Tensor<4> {
     let device = x.device();
+    if is_flex(&device) && !device.is_autodiff() && x.dtype() == DType::F32 {
+        return inference(norm, x, bounds);
+    }
     if !(is_flex(&device) && device.is_autodiff() && norm.training.is_enabled()) {
         return bounds.clamp_tensor(norm.forward(x));
     }
@@ -252,6 +257,18 @@ pub fn batch_norm_clamp(norm: &BatchNorm, x: Tensor<4>, bounds: Bounds) -> Tenso
     norm.running_mean.update(update(norm.running_mean.value_sync(), mean));
     norm.running_var.update(update(norm.running_var.value_sync(), variance));
     Tensor::from_dispatch(out)
+}
+
+/// [`batch_norm_clamp`] without autodiff on the CPU: the running statistics, one pass.
+fn inference(norm: &BatchNorm, x: Tensor<4>, bounds: Bounds) -> Tensor<4> {
+    let (device, dims) = (x.device(), x.dims());
+    let read = |t: Tensor<1>| t.into_data().try_to_vec::<f32>().expect("f32 BatchNorm parameters");
+    let stats = Statistics { mean: read(norm.running_mean.value()), variance: read(norm.running_var.value()) };
+    let (gamma, beta) = (read(norm.gamma.val()), read(norm.beta.val()));
+    let x = x.into_data();
+    let values = x.as_slice::<f32>().expect("an f32 tensor");
+    let out = normalise_clamp(values, dims, &gamma, &beta, &stats, norm.epsilon, bounds);
+    Tensor::from_data(TensorData::new(out, dims), &device)
 }
 
 /// Per-channel batch mean and biased variance.
@@ -444,6 +461,27 @@ mod tests {
             _ => assert!(out.iter().any(|&v| v < 0.0)),
         }
         assert!(ours[1].iter().any(|&v| v.abs() > 1e-3));
+    }
+
+    /// The one-pass inference path against burn's layer without autodiff, then the bounds,
+    /// with running statistics, gamma and beta all away from the identity.
+    #[test]
+    fn inference_matches_burns_layer() {
+        let device = Device::flex();
+        let channels = 5;
+        let mut norm = BatchNormConfig::new(channels).init(&device);
+        let random = |low: f64, high: f64| Tensor::<1>::random([channels], Distribution::Uniform(low, high), &device);
+        norm.gamma = Param::from_tensor(random(-2.0, 3.0));
+        norm.beta = Param::from_tensor(random(-1.0, 1.0));
+        norm.running_mean = burn::module::RunningState::new(random(-1.0, 1.0));
+        norm.running_var = burn::module::RunningState::new(random(0.2, 3.0));
+        let x = Tensor::<4>::random([3, channels, 4, 6], Distribution::Normal(0.5, 2.0), &device);
+        for bounds in [Bounds::RELU, Bounds::RELU6, Bounds::NONE] {
+            let ours = values(batch_norm_clamp(&norm, x.clone(), bounds));
+            let theirs = values(bounds.clamp_tensor(norm.forward(x.clone())));
+            assert!(max_abs_diff(&ours, &theirs) < 1e-5, "{bounds:?}");
+            assert!(ours.iter().any(|&v| v != 0.0 && v != 6.0), "{bounds:?}: nothing passed");
+        }
     }
 
     /// Without autodiff (inference) the layer uses the running statistics, as burn's does.

@@ -156,6 +156,7 @@ impl Out<'_> {
 
     /// Where a block of `width` columns from `(i, j)` starts and the distance between its
     /// rows, when each of its rows is contiguous.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     fn block(&self, m: usize, i: usize, j: usize, width: usize) -> Option<(usize, usize)> {
         match *self {
             Out::RowMajor { stride, .. } => Some((self.at(m, i, j), stride)),
@@ -165,6 +166,7 @@ impl Out<'_> {
 
     /// The contiguous runs of row `i` from column `j` for `width` columns, as (offset from
     /// `j`, where it lies, length), handed to `each`.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     fn runs(
         &mut self,
         m: usize,
@@ -303,11 +305,14 @@ fn portable([m, n, k]: [usize; 3], a: Left, b: Right, mut c: Out, accumulate: bo
 }
 
 /// Rows of the fast path's result tile: one 32-bit broadcast of the left operand each.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 const MR: usize = 8;
 /// Columns of the result tile and of a right-operand panel: two vectors of 16 sums.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 const NR: usize = 32;
 /// Pairs of the summed dimension per pass over a panel: a panel's slice (`KC x NR` pairs,
 /// 16 KiB) stays in the L1 cache while every row tile of the left operand runs over it.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 const KC: usize = 128;
 
 #[cfg(target_arch = "x86_64")]

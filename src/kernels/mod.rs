@@ -13,7 +13,7 @@
 //! | [`max_pool_2x2`] | 2x2 max pool, stride 2 | host arg-max + `gather` |
 //! | [`dense`] | `x @ weight + bias` | extension: AVX-512 tiles or `gemm` |
 //! | [`int8_dense`] | a dense layer with int8 weights, inference | integer products (AVX-512 VNNI or portable) |
-//! | [`batch_norm_relu`], [`batch_norm_clamp`] | BatchNorm + ReLU (ReLU6, none) while training | extension: two passes forward, two back |
+//! | [`batch_norm_relu`], [`batch_norm_clamp`] | BatchNorm + ReLU (ReLU6, none) | training: extension, two passes forward, two back; inference: one host pass |
 //! | [`depthwise_conv`] | depthwise convolution (one filter per channel), any square kernel and stride | extension: row loops, portable and AVX-512, both gradients |
 //!
 //! Every hand-written SIMD path has a portable twin chosen at run time by CPU feature
@@ -62,7 +62,7 @@ pub fn paths() -> Vec<KernelPath> {
         ("dense", dense::path()),
         ("depthwise convolution and its gradients", depthwise::Isa::detect().name()),
         ("int8 dense, inference", int8_dense::path()),
-        ("BatchNorm + ReLU while training, 2x2 max pool", "host loops, compiled for the build's target"),
+        ("BatchNorm + ReLU, 2x2 max pool", "host loops, compiled for the build's target"),
     ]
     .into_iter()
     .map(|(operation, path)| KernelPath { operation, path })
