@@ -407,6 +407,23 @@ mod tests {
         t.into_data().try_to_vec::<f32>().unwrap()
     }
 
+    /// The output of `conv(x, w)` and the gradients of `sum(conv(x, w) * probe)` for `x`
+    /// and `w`, through the extension (`ours`) or through burn's own convolution.
+    fn outputs_and_gradients(x: Tensor<4>, weight: Tensor<4>, probe: Tensor<4>, ours: bool) -> [Vec<f32>; 3] {
+        let x = x.require_grad();
+        let weight = weight.require_grad();
+        let out = if ours {
+            Tensor::from_dispatch(<Dispatch as Conv3x3Backend>::conv3x3(
+                x.clone().into_dispatch(),
+                weight.clone().into_dispatch(),
+            ))
+        } else {
+            burn::tensor::module::conv2d(x.clone(), weight.clone(), None, same_3x3())
+        };
+        let grads = (out.clone() * probe).sum().backward();
+        [values(out.inner()), values(x.grad(&grads).unwrap()), values(weight.grad(&grads).unwrap())]
+    }
+
     /// Gradients of `sum(conv(x, w) * probe)` through the extension and through burn's
     /// own convolution, for an input that needs a gradient.
     #[test]
@@ -417,26 +434,13 @@ mod tests {
             let x = Tensor::<4>::random([batch, channels, h, w], Distribution::Normal(0.0, 1.0), &device);
             let weight = Tensor::<4>::random([filters, channels, 3, 3], Distribution::Normal(0.0, 1.0), &device);
             let probe = Tensor::<4>::random([batch, filters, h, w], Distribution::Normal(0.0, 1.0), &device);
-            let run = |ours: bool| {
-                let x = x.clone().require_grad();
-                let weight = weight.clone().require_grad();
-                let out = if ours {
-                    Tensor::from_dispatch(<Dispatch as Conv3x3Backend>::conv3x3(
-                        x.clone().into_dispatch(),
-                        weight.clone().into_dispatch(),
-                    ))
-                } else {
-                    burn::tensor::module::conv2d(x.clone(), weight.clone(), None, same_3x3())
-                };
-                let grads = (out.clone() * probe.clone()).sum().backward();
-                (values(out.inner()), values(x.grad(&grads).unwrap()), values(weight.grad(&grads).unwrap()))
-            };
+            let run = |ours| outputs_and_gradients(x.clone(), weight.clone(), probe.clone(), ours);
             let (ours, theirs) = (run(true), run(false));
-            assert!(max_abs_diff(&ours.0, &theirs.0) < 1e-4, "forward differs for {batch}x{channels}x{h}x{w}");
-            assert!(max_abs_diff(&ours.1, &theirs.1) < 1e-4, "input gradient differs for {batch}x{channels}x{h}x{w}");
-            let scale = theirs.2.iter().fold(1f32, |m, v| m.max(v.abs()));
+            assert!(max_abs_diff(&ours[0], &theirs[0]) < 1e-4, "forward differs for {batch}x{channels}x{h}x{w}");
+            assert!(max_abs_diff(&ours[1], &theirs[1]) < 1e-4, "input gradient differs for {batch}x{channels}x{h}x{w}");
+            let scale = theirs[2].iter().fold(1f32, |m, v| m.max(v.abs()));
             assert!(
-                max_abs_diff(&ours.2, &theirs.2) < 1e-5 * scale * batch as f32,
+                max_abs_diff(&ours[2], &theirs[2]) < 1e-5 * scale * batch as f32,
                 "weight gradient differs for {batch}x{channels}x{h}x{w}"
             );
         }
@@ -490,20 +494,7 @@ mod tests {
         let x = Tensor::<4>::random([batch, channels, h, w], Distribution::Normal(0.0, 1.0), &device);
         let weight = Tensor::<4>::random([filters, channels, 3, 3], Distribution::Normal(0.0, 1.0), &device);
         let probe = Tensor::<4>::random([batch, filters, h, w], Distribution::Normal(0.0, 1.0), &device);
-        let run = |x: Tensor<4>, weight: Tensor<4>, probe: Tensor<4>, ours: bool| {
-            let x = x.require_grad();
-            let weight = weight.require_grad();
-            let out = if ours {
-                Tensor::from_dispatch(<Dispatch as Conv3x3Backend>::conv3x3(
-                    x.clone().into_dispatch(),
-                    weight.clone().into_dispatch(),
-                ))
-            } else {
-                burn::tensor::module::conv2d(x.clone(), weight.clone(), None, same_3x3())
-            };
-            let grads = (out.clone() * probe).sum().backward();
-            [values(out.inner()), values(x.grad(&grads).unwrap()), values(weight.grad(&grads).unwrap())]
-        };
+        let run = outputs_and_gradients;
         super::super::set_precision(Precision::Bf16);
         let ours = run(x.clone(), weight.clone(), probe.clone(), true);
         super::super::set_precision(Precision::Fp32);
